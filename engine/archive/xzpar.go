@@ -1,0 +1,202 @@
+package archive
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/ulikunitz/xz"
+	"github.com/ulikunitz/xz/lzma"
+)
+
+// xzChunkSize is the amount of uncompressed data compressed into one
+// independent xz stream.
+const xzChunkSize = 8 << 20
+
+// xzConfig returns the xz writer configuration for a compression level 1-9.
+func xzConfig(level int) xz.WriterConfig {
+	dict := 1 << 20
+	switch {
+	case level >= 9:
+		dict = 8 << 20
+	case level >= 7:
+		dict = 4 << 20
+	}
+	return xz.WriterConfig{
+		DictCap:  dict,
+		BufSize:  64 << 10,
+		CheckSum: xz.CRC64,
+		Matcher:  lzma.HashTable4,
+	}
+}
+
+// xzJob is one chunk being compressed.
+type xzJob struct {
+	in   []byte
+	out  bytes.Buffer
+	err  error
+	done chan struct{}
+}
+
+// parallelXZ is an io.WriteCloser that splits its input into xzChunkSize
+// chunks, compresses each chunk as an independent xz stream on up to
+// workers goroutines and writes the streams to out in input order. The
+// concatenation is a valid multi-stream .xz file. At most 2*workers chunks
+// are in flight, bounding memory use.
+type parallelXZ struct {
+	out     io.Writer
+	cfg     xz.WriterConfig
+	sem     chan struct{}
+	queue   []*xzJob
+	maxJobs int
+	buf     []byte
+	pool    *sync.Pool
+	written bool
+	err     error
+	closed  bool
+}
+
+// newParallelXZ returns a parallel xz compressor writing to out.
+func newParallelXZ(out io.Writer, level, workers int) (*parallelXZ, error) {
+	cfg := xzConfig(level)
+	if err := cfg.Verify(); err != nil {
+		return nil, fmt.Errorf("xz configuration for level %d: %w", level, err)
+	}
+	return &parallelXZ{
+		out:     out,
+		cfg:     cfg,
+		sem:     make(chan struct{}, workers),
+		maxJobs: 2 * workers,
+		pool:    &sync.Pool{New: func() any { return make([]byte, 0, xzChunkSize) }},
+	}, nil
+}
+
+// Write buffers p and dispatches full chunks for compression.
+func (z *parallelXZ) Write(p []byte) (int, error) {
+	if z.err != nil {
+		return 0, z.err
+	}
+	if z.closed {
+		return 0, errors.New("xz: write after close")
+	}
+	n := 0
+	for len(p) > 0 {
+		if z.buf == nil {
+			z.buf = z.pool.Get().([]byte)[:0]
+		}
+		k := min(len(p), xzChunkSize-len(z.buf))
+		z.buf = append(z.buf, p[:k]...)
+		p = p[k:]
+		n += k
+		if len(z.buf) == xzChunkSize {
+			if err := z.dispatch(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// dispatch starts compressing the current buffer and writes out finished
+// chunks, blocking while too many chunks are in flight.
+func (z *parallelXZ) dispatch() error {
+	j := &xzJob{in: z.buf, done: make(chan struct{})}
+	z.buf = nil
+	z.written = true
+	z.queue = append(z.queue, j)
+	z.sem <- struct{}{}
+	go func() {
+		defer func() { <-z.sem; close(j.done) }()
+		j.out.Grow(len(j.in)/3 + 4096)
+		w, err := z.cfg.NewWriter(&j.out)
+		if err == nil {
+			_, err = w.Write(j.in)
+		}
+		if err == nil {
+			err = w.Close()
+		}
+		j.err = err
+	}()
+	for len(z.queue) > 0 {
+		head := z.queue[0]
+		if len(z.queue) < z.maxJobs {
+			select {
+			case <-head.done:
+			default:
+				return nil
+			}
+		}
+		if err := z.flushHead(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flushHead waits for the oldest chunk and writes its compressed form.
+func (z *parallelXZ) flushHead() error {
+	j := z.queue[0]
+	<-j.done
+	z.queue = z.queue[1:]
+	z.pool.Put(j.in[:0])
+	j.in = nil
+	if j.err != nil {
+		z.err = fmt.Errorf("xz compression: %w", j.err)
+		return z.err
+	}
+	if _, err := z.out.Write(j.out.Bytes()); err != nil {
+		z.err = err
+		return err
+	}
+	return nil
+}
+
+// Close compresses buffered data, writes all outstanding chunks and
+// returns the first error met. An empty input produces one empty xz stream.
+func (z *parallelXZ) Close() error {
+	if z.closed {
+		return z.err
+	}
+	z.closed = true
+	if z.err != nil {
+		z.wait()
+		return z.err
+	}
+	if len(z.buf) > 0 || !z.written {
+		if z.buf == nil {
+			z.buf = z.pool.Get().([]byte)[:0]
+		}
+		if err := z.dispatch(); err != nil {
+			z.wait()
+			return err
+		}
+	}
+	for len(z.queue) > 0 {
+		if err := z.flushHead(); err != nil {
+			z.wait()
+			return err
+		}
+	}
+	return nil
+}
+
+// wait blocks until every compressing goroutine has finished, discarding
+// their output. It is used on error paths so no goroutine outlives Close.
+func (z *parallelXZ) wait() {
+	for _, j := range z.queue {
+		<-j.done
+	}
+	z.queue = nil
+}
+
+// abort stops the compressor without writing buffered data and waits for
+// running goroutines.
+func (z *parallelXZ) abort() {
+	z.closed = true
+	if z.err == nil {
+		z.err = errors.New("xz: compressor aborted")
+	}
+	z.wait()
+}

@@ -1,0 +1,260 @@
+// Package backup takes full backups: pg_dump of each configured database in
+// directory format (optionally at a snapshot exported by a replication slot),
+// the cluster's globals, system information, application statistics and
+// configured log and extra files, packed into one atomic archive with a
+// manifest of checksums.
+package backup
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/fsutil"
+	"github.com/pme2go/pme2go-backup/engine/lock"
+	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/version"
+)
+
+// Progress reports how far a backup is. Total is an estimate while dumping
+// (the databases' on-disk size) and exact while archiving.
+type Progress struct {
+	Phase    string // "dump", "archive", "done"
+	Database string
+	Done     int64
+	Total    int64
+}
+
+// Snapshotter lets the incremental engine hand pg_dump the snapshot exported
+// by a replication slot. It is called once per database before its dump;
+// release is called after pg_dump has exited, successfully or not.
+type Snapshotter func(ctx context.Context, db string) (snapshot string, meta map[string]string, release func(ok bool), err error)
+
+// Options tune one full backup.
+type Options struct {
+	Trigger   string   // "manual", "scheduled", "safety", … recorded in the manifest
+	Databases []string // default: the configuration's DB_NAME
+	Dir       string   // default: BACKUP_DIR/full
+	Snapshot  Snapshotter
+	Progress  func(Progress)
+	Log       *slog.Logger
+	// Locked says the caller already holds the backup directory lock (a
+	// restore taking its safety backup).
+	Locked bool
+}
+
+// Result describes a written backup.
+type Result struct {
+	Path     string
+	Manifest *archive.Manifest
+	Size     int64
+	Duration time.Duration
+}
+
+// TimestampName renders t the way the seed names archives:
+// 2025-08-24T14-30-00-000Z.
+func TimestampName(t time.Time) string {
+	return strings.NewReplacer(":", "-", ".", "-").Replace(t.UTC().Format("2006-01-02T15:04:05.000Z"))
+}
+
+// Full takes a full backup. On any error nothing is left that `list` would
+// show, and temporary files are removed (or, after a crash, removed by the
+// next run).
+func Full(ctx context.Context, cfg *config.Config, opts Options) (*Result, error) {
+	start := time.Now()
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	progress := opts.Progress
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	dbs := opts.Databases
+	if len(dbs) == 0 {
+		dbs = cfg.DBNames
+	}
+	dir := opts.Dir
+	if dir == "" {
+		dir = cfg.FullDir()
+	}
+	if !opts.Locked {
+		unlock, err := Prepare(cfg, dir)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	} else if err := fsutil.EnsurePrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("backup directory %s is not usable: %w", dir, err)
+	}
+
+	target := pgconn.FromConfig(cfg)
+	conn, err := target.Connect(ctx, dbs[0])
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	srv, err := pgconn.Inspect(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	tools, err := findTools(ctx, cfg.PgBinDir, srv.Major(), "pg_dump", "pg_dumpall")
+	if err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, db := range dbs {
+		n, err := pgconn.DatabaseSize(ctx, conn, db)
+		if err != nil {
+			return nil, fmt.Errorf("%w; check DB_NAME", err)
+		}
+		total += n
+	}
+
+	name := "full_backup_" + TimestampName(start)
+	staging := filepath.Join(dir, fsutil.TempPrefix(name)+"staging")
+	if err := os.Mkdir(staging, 0o700); err != nil {
+		return nil, fmt.Errorf("create staging directory: %w", err)
+	}
+	defer os.RemoveAll(staging)
+
+	m := &archive.Manifest{
+		Type: "full", Timestamp: start.UTC(), Version: version.Version, FormatVersion: archive.FormatVersion,
+		Files: map[string]string{}, Metadata: map[string]any{"trigger": orDefault(opts.Trigger, "manual")},
+		SystemIdentifier: srv.SystemIdentifier, Timeline: srv.Timeline, ServerVersion: srv.Version,
+		PgDumpVersion: tools["pg_dump"].Version, Databases: dbs,
+	}
+	if srv.WalLevel != "logical" {
+		m.Warnings = append(m.Warnings, fmt.Sprintf("wal_level is %s: incremental backups are off; set wal_level = logical and restart PostgreSQL to enable them", srv.WalLevel))
+	}
+
+	// Dump every database into the staging directory.
+	var done int64
+	for _, db := range dbs {
+		progress(Progress{Phase: "dump", Database: db, Done: done, Total: total})
+		if err := dumpDatabase(ctx, log, target, tools["pg_dump"], cfg.Jobs, db, filepath.Join(staging, "database", db), opts.Snapshot, m); err != nil {
+			return nil, err
+		}
+		n, _ := pgconn.DatabaseSize(ctx, conn, db)
+		done += n
+		m.Files["database:"+db] = "database/" + db + "/"
+	}
+	if err := dumpGlobals(ctx, log, target, tools["pg_dumpall"], srv, dbs[0], filepath.Join(staging, "globals.sql"), m); err != nil {
+		return nil, err
+	}
+	if err := writeInfo(ctx, conn, cfg, target, srv, tools, dbs, staging, m); err != nil {
+		return nil, err
+	}
+
+	path := filepath.Join(dir, name+archive.Codec(cfg.Compression).Ext())
+	files, err := collect(staging, "")
+	if err != nil {
+		return nil, fmt.Errorf("read staging directory: %w", err)
+	}
+	files = append(files, pathMembers(cfg.LogPaths, "logs", m)...)
+	files = append(files, pathMembers(cfg.ExtraPaths, "files", m)...)
+	res, err := pack(ctx, cfg, path, files, m, progress)
+	if err != nil {
+		return nil, err
+	}
+	res.Duration = time.Since(start)
+	progress(Progress{Phase: "done", Done: res.Size, Total: res.Size})
+	log.Info("full backup completed", "backup", filepath.Base(path), "duration", res.Duration.Round(time.Millisecond), "size", res.Size)
+	return res, nil
+}
+
+// Prepare makes the backup directories private, takes the directory lock and
+// removes leftovers of interrupted runs. The returned function releases the lock.
+func Prepare(cfg *config.Config, dir string) (func(), error) {
+	for _, d := range []string{cfg.BackupDir, cfg.StateDir(), cfg.FullDir(), cfg.IncrementalDir(), dir} {
+		if err := fsutil.EnsurePrivateDir(d); err != nil {
+			return nil, fmt.Errorf("backup directory %s is not usable (check BACKUP_DIR, ownership and permissions): %w", d, err)
+		}
+	}
+	l, err := lock.TryAcquire(filepath.Join(cfg.StateDir(), "backup.lock"), "a backup")
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{cfg.StateDir(), cfg.FullDir(), cfg.IncrementalDir(), dir} {
+		if _, err := fsutil.RemoveLeftovers(d); err != nil {
+			l.Release()
+			return nil, err
+		}
+	}
+	return func() { l.Release() }, nil
+}
+
+func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, pgDump *pgconn.Tool, jobs int, db, out string, snap Snapshotter, m *archive.Manifest) error {
+	if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
+		return fmt.Errorf("create dump directory: %w", err)
+	}
+	snapshot := ""
+	release := func(bool) {}
+	if snap != nil {
+		s, meta, rel, err := snap(ctx, db)
+		if err != nil {
+			return fmt.Errorf("snapshot for database %s: %w", db, err)
+		}
+		snapshot, release = s, rel
+		for k, v := range meta {
+			m.Metadata[k] = v
+		}
+	}
+	log.Info("dumping database", "database", db, "jobs", jobs, "snapshot", snapshot)
+	err := pgDump.Run(ctx, log, target, db, dumpArgs(out, jobs, snapshot)...)
+	release(err == nil)
+	return err
+}
+
+func dumpGlobals(ctx context.Context, log *slog.Logger, target pgconn.Target, tool *pgconn.Tool, srv *pgconn.ServerInfo, db, out string, m *archive.Manifest) error {
+	args := []string{"-w", "--globals-only", "--file=" + out, "--dbname=" + db}
+	if !srv.Superuser {
+		args = append(args, "--no-role-passwords")
+	}
+	err := tool.Run(ctx, log, target, db, args...)
+	switch {
+	case err == nil && srv.Superuser:
+		m.HasGlobals = true
+	case err == nil:
+		m.HasGlobals = true
+		m.Warnings = append(m.Warnings, "globals.sql lacks role passwords: DB_USER is not a superuser")
+	case ctx.Err() != nil:
+		return err
+	default:
+		os.Remove(out)
+		m.Warnings = append(m.Warnings, "no globals (roles, tablespaces): pg_dumpall --globals-only needs a superuser: "+err.Error())
+		log.Warn("backup lacks globals", "error", err)
+		return nil
+	}
+	m.Files["globals"] = "globals.sql"
+	return nil
+}
+
+func findTools(ctx context.Context, binDir string, major int, names ...string) (map[string]*pgconn.Tool, error) {
+	tools := map[string]*pgconn.Tool{}
+	for _, n := range names {
+		t, err := pgconn.FindTool(ctx, n, binDir, major)
+		if err != nil {
+			return nil, err
+		}
+		if err := t.CheckCompatible(major); err != nil {
+			return nil, err
+		}
+		tools[n] = t
+	}
+	return tools, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}

@@ -1,0 +1,100 @@
+package backup
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/config"
+)
+
+// member is one file to archive: its name in the archive and its source.
+type member struct {
+	name, path string
+	size       int64
+}
+
+// collect lists the regular files below root as members named prefix + their
+// path relative to root. A root that is a file is one member.
+func collect(root, prefix string) ([]member, error) {
+	var out []member
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		name := prefix + filepath.ToSlash(rel)
+		if rel == "." {
+			name = strings.TrimSuffix(prefix, "/")
+		}
+		out = append(out, member{name: name, path: p, size: info.Size()})
+		return nil
+	})
+	return out, err
+}
+
+// pathMembers lists configured log or extra paths under top ("logs" or
+// "files"), keeping each file's absolute path below it so that a restore knows
+// where it came from. Unreadable paths become warnings, not failures.
+func pathMembers(paths []string, top string, m *archive.Manifest) []member {
+	var out []member
+	for _, p := range paths {
+		ms, err := collect(p, top+"/"+strings.TrimPrefix(filepath.ToSlash(filepath.Clean(p)), "/")+"/")
+		if err != nil {
+			m.Warnings = append(m.Warnings, fmt.Sprintf("%s path %s not archived: %v", top, p, err))
+			continue
+		}
+		out = append(out, ms...)
+	}
+	if len(out) > 0 {
+		m.Files[top] = top + "/"
+	}
+	return out
+}
+
+// pack streams the members into the archive at path, manifest last,
+// reporting progress by uncompressed bytes. On error the partial archive is
+// removed.
+func pack(ctx context.Context, cfg *config.Config, path string, files []member, m *archive.Manifest, progress func(Progress)) (*Result, error) {
+	var total int64
+	for _, f := range files {
+		total += f.size
+	}
+	w, err := archive.Create(path, archive.WriterOptions{
+		Codec: archive.Codec(cfg.Compression), Level: cfg.CompressionLevel, Workers: cfg.Jobs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer w.Abort()
+	var done int64
+	for _, f := range files {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("backup cancelled: %w", err)
+		}
+		if err := w.AddFile(f.name, f.path); err != nil {
+			return nil, err
+		}
+		done += f.size
+		progress(Progress{Phase: "archive", Done: done, Total: total})
+	}
+	if err := w.Commit(m); err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("stat written archive: %w", err)
+	}
+	return &Result{Path: path, Manifest: m, Size: st.Size()}, nil
+}

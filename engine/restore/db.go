@@ -1,0 +1,225 @@
+package restore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/pgconn"
+)
+
+// connectMaintenance connects to a database other than avoid, for CREATE,
+// RENAME and DROP DATABASE: postgres, else template1.
+func connectMaintenance(ctx context.Context, target pgconn.Target, avoid ...string) (*pgx.Conn, error) {
+	var lastErr error
+	for _, db := range []string{"postgres", "template1"} {
+		if contains(avoid, db) {
+			continue
+		}
+		conn, err := target.Connect(ctx, db)
+		if err == nil {
+			return conn, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+// inspectTarget reports whether db exists and whether it holds any user
+// relation or large object.
+func inspectTarget(ctx context.Context, target pgconn.Target, maint *pgx.Conn, db string) (exists, empty bool, err error) {
+	if err := maint.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, db).Scan(&exists); err != nil {
+		return false, false, fmt.Errorf("look up database %s: %w", db, err)
+	}
+	if !exists {
+		return false, true, nil
+	}
+	conn, err := target.Connect(ctx, db)
+	if err != nil {
+		return true, false, err
+	}
+	defer conn.Close(context.Background())
+	var n int
+	err = conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	                          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%'
+	                            AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f'))
+	                        + (SELECT count(*) FROM pg_largeobject_metadata)`).Scan(&n)
+	if err != nil {
+		return true, false, fmt.Errorf("inspect database %s: %w", db, err)
+	}
+	return true, n == 0, nil
+}
+
+// restoreDatabase restores dumpDir into a fresh database and swaps it in
+// place of st.Target. Until the swap the target is untouched; a failure drops
+// the fresh database and leaves the target as it was.
+func restoreDatabase(ctx context.Context, cfg *config.Config, target pgconn.Target, opts Options, st Step, dumpDir string, props backup.DatabaseStats) error {
+	fresh := scratchName(st.Target, "restore")
+	maint, err := connectMaintenance(ctx, target, st.Target, fresh)
+	if err != nil {
+		return err
+	}
+	defer maint.Close(context.Background())
+	if err := createDatabase(ctx, maint, fresh, props, opts.Log); err != nil {
+		return err
+	}
+	swapped := false
+	defer func() {
+		if !swapped {
+			dropDatabase(context.Background(), maint, fresh, opts.Log)
+		}
+	}()
+	tool, err := pgconn.FindTool(ctx, "pg_restore", cfg.PgBinDir, 0)
+	if err != nil {
+		return err
+	}
+	args := []string{"-w", "--exit-on-error", "--jobs=" + strconv.Itoa(cfg.Jobs), "--dbname=" + fresh}
+	if opts.NoOwner {
+		args = append(args, "--no-owner", "--no-acl")
+	}
+	if err := tool.Run(ctx, opts.Log, target, fresh, append(args, dumpDir)...); err != nil {
+		return fmt.Errorf("%w (the target database %s was not changed; if roles are missing use --restore-globals or --no-owner)", err, st.Target)
+	}
+	if err := swap(ctx, maint, fresh, st, opts); err != nil {
+		return err
+	}
+	swapped = true
+	return nil
+}
+
+// scratchName builds a database name derived from db that fits in 63 bytes.
+func scratchName(db, what string) string {
+	suffix := fmt.Sprintf("_pme2go_%s_%d", what, time.Now().UnixNano()%1e9)
+	if len(db)+len(suffix) > 63 {
+		db = db[:63-len(suffix)]
+	}
+	return db + suffix
+}
+
+func createDatabase(ctx context.Context, maint *pgx.Conn, name string, p backup.DatabaseStats, log *slog.Logger) error {
+	q := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " TEMPLATE template0"
+	if p.Encoding != "" {
+		q += " ENCODING " + quoteLit(p.Encoding) + " LC_COLLATE " + quoteLit(p.Collate) + " LC_CTYPE " + quoteLit(p.Ctype)
+	}
+	if p.Owner != "" {
+		var ok bool
+		if err := maint.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, p.Owner).Scan(&ok); err == nil && ok {
+			q += " OWNER " + pgx.Identifier{p.Owner}.Sanitize()
+		} else {
+			log.Warn("original database owner does not exist; the restored database is owned by DB_USER", "owner", p.Owner)
+		}
+	}
+	if _, err := maint.Exec(ctx, q); err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
+
+func dropDatabase(ctx context.Context, maint *pgx.Conn, name string, log *slog.Logger) {
+	if _, err := maint.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
+		log.Warn("could not drop scratch database; drop it by hand", "database", name, "error", err)
+	}
+}
+
+func quoteLit(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// swap renames the restored database to the target's name in one
+// transaction, then drops the replaced one.
+func swap(ctx context.Context, maint *pgx.Conn, fresh string, st Step, opts Options) error {
+	tx, err := maint.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("swap in restored database: %w", err)
+	}
+	defer tx.Rollback(context.Background())
+	old := ""
+	if st.TargetExists {
+		if opts.Force {
+			if _, err := maint.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, st.Target); err != nil {
+				return fmt.Errorf("disconnect sessions of %s: %w", st.Target, err)
+			}
+		}
+		old = scratchName(st.Target, "old")
+		if _, err := tx.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{st.Target}.Sanitize()+" RENAME TO "+pgx.Identifier{old}.Sanitize()); err != nil {
+			return fmt.Errorf("replace database %s (is it in use? stop the application or pass --force): %w", st.Target, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{fresh}.Sanitize()+" RENAME TO "+pgx.Identifier{st.Target}.Sanitize()); err != nil {
+		return fmt.Errorf("rename restored database to %s: %w", st.Target, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("swap in restored database %s: %w", st.Target, err)
+	}
+	if old != "" {
+		dropDatabase(ctx, maint, old, opts.Log)
+	}
+	return nil
+}
+
+// readProps reads each database's encoding, locale and owner recorded in
+// application_data.json; a missing file yields server defaults.
+func readProps(path string) map[string]backup.DatabaseStats {
+	var ad backup.AppData
+	if data, err := os.ReadFile(path); err == nil {
+		json.Unmarshal(data, &ad)
+	}
+	if ad.Databases == nil {
+		ad.Databases = map[string]backup.DatabaseStats{}
+	}
+	return ad.Databases
+}
+
+// restoreGlobals applies globals.sql with psql. Roles and tablespaces that
+// already exist make psql report errors, which are logged, not fatal.
+func restoreGlobals(ctx context.Context, cfg *config.Config, target pgconn.Target, log *slog.Logger, file string) error {
+	psql, err := pgconn.FindTool(ctx, "psql", cfg.PgBinDir, 0)
+	if err != nil {
+		return err
+	}
+	return psql.Run(ctx, log, target, "postgres", "-X", "-q", "-v", "ON_ERROR_STOP=0", "-f", file)
+}
+
+// restoreLogs puts archived logs back at their original paths. An existing
+// file is never overwritten: the archived copy is written beside it as
+// <name>.restored-<timestamp>.
+func restoreLogs(work string, now time.Time) ([]string, error) {
+	root := filepath.Join(work, "logs")
+	var restored []string
+	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if os.IsNotExist(err) && p == root {
+			return filepath.SkipDir
+		}
+		if err != nil || !info.Mode().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		dst := filepath.Join("/", rel)
+		if _, err := os.Stat(dst); err == nil {
+			dst += ".restored-" + backup.TimestampName(now)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fmt.Errorf("restore log %s: %w", dst, err)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, data, 0o640); err != nil {
+			return fmt.Errorf("restore log %s: %w", dst, err)
+		}
+		restored = append(restored, dst)
+		return nil
+	})
+	return restored, err
+}

@@ -1,0 +1,217 @@
+// Package restore restores full backups: it verifies the archive, extracts it
+// into a private directory, restores each database with pg_restore into a
+// fresh database and only then swaps it in place of the target, so that a
+// failed restore leaves the target as it was.
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/fsutil"
+	"github.com/pme2go/pme2go-backup/engine/pgconn"
+)
+
+// ErrNotEmpty is returned (wrapped) when the target database holds data and
+// Force was not given.
+var ErrNotEmpty = errors.New("target database is not empty")
+
+// Options describe one restore.
+type Options struct {
+	Backup         string // archive path or name
+	TargetDB       string // restore into this database instead of the original
+	Databases      []string
+	Force          bool // replace a non-empty database
+	NoSafetyBackup bool // with Force: skip the safety backup of the replaced database
+	NoOwner        bool // pg_restore --no-owner
+	RestoreGlobals bool // apply globals.sql (roles, tablespaces) first
+	RestoreLogs    bool // put archived logs back
+	DryRun         bool
+	Log            *slog.Logger
+	Progress       func(step string)
+}
+
+// Step is one database restore in a plan.
+type Step struct {
+	Source       string `json:"source"`
+	Target       string `json:"target"`
+	TargetExists bool   `json:"targetExists"`
+	TargetEmpty  bool   `json:"targetEmpty"`
+	SafetyBackup bool   `json:"safetyBackup"`
+}
+
+// Plan is what a restore will do; a dry run returns it without acting.
+type Plan struct {
+	Archive  string            `json:"archive"`
+	Manifest *archive.Manifest `json:"-"`
+	Steps    []Step            `json:"steps"`
+	Globals  bool              `json:"globals"`
+	Logs     int               `json:"logs"`
+}
+
+// Result reports a finished restore.
+type Result struct {
+	Plan          *Plan
+	SafetyBackups []string
+	RestoredLogs  []string
+	Duration      time.Duration
+}
+
+// Run restores a full backup according to opts.
+func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error) {
+	start := time.Now()
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Progress == nil {
+		opts.Progress = func(string) {}
+	}
+	b, err := catalog.Find(cfg.BackupDir, opts.Backup)
+	if err != nil {
+		return nil, err
+	}
+	if b.Manifest != nil && b.Manifest.Type != "full" {
+		return nil, fmt.Errorf("%s is an incremental backup; restore a full backup (point-in-time targets replay incrementals on top of it)", b.Name)
+	}
+	target := pgconn.FromConfig(cfg)
+	plan, err := makePlan(ctx, target, b, opts)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Plan: plan}
+	if opts.DryRun {
+		return res, nil
+	}
+	unlock, err := backup.Prepare(cfg, cfg.FullDir())
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	opts.Progress("verify " + b.Name)
+	rep, err := archive.Verify(ctx, b.Path)
+	if err != nil {
+		return nil, err
+	}
+	if !rep.OK() {
+		return nil, fmt.Errorf("archive %s failed verification, nothing was restored: %s", b.Name, describeProblems(rep))
+	}
+	work, err := os.MkdirTemp(cfg.StateDir(), fsutil.TempPrefix("restore"))
+	if err != nil {
+		return nil, fmt.Errorf("create extraction directory: %w", err)
+	}
+	defer os.RemoveAll(work)
+	opts.Progress("extract " + b.Name)
+	if _, err := archive.Extract(ctx, b.Path, work); err != nil {
+		return nil, err
+	}
+	if opts.RestoreGlobals && plan.Globals {
+		opts.Progress("restore globals")
+		if err := restoreGlobals(ctx, cfg, target, opts.Log, filepath.Join(work, "globals.sql")); err != nil {
+			return nil, err
+		}
+	}
+	props := readProps(filepath.Join(work, "application_data.json"))
+	for _, st := range plan.Steps {
+		if st.SafetyBackup {
+			opts.Progress("safety backup of " + st.Target)
+			sb, err := backup.Full(ctx, cfg, backup.Options{Trigger: "safety", Databases: []string{st.Target}, Locked: true, Log: opts.Log})
+			if err != nil {
+				return nil, fmt.Errorf("safety backup of %s failed, nothing was restored: %w", st.Target, err)
+			}
+			res.SafetyBackups = append(res.SafetyBackups, sb.Path)
+		}
+		opts.Progress(fmt.Sprintf("restore %s into %s", st.Source, st.Target))
+		if err := restoreDatabase(ctx, cfg, target, opts, st, filepath.Join(work, "database", st.Source), props[st.Source]); err != nil {
+			return nil, err
+		}
+	}
+	if opts.RestoreLogs {
+		res.RestoredLogs, err = restoreLogs(work, start)
+		if err != nil {
+			return res, err
+		}
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func describeProblems(rep *archive.VerifyReport) string {
+	var parts []string
+	for _, p := range rep.Problems {
+		if p.Member != "" {
+			parts = append(parts, p.Member+": "+p.Message)
+		} else {
+			parts = append(parts, p.Message)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func makePlan(ctx context.Context, target pgconn.Target, b catalog.Backup, opts Options) (*Plan, error) {
+	if b.Manifest == nil {
+		return nil, fmt.Errorf("%s has no readable manifest beside it (%s); run pme2go-backup verify %s", b.Name, b.Problem, b.Path)
+	}
+	m := b.Manifest
+	dbs := opts.Databases
+	if len(dbs) == 0 {
+		dbs = m.Databases
+	}
+	for _, db := range dbs {
+		if !contains(m.Databases, db) {
+			return nil, fmt.Errorf("database %s is not in %s (it holds %s)", db, b.Name, strings.Join(m.Databases, ", "))
+		}
+	}
+	if opts.TargetDB != "" && len(dbs) != 1 {
+		return nil, fmt.Errorf("--target-db needs exactly one source database, %s holds %s; choose one with --database", b.Name, strings.Join(dbs, ", "))
+	}
+	plan := &Plan{Archive: b.Path, Manifest: m, Globals: m.HasGlobals && opts.RestoreGlobals}
+	for name := range m.Sizes {
+		if strings.HasPrefix(name, "logs/") {
+			plan.Logs++
+		}
+	}
+	maint, err := connectMaintenance(ctx, target, "")
+	if err != nil {
+		return nil, err
+	}
+	defer maint.Close(context.Background())
+	for _, db := range dbs {
+		st := Step{Source: db, Target: db}
+		if opts.TargetDB != "" {
+			st.Target = opts.TargetDB
+		}
+		st.TargetExists, st.TargetEmpty, err = inspectTarget(ctx, target, maint, st.Target)
+		if err != nil {
+			return nil, err
+		}
+		if st.TargetExists && !st.TargetEmpty {
+			if !opts.Force {
+				return nil, fmt.Errorf("database %s holds data: %w; pass --force to replace it (a safety backup is taken first unless --no-safety-backup) or --target-db NAME to restore beside it", st.Target, ErrNotEmpty)
+			}
+			st.SafetyBackup = !opts.NoSafetyBackup
+		}
+		plan.Steps = append(plan.Steps, st)
+	}
+	return plan, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
