@@ -12,8 +12,8 @@ import (
 )
 
 // xzChunkSize is the amount of uncompressed data compressed into one
-// independent xz stream.
-const xzChunkSize = 8 << 20
+// independent xz stream (a variable so tests can use small chunks).
+var xzChunkSize = 8 << 20
 
 // xzConfig returns the xz writer configuration for a compression level 1-9.
 func xzConfig(level int) xz.WriterConfig {

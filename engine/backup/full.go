@@ -214,7 +214,7 @@ func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, p
 }
 
 func dumpGlobals(ctx context.Context, log *slog.Logger, target pgconn.Target, tool *pgconn.Tool, srv *pgconn.ServerInfo, db, out string, m *archive.Manifest) error {
-	args := []string{"-w", "--globals-only", "--file=" + out, "--dbname=" + db}
+	args := []string{"-w", "--globals-only", "--file=" + out, "--database=" + db}
 	if !srv.Superuser {
 		args = append(args, "--no-role-passwords")
 	}
@@ -229,7 +229,7 @@ func dumpGlobals(ctx context.Context, log *slog.Logger, target pgconn.Target, to
 		return err
 	default:
 		os.Remove(out)
-		m.Warnings = append(m.Warnings, "no globals (roles, tablespaces): pg_dumpall --globals-only needs a superuser: "+err.Error())
+		m.Warnings = append(m.Warnings, "no globals (roles, tablespaces): pg_dumpall --globals-only failed: "+err.Error())
 		log.Warn("backup lacks globals", "error", err)
 		return nil
 	}

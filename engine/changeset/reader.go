@@ -41,7 +41,7 @@ func Open(path string) (*Reader, error) {
 // NewReader reads a segment from rd, starting with its header.
 func NewReader(rd io.Reader) (*Reader, error) {
 	r := &Reader{
-		fr:     frameReader{r: bufio.NewReaderSize(rd, 1<<20)},
+		fr:     frameReader{r: bufio.NewReaderSize(rd, 64<<10)},
 		rels:   make(map[uint32]*Relation),
 		byName: make(map[string]*Relation),
 	}

@@ -1,0 +1,47 @@
+# pme2go-backup — build, test, bench, demo, package.
+# `make demo` and `make test` install what is missing (PostgreSQL, xz, zstd)
+# through tests/install-deps.sh before they run.
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
+LDFLAGS  := -X github.com/pme2go/pme2go-backup/engine/version.Version=$(VERSION)
+BIN      := bin
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all build deps test test-short bench demo lint fmt clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/pme2go-backup ./cmd/pme2go-backup
+
+deps:
+	bash tests/install-deps.sh
+
+# The whole suite against real PostgreSQL. Set PME2GO_TEST_REQUIRE=all to make
+# missing tools fail instead of skip (as .ci/run does).
+test: deps lint build
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+# Benchmarks: full backup of a generated ~500 MB database against pg_dump -Fc
+# and pg_dump -Fd -j<cores>, measured in the same run. Results go to stdout;
+# docs/benchmarks.md records them with this command. BENCH_MB sets the size.
+bench: deps build
+	$(GO) run ./tests/bench -mb $${BENCH_MB:-500}
+
+demo: deps build
+	bash tests/demo.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# make demo: a throwaway PostgreSQL, sample data, a full backup, list, verify,
+# a restore into a new database, and a table-by-table comparison.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLI="$PWD/bin/pme2go-backup"
+
+bindir=""
+for d in "$(pg_config --bindir 2>/dev/null || true)" $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+	if [ -x "$d/initdb" ]; then bindir="$d"; break; fi
+done
+[ -n "$bindir" ] || { echo "demo: initdb not found; run make deps" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/pme2go-demo.XXXXXX)
+chmod 755 "$work"
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then
+	chown postgres: "$work"
+	as_pg=(runuser -u postgres --)
+fi
+port=$(( 20000 + RANDOM % 20000 ))
+pgdata="$work/data"
+cleanup() {
+	"${as_pg[@]}" "$bindir/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "throwaway PostgreSQL on port $port (wal_level=logical)"
+"${as_pg[@]}" "$bindir/initdb" -U postgres -A trust -D "$pgdata" >/dev/null
+cat >>"$pgdata/postgresql.conf" <<CONF
+port = $port
+listen_addresses = ''
+unix_socket_directories = '$work'
+wal_level = logical
+fsync = off
+CONF
+"${as_pg[@]}" "$bindir/pg_ctl" -D "$pgdata" -l "$work/server.log" -w start >/dev/null
+psql() { "$bindir/psql" -X -q -h "$work" -p "$port" -U postgres -v ON_ERROR_STOP=1 "$@"; }
+
+step "sample data in database 'shop'"
+psql -d postgres -c "CREATE DATABASE shop"
+psql -d shop <<'SQL'
+CREATE TYPE mood AS ENUM ('happy', 'sad');
+CREATE TABLE customers (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL, mood mood, tags text[], profile jsonb);
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer int REFERENCES customers, total numeric(12,2), placed timestamptz DEFAULT now(), note text);
+CREATE TABLE "Audit Log" (at timestamptz, "what happened" text); -- no primary key
+INSERT INTO customers (name, mood, tags, profile)
+  SELECT 'customer ' || g, CASE WHEN g % 3 = 0 THEN 'sad'::mood ELSE 'happy' END,
+         ARRAY['t' || g % 7, NULL], jsonb_build_object('n', g, 'vip', g % 10 = 0)
+  FROM generate_series(1, 2000) g;
+INSERT INTO orders (customer, total, note)
+  SELECT 1 + g % 2000, (g * 7.31) % 1000, CASE WHEN g % 5 = 0 THEN NULL ELSE repeat('x', g % 50) END
+  FROM generate_series(1, 20000) g;
+INSERT INTO "Audit Log" VALUES (now(), 'demo loaded'), (now(), 'demo loaded');
+SQL
+psql -d shop -c "SELECT (SELECT count(*) FROM customers) AS customers, (SELECT count(*) FROM orders) AS orders"
+
+cat >"$work/pme2go-backup.conf" <<CONF
+BACKUP_DIR=$work/backups
+DB_HOST=$work
+DB_PORT=$port
+DB_NAME=shop
+DB_USER=postgres
+CONF
+export PME2GO_CONF="$work/pme2go-backup.conf"
+cli() { echo "\$ pme2go-backup $*"; "$CLI" --config "$PME2GO_CONF" "$@"; }
+
+step "configuration"
+cli config
+step "self-test"
+cli test
+step "full backup"
+cli full
+step "list"
+cli list
+step "verify"
+cli verify
+archive=$(ls "$work"/backups/full/*.tar.xz | head -n1)
+step "restore into a new database shop_restored"
+cli restore --backup "$archive" --target-db shop_restored
+
+step "compare source and restored database, table by table"
+sums() {
+	psql -d "$1" -At <<'SQL'
+SELECT format('%I.%I', n.nspname, c.relname),
+       (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text,
+       (xpath('/row/h/text()', query_to_xml(format('SELECT md5(coalesce(string_agg(md5(t::text), '''' ORDER BY md5(t::text)), '''')) AS h FROM %I.%I t', n.nspname, c.relname), false, true, '')))[1]::text
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ ORDER BY 1;
+SQL
+}
+sums shop >"$work/a"; sums shop_restored >"$work/b"
+echo "TABLE|ROWS|CHECKSUM" | cat - "$work/a" | (column -t -s '|' 2>/dev/null || cat)
+if diff -u "$work/a" "$work/b"; then
+	echo "restored database equals the source: $(wc -l <"$work/a") tables, same rows and checksums"
+else
+	echo "MISMATCH between source and restored database" >&2
+	exit 1
+fi

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need when it is missing: the PostgreSQL
+# server and client, xz and zstd. Uses apt-get on Debian/Ubuntu; elsewhere it
+# only reports what is missing.
+set -euo pipefail
+
+missing=()
+have_server() {
+	command -v initdb >/dev/null 2>&1 && return 0
+	compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && return 0
+	[ -n "$(command -v pg_config 2>/dev/null)" ] && [ -x "$(pg_config --bindir)/initdb" ]
+}
+have_server || missing+=(postgresql)
+command -v pg_dump >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pg_dump" >/dev/null || missing+=(postgresql-client)
+command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v tar >/dev/null 2>&1 || missing+=(tar)
+command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+echo "install-deps: missing: ${missing[*]}"
+if ! command -v apt-get >/dev/null 2>&1; then
+	echo "install-deps: no apt-get here; install ${missing[*]} with your package manager" >&2
+	exit 1
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends "${missing[@]}"
