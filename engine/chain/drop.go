@@ -1,0 +1,251 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	pgc "github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/pgconn"
+)
+
+// DropServerObjects drops the chain's slot and publication. A capture still
+// streaming from the slot is disconnected first (pg_terminate_backend). A
+// database that no longer exists has nothing to drop.
+func DropServerObjects(ctx context.Context, cfg *config.Config, st *State) error {
+	conn, err := pgconn.FromConfig(cfg).Connect(ctx, st.Database)
+	if err != nil {
+		var pgErr *pgc.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
+			return nil
+		}
+		return err
+	}
+	defer conn.Close(context.Background())
+	if err := dropSlot(ctx, conn, st.Slot); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, `DROP PUBLICATION IF EXISTS `+pgx.Identifier{st.Publication}.Sanitize()); err != nil {
+		return fmt.Errorf("drop publication %s in %s: %w", st.Publication, st.Database, err)
+	}
+	return nil
+}
+
+// dropSlot drops a slot, terminating the session that holds it if any, and
+// retrying briefly while that session goes away.
+func dropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var active *int32
+		err := conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("look up replication slot %s: %w", slot, err)
+		}
+		if active != nil {
+			conn.Exec(ctx, `SELECT pg_terminate_backend($1)`, *active)
+		} else {
+			_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
+			if err == nil {
+				return nil
+			}
+			var pgErr *pgc.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object: gone meanwhile
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("drop replication slot %s: it stays in use (pid %v); stop the process using it and run `pme2go-backup cleanup`: %v", slot, active, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drop replication slot %s: %w", slot, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// End marks the chain broken with reason and drops its slot and
+// publication, so that the server keeps no WAL for it. The reason should say
+// that a new full backup is needed.
+func End(ctx context.Context, cfg *config.Config, st *State, reason string) error {
+	if err := st.MarkEnded(StatusBroken, reason); err != nil {
+		return err
+	}
+	return DropServerObjects(ctx, cfg, st)
+}
+
+// Orphan is a slot or publication named pme2go_* with no open chain.
+type Orphan struct {
+	Kind     string `json:"kind"` // "slot" or "publication"
+	Name     string `json:"name"`
+	Database string `json:"database"`
+	Active   bool   `json:"active"` // a session is streaming from the slot
+	Chain    string `json:"chain,omitempty"`
+	Reason   string `json:"reason"`
+}
+
+// Orphans lists pme2go_* replication slots on the server (and publications
+// in the configured databases) that belong to no open chain of this
+// BACKUP_DIR: leftovers of crashed or failed full backups and of chains that
+// ended without dropping them. Call it holding the backup lock, so that no
+// full backup is creating a chain meanwhile.
+func Orphans(ctx context.Context, cfg *config.Config) ([]Orphan, error) {
+	all, err := List(cfg)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*State{}
+	for _, s := range all {
+		byName[s.Slot] = s
+	}
+	why := func(name string) (string, string, bool) {
+		s := byName[name]
+		switch {
+		case s == nil:
+			return "", "no chain of this name in " + ChainsDir(cfg), true
+		case s.Status == StatusOpen:
+			return s.ID, "", false
+		case s.Status == StatusPending:
+			return s.ID, "its full backup never finished", true
+		}
+		return s.ID, "chain is " + s.Status, true
+	}
+	conn, err := pgconn.FromConfig(cfg).Connect(ctx, cfg.DBNames[0])
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	var out []Orphan
+	rows, err := conn.Query(ctx, `SELECT slot_name::text, coalesce(database::text, ''), active
+	   FROM pg_replication_slots WHERE slot_name LIKE 'pme2go\_%' ORDER BY slot_name`)
+	if err != nil {
+		return nil, fmt.Errorf("list replication slots: %w", err)
+	}
+	for rows.Next() {
+		var o Orphan
+		if err := rows.Scan(&o.Name, &o.Database, &o.Active); err != nil {
+			return nil, fmt.Errorf("list replication slots: %w", err)
+		}
+		o.Kind = "slot"
+		var orphan bool
+		if o.Chain, o.Reason, orphan = why(o.Name); orphan {
+			out = append(out, o)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list replication slots: %w", err)
+	}
+	for _, db := range cfg.DBNames {
+		pubs, err := orphanPublications(ctx, cfg, db, why)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pubs...)
+	}
+	return out, nil
+}
+
+func orphanPublications(ctx context.Context, cfg *config.Config, db string, why func(string) (string, string, bool)) ([]Orphan, error) {
+	conn, err := pgconn.FromConfig(cfg).Connect(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT pubname::text FROM pg_publication WHERE pubname LIKE 'pme2go\_%' ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list publications of %s: %w", db, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list publications of %s: %w", db, err)
+	}
+	var out []Orphan
+	for _, n := range names {
+		if id, reason, orphan := why(n); orphan {
+			out = append(out, Orphan{Kind: "publication", Name: n, Database: db, Chain: id, Reason: reason})
+		}
+	}
+	return out, nil
+}
+
+// DropOrphans drops the orphans Orphans finds and returns what it dropped.
+// Pending chains among them (full backups that never finished) are marked
+// broken. Call it holding the backup lock.
+func DropOrphans(ctx context.Context, cfg *config.Config) ([]Orphan, error) {
+	orphans, err := Orphans(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	var done []Orphan
+	var errs []error
+	for _, o := range orphans {
+		if o.Chain != "" {
+			if st, err := Load(cfg, o.Chain); err == nil && st.Status == StatusPending {
+				st.MarkEnded(StatusBroken, "its full backup never finished; take a new full backup")
+			}
+		}
+		err := dropOne(ctx, cfg, o)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		done = append(done, o)
+	}
+	return done, errors.Join(errs...)
+}
+
+func dropOne(ctx context.Context, cfg *config.Config, o Orphan) error {
+	if o.Database == "" {
+		return nil
+	}
+	conn, err := pgconn.FromConfig(cfg).Connect(ctx, o.Database)
+	if err != nil {
+		return fmt.Errorf("drop orphaned %s %s: %w", o.Kind, o.Name, err)
+	}
+	defer conn.Close(context.Background())
+	if o.Kind == "slot" {
+		return dropSlot(ctx, conn, o.Name)
+	}
+	_, err = conn.Exec(ctx, `DROP PUBLICATION IF EXISTS `+pgx.Identifier{o.Name}.Sanitize())
+	if err != nil {
+		return fmt.Errorf("drop orphaned publication %s in %s: %w", o.Name, o.Database, err)
+	}
+	return nil
+}
+
+// InstallDDLTrigger creates (or replaces) the event trigger that makes DDL
+// travel in the change stream: at ddl_command_end it emits a transactional
+// logical message with prefix pme2go.ddl holding current_query(). It needs
+// superuser. See docs/capture.md for what it cannot cover.
+func InstallDDLTrigger(ctx context.Context, conn *pgx.Conn) error {
+	const fn = `CREATE OR REPLACE FUNCTION public.pme2go_capture_ddl() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_logical_emit_message(true, 'pme2go.ddl', current_query());
+END $$`
+	if _, err := conn.Exec(ctx, fn); err != nil {
+		return fmt.Errorf("CAPTURE_DDL: create function pme2go_capture_ddl: %w", err)
+	}
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pme2go_capture_ddl')`).Scan(&exists); err != nil {
+		return fmt.Errorf("CAPTURE_DDL: %w", err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, `CREATE EVENT TRIGGER pme2go_capture_ddl ON ddl_command_end EXECUTE FUNCTION public.pme2go_capture_ddl()`); err != nil {
+		if strings.Contains(err.Error(), "permission denied") || strings.Contains(err.Error(), "superuser") {
+			return fmt.Errorf("CAPTURE_DDL=true needs a superuser DB_USER to create the event trigger (or set CAPTURE_DDL=false): %w", err)
+		}
+		return fmt.Errorf("CAPTURE_DDL: create event trigger: %w", err)
+	}
+	return nil
+}

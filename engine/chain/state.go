@@ -1,0 +1,215 @@
+// Package chain manages backup chains: one logical replication slot and one
+// publication per database, started at the exact snapshot a full backup
+// dumps, and the state directory that describes them
+// (BACKUP_DIR/state/chains/<chainID>/chain.json and its segments/).
+//
+// A chain is "open" while its changes are captured, "sealed" once a newer
+// full backup of the same database replaced it, and "broken" (with a reason)
+// when it can no longer continue: a schema change, a slot past MAX_SLOT_LAG,
+// an invalidated slot. Sealed and broken chains have no slot or publication
+// on the server.
+package chain
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/fsutil"
+)
+
+// Chain statuses.
+const (
+	StatusPending = "pending" // slot created, its full backup still running
+	StatusOpen    = "open"
+	StatusSealed  = "sealed"
+	StatusBroken  = "broken"
+)
+
+// Prefix starts every slot and publication name the program creates.
+const Prefix = "pme2go_"
+
+// State is the description of one chain, stored as chain.json.
+type State struct {
+	ID               string    `json:"id"`
+	Database         string    `json:"database"`
+	Slot             string    `json:"slot"`
+	Publication      string    `json:"publication"`
+	SystemIdentifier string    `json:"systemIdentifier,omitempty"`
+	Timeline         int       `json:"timeline,omitempty"`
+	ServerVersion    int       `json:"serverVersion,omitempty"`
+	StartLSN         string    `json:"startLsn"` // consistent point of the slot
+	Status           string    `json:"status"`
+	Reason           string    `json:"reason,omitempty"`
+	Created          time.Time `json:"created"`
+	Ended            time.Time `json:"ended,omitzero"`
+	FullBackup       string    `json:"fullBackup,omitempty"`     // archive name of the chain's full backup
+	NextSegmentLSN   string    `json:"nextSegmentLsn,omitempty"` // where the next (or open) segment begins
+	LastArchive      string    `json:"lastArchive,omitempty"`    // newest archive of the chain (full or incremental)
+	CaptureDDL       bool      `json:"captureDdl,omitempty"`
+
+	dir string
+}
+
+// Dir returns the chain's state directory.
+func (s *State) Dir() string { return s.dir }
+
+// SegmentsDir returns the directory holding the chain's segments.
+func (s *State) SegmentsDir() string { return filepath.Join(s.dir, "segments") }
+
+// ChainsDir returns BACKUP_DIR/state/chains.
+func ChainsDir(cfg *config.Config) string { return filepath.Join(cfg.StateDir(), "chains") }
+
+// NewID returns a chain id for db at t: c<yyyymmddthhmmss>_<6 hex of the
+// database name's SHA-256>, lowercase so that it is a valid slot name.
+func NewID(db string, t time.Time) string {
+	h := sha256.Sum256([]byte(db))
+	return "c" + strings.ToLower(t.UTC().Format("20060102T150405")) + "_" + hex.EncodeToString(h[:3])
+}
+
+// ParseLSN parses an LSN written as X/X; "" is 0.
+func ParseLSN(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	l, err := pglogrepl.ParseLSN(s)
+	return uint64(l), err
+}
+
+// FormatLSN renders an LSN as X/X.
+func FormatLSN(l uint64) string { return pglogrepl.LSN(l).String() }
+
+// Start returns the chain's consistent point.
+func (s *State) Start() uint64 { l, _ := ParseLSN(s.StartLSN); return l }
+
+// NextSegment returns the LSN where the open or next segment begins.
+func (s *State) NextSegment() uint64 {
+	if l, _ := ParseLSN(s.NextSegmentLSN); l > 0 {
+		return l
+	}
+	return s.Start()
+}
+
+// Save writes chain.json atomically.
+func (s *State) Save() error {
+	if err := fsutil.EnsurePrivateDir(s.dir); err != nil {
+		return fmt.Errorf("chain %s: state directory: %w", s.ID, err)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("chain %s: encode state: %w", s.ID, err)
+	}
+	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, "chain.json"), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("chain %s: write chain.json (check free space in BACKUP_DIR): %w", s.ID, err)
+	}
+	return nil
+}
+
+// Load reads the chain with id from the state directory.
+func Load(cfg *config.Config, id string) (*State, error) {
+	dir := filepath.Join(ChainsDir(cfg), id)
+	b, err := os.ReadFile(filepath.Join(dir, "chain.json"))
+	if err != nil {
+		return nil, fmt.Errorf("chain %s: %w", id, err)
+	}
+	s := &State{}
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("chain %s: chain.json is damaged (%v); remove %s and take a new full backup", id, err, dir)
+	}
+	s.dir = dir
+	return s, nil
+}
+
+// Reload re-reads chain.json into s (another process may have changed it).
+func (s *State) Reload() error {
+	n, err := loadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	*s = *n
+	return nil
+}
+
+func loadDir(dir string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "chain.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read chain state: %w", err)
+	}
+	s := &State{}
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("chain state %s is damaged: %w", dir, err)
+	}
+	s.dir = dir
+	return s, nil
+}
+
+// List returns every chain in the state directory, oldest first. Folders
+// without a readable chain.json are skipped.
+func List(cfg *config.Config) ([]*State, error) {
+	entries, err := os.ReadDir(ChainsDir(cfg))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	var out []*State
+	for _, e := range entries {
+		if !e.IsDir() || fsutil.IsTemp(e.Name()) {
+			continue
+		}
+		s, err := loadDir(filepath.Join(ChainsDir(cfg), e.Name()))
+		if err != nil {
+			continue
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+// OpenFor returns the open chain of db, or nil when there is none. With
+// several (which Finish prevents) the newest wins.
+func OpenFor(cfg *config.Config, db string) (*State, error) {
+	all, err := List(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var found *State
+	for _, s := range all {
+		if s.Database == db && s.Status == StatusOpen {
+			found = s
+		}
+	}
+	return found, nil
+}
+
+// MarkEnded sets status (sealed or broken) and reason and saves the state.
+func (s *State) MarkEnded(status, reason string) error {
+	s.Status, s.Reason, s.Ended = status, reason, time.Now().UTC()
+	return s.Save()
+}
+
+// newState prepares the state of a new chain of db, with a unique id.
+func newState(cfg *config.Config, db string, now time.Time) *State {
+	id := NewID(db, now)
+	base := id
+	for n := 2; ; n++ {
+		if _, err := os.Stat(filepath.Join(ChainsDir(cfg), id)); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		id = fmt.Sprintf("%s_%d", base, n)
+	}
+	return &State{ID: id, Database: db, Slot: Prefix + id, Publication: Prefix + id,
+		Status: StatusPending, Created: now.UTC(), dir: filepath.Join(ChainsDir(cfg), id)}
+}
