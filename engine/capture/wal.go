@@ -1,0 +1,143 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/pme2go/pme2go-backup/engine/chain"
+	"github.com/pme2go/pme2go-backup/engine/changeset"
+)
+
+// handleWAL stores one pgoutput message. It reports whether the drain
+// message carrying token was received.
+func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData, token string) (bool, error) {
+	data := xld.WALData
+	if len(data) == 0 {
+		return false, nil
+	}
+	switch data[0] {
+	case 'B':
+		var b pglogrepl.BeginMessage
+		if err := b.Decode(data[1:]); err != nil {
+			return false, fmt.Errorf("decode Begin: %w", err)
+		}
+		s.inTx = true
+		s.begin = changeset.Begin{Xid: b.Xid, FinalLSN: uint64(b.FinalLSN), CommitTime: b.CommitTime}
+		last := s.w.LastCommitLSN()
+		// The server may resend transactions after a restart: skip those
+		// already stored (here or in an earlier segment).
+		s.skip = s.begin.FinalLSN < s.segStart || (last != 0 && s.begin.FinalLSN <= last)
+		if s.skip {
+			return false, nil
+		}
+		return false, s.w.BeginTx(s.begin)
+	case 'C':
+		var c pglogrepl.CommitMessage
+		if err := c.Decode(data[1:]); err != nil {
+			return false, fmt.Errorf("decode Commit: %w", err)
+		}
+		if !s.skip {
+			if err := s.w.CommitTx(changeset.Commit{CommitLSN: uint64(c.CommitLSN), EndLSN: uint64(c.TransactionEndLSN),
+				CommitTime: c.CommitTime, Xid: s.begin.Xid}); err != nil {
+				return false, err
+			}
+			s.stored++
+		}
+		s.inTx, s.skip = false, false
+		s.pendingEnd = max(s.pendingEnd, uint64(c.TransactionEndLSN))
+		if !s.dirty {
+			s.dirty, s.dirtySince, s.dirtyFrom = true, time.Now(), s.w.Offset()
+		}
+		return false, nil
+	case 'R':
+		var m pglogrepl.RelationMessage
+		if err := m.Decode(data[1:]); err != nil {
+			return false, fmt.Errorf("decode Relation: %w", err)
+		}
+		return false, s.relation(ctx, &m)
+	case 'I', 'U', 'D', 'T':
+		if !s.inTx {
+			return false, fmt.Errorf("change message outside a transaction at %s", xld.WALStart)
+		}
+		if s.skip {
+			return false, nil
+		}
+		if err := s.writeRelations(relIDs(data)); err != nil {
+			return false, err
+		}
+		return false, s.w.WriteChange(changeset.Change{LSN: uint64(xld.WALStart), Raw: data})
+	case 'M':
+		var m pglogrepl.LogicalDecodingMessage
+		if err := m.Decode(data[1:]); err != nil {
+			return false, fmt.Errorf("decode logical message: %w", err)
+		}
+		return s.message(&m, token)
+	}
+	return false, nil // Origin, Type: nothing to store
+}
+
+// message stores a logical decoding message; the drain marker is consumed.
+func (s *session) message(m *pglogrepl.LogicalDecodingMessage, token string) (bool, error) {
+	if m.Prefix == drainPrefix {
+		if !m.Transactional && !s.inTx {
+			s.pos = max(s.pos, uint64(m.LSN))
+		}
+		return token != "" && string(m.Content) == token, nil
+	}
+	if m.Prefix == changeset.DDLPrefix && !s.skip {
+		s.schema.DDLAt = max(s.schema.DDLAt, uint64(m.LSN))
+		if err := s.st.SaveSchema(s.schema); err != nil {
+			return false, err
+		}
+	}
+	if s.skip || (m.Transactional && !s.inTx) {
+		return false, nil
+	}
+	return false, s.w.WriteMessage(changeset.Message{LSN: uint64(m.LSN), Transactional: m.Transactional || s.inTx,
+		Prefix: m.Prefix, Content: m.Content})
+}
+
+// relation records a relation definition and detects schema changes: a
+// definition that differs from the one known (from the snapshot or an
+// earlier message) ends the chain, unless CAPTURE_DDL is on and a captured
+// DDL statement came after the known definition.
+func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	rel := changeset.RelationFromMessage(m, s.typeName(ctx))
+	key := chain.TableKey(rel.Schema, rel.Name)
+	def := chain.TableDef{Since: s.begin.FinalLSN}
+	for _, c := range m.Columns {
+		def.Columns = append(def.Columns, chain.Column{Name: c.Name, TypeOID: c.DataType, TypMod: c.TypeModifier})
+	}
+	prev, known := s.schema.Tables[key]
+	if old := s.rels[rel.OID]; old != nil && (old.Schema != rel.Schema || old.Name != rel.Name) && !s.skip {
+		if !(s.st.CaptureDDL && s.schema.DDLAt > prev.Since) {
+			return s.schemaChange(ctx, fmt.Sprintf("%s (renamed to %s)", old.QualifiedName(), rel.QualifiedName()))
+		}
+	}
+	if known && !prev.Same(def) && !s.skip {
+		if !(s.st.CaptureDDL && s.schema.DDLAt > prev.Since) {
+			return s.schemaChange(ctx, key)
+		}
+		s.opts.Log.Info("table definition changed by captured DDL", "table", key, "lsn", chain.FormatLSN(s.begin.FinalLSN))
+	}
+	if !known || !prev.Same(def) {
+		s.schema.Tables[key] = def
+		if err := s.st.SaveSchema(s.schema); err != nil {
+			return err
+		}
+	}
+	s.rels[rel.OID] = rel
+	delete(s.inSeg, rel.OID)
+	return nil
+}
+
+// schemaChange ends the chain: the segment keeps every whole transaction
+// before the change and is sealed there, so a final incremental can still
+// archive it.
+func (s *session) schemaChange(ctx context.Context, table string) error {
+	reason := fmt.Sprintf("schema change of %s at %s; take a new full backup", table, chain.FormatLSN(s.begin.FinalLSN))
+	return s.endChain(ctx, reason)
+}
