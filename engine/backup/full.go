@@ -18,6 +18,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
+	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/engine/lock"
 	"github.com/pme2go/pme2go-backup/engine/pgconn"
 	"github.com/pme2go/pme2go-backup/engine/version"
@@ -67,7 +68,7 @@ func TimestampName(t time.Time) string {
 // Full takes a full backup. On any error nothing is left that `list` would
 // show, and temporary files are removed (or, after a crash, removed by the
 // next run).
-func Full(ctx context.Context, cfg *config.Config, opts Options) (*Result, error) {
+func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, retErr error) {
 	start := time.Now()
 	log := opts.Log
 	if log == nil {
@@ -119,6 +120,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (*Result, error
 	}
 
 	name := "full_backup_" + TimestampName(start)
+	path := filepath.Join(dir, name+archive.Codec(cfg.Compression).Ext())
 	staging := filepath.Join(dir, fsutil.TempPrefix(name)+"staging")
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)
@@ -133,6 +135,17 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (*Result, error
 	}
 	if srv.WalLevel != "logical" {
 		m.Warnings = append(m.Warnings, fmt.Sprintf("wal_level is %s: incremental backups are off; set wal_level = logical and restart PostgreSQL to enable them", srv.WalLevel))
+	} else if opts.Snapshot == nil && !(srv.Replication || srv.Superuser) {
+		m.Warnings = append(m.Warnings, "DB_USER has no REPLICATION privilege: incremental backups are off; ALTER ROLE … REPLICATION to enable them")
+	} else if opts.Snapshot == nil {
+		// Start a change-capture chain at the dump's snapshot (engine/chain).
+		starter := incremental.NewChainStarter(cfg, log)
+		opts.Snapshot = starter.Snapshot
+		defer func() {
+			if err := starter.Finish(context.WithoutCancel(ctx), retErr == nil, filepath.Base(path)); err != nil {
+				log.Warn("change capture chain", "error", err)
+			}
+		}()
 	}
 
 	// Dump every database into the staging directory.
@@ -153,7 +166,6 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (*Result, error
 		return nil, err
 	}
 
-	path := filepath.Join(dir, name+archive.Codec(cfg.Compression).Ext())
 	files, err := collect(staging, "")
 	if err != nil {
 		return nil, fmt.Errorf("read staging directory: %w", err)
@@ -206,6 +218,7 @@ func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, p
 		for k, v := range meta {
 			m.Metadata[k] = v
 		}
+		chainMeta(m, db, meta)
 	}
 	log.Info("dumping database", "database", db, "jobs", jobs, "snapshot", snapshot)
 	err := pgDump.Run(ctx, log, target, db, dumpArgs(out, jobs, snapshot)...)
@@ -257,4 +270,23 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// chainMeta records the chain a Snapshotter started in the manifest's chain
+// fields. With several databases (one chain each) the fields list them
+// comma-separated in database order, and Metadata["chain:<db>"] names each.
+func chainMeta(m *archive.Manifest, db string, meta map[string]string) {
+	if meta["chainId"] == "" {
+		return
+	}
+	join := func(a, b string) string {
+		if a == "" {
+			return b
+		}
+		return a + "," + b
+	}
+	m.ChainID = join(m.ChainID, meta["chainId"])
+	m.SlotName = join(m.SlotName, meta["slotName"])
+	m.StartLSN = join(m.StartLSN, meta["startLsn"])
+	m.Metadata["chain:"+db] = meta["chainId"]
 }

@@ -1,0 +1,225 @@
+package incremental
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/capture"
+	"github.com/pme2go/pme2go-backup/engine/chain"
+	"github.com/pme2go/pme2go-backup/engine/changeset"
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/version"
+)
+
+// timestampName renders t as the seed names archives (2025-08-24T14-30-00-000Z).
+func timestampName(t time.Time) string {
+	return strings.NewReplacer(":", "-", ".", "-").Replace(t.UTC().Format("2006-01-02T15:04:05.000Z"))
+}
+
+// segInfo is what one sealed segment contributes to the manifest.
+type segInfo struct {
+	path string
+	hdr  changeset.Header
+	seal *changeset.Seal
+	seq  *changeset.Sequences
+}
+
+func readSealed(path string) (*segInfo, error) {
+	r, err := changeset.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	si := &segInfo{path: path, hdr: r.Header()}
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read sealed segment %s: %w", path, err)
+		}
+		if s, ok := rec.(*changeset.Sequences); ok {
+			si.seq = s
+		}
+	}
+	si.seal, _ = r.Sealed()
+	return si, nil
+}
+
+// archiveSealed packs the chain's sealed segments into one incremental
+// archive, then records it in chain.json and removes the segments. It
+// returns nil when no segment is sealed.
+func archiveSealed(ctx context.Context, cfg *config.Config, st *chain.State, opts Options) (*Result, error) {
+	paths, err := capture.Segments(st)
+	if err != nil {
+		return nil, err
+	}
+	var segs []*segInfo
+	for _, p := range paths {
+		si, err := readSealed(p)
+		if err != nil {
+			if seal, serr := capture.SealOf(p); serr == nil && seal == nil {
+				break // the open segment (maybe with a torn tail)
+			}
+			return nil, err
+		}
+		if si.seal == nil {
+			break
+		}
+		segs = append(segs, si)
+	}
+	if len(segs) == 0 {
+		return nil, nil
+	}
+	if err := st.Reload(); err != nil {
+		return nil, err
+	}
+	m := manifestFor(cfg, st, segs, opts)
+	path, done := alreadyArchived(cfg, st, m.StartLSN)
+	if !done {
+		if path, err = write(ctx, cfg, m, segs); err != nil {
+			return nil, err
+		}
+	}
+	st.LastArchive = filepath.Base(path)
+	if next := segs[len(segs)-1].seal.NextLSN; next > st.NextSegment() {
+		st.NextSegmentLSN = chain.FormatLSN(next)
+	}
+	if err := st.Save(); err != nil {
+		return nil, err
+	}
+	for _, s := range segs {
+		if err := os.Remove(s.path); err != nil {
+			return nil, fmt.Errorf("remove archived segment %s: %w", s.path, err)
+		}
+	}
+	opts.Log.Info("incremental backup completed", "database", st.Database, "chain", st.ID, "backup", filepath.Base(path), "transactions", m.TxCount, "start", m.StartLSN, "end", m.EndLSN)
+	return &Result{Database: st.Database, Chain: st.ID, Path: path, TxCount: m.TxCount, StartLSN: m.StartLSN, EndLSN: m.EndLSN}, nil
+}
+
+func manifestFor(cfg *config.Config, st *chain.State, segs []*segInfo, opts Options) *archive.Manifest {
+	trigger := opts.Trigger
+	if trigger == "" {
+		trigger = "manual"
+	}
+	var names []string
+	for _, s := range segs {
+		names = append(names, filepath.Base(s.path))
+	}
+	m := &archive.Manifest{
+		Type: "incremental", Timestamp: time.Now().UTC(), Version: version.Version, FormatVersion: archive.FormatVersion,
+		Files: map[string]string{"changes": "changes/", "sequences": "sequences.json"},
+		Metadata: map[string]any{"trigger": trigger, "database": st.Database, "segments": names,
+			"chainStatus": st.Status, "publication": st.Publication},
+		SystemIdentifier: st.SystemIdentifier, Timeline: st.Timeline, Databases: []string{st.Database},
+		ChainID: st.ID, SlotName: st.Slot, Previous: st.LastArchive,
+		StartLSN: chain.FormatLSN(segs[0].hdr.StartLSN), EndLSN: chain.FormatLSN(segs[len(segs)-1].seal.NextLSN),
+	}
+	for _, s := range segs {
+		if s.seal.TxCount == 0 {
+			continue
+		}
+		if m.TxCount == 0 {
+			t := s.seal.FirstCommitTime
+			m.FirstCommitLSN, m.FirstCommitTime = chain.FormatLSN(s.seal.FirstCommitLSN), &t
+		}
+		t := s.seal.LastCommitTime
+		m.LastCommitLSN, m.LastCommitTime = chain.FormatLSN(s.seal.LastCommitLSN), &t
+		m.TxCount += s.seal.TxCount
+	}
+	if st.Status != chain.StatusOpen && st.Reason != "" {
+		m.Warnings = append(m.Warnings, "last archive of chain "+st.ID+": "+st.Reason)
+	}
+	return m
+}
+
+// alreadyArchived finds an incremental of the chain starting at start: the
+// previous run wrote it but crashed before its bookkeeping.
+func alreadyArchived(cfg *config.Config, st *chain.State, start string) (string, bool) {
+	sides, _ := filepath.Glob(filepath.Join(cfg.IncrementalDir(), "*"+archive.SidecarSuffix))
+	for _, side := range sides {
+		p := strings.TrimSuffix(side, archive.SidecarSuffix)
+		if m, err := archive.ReadSidecar(p); err == nil && m.ChainID == st.ID && m.StartLSN == start {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+func write(ctx context.Context, cfg *config.Config, m *archive.Manifest, segs []*segInfo) (string, error) {
+	var path string
+	for {
+		path = filepath.Join(cfg.IncrementalDir(), "incremental_backup_"+timestampName(m.Timestamp)+archive.Codec(cfg.Compression).Ext())
+		if _, err := os.Stat(path); os.IsNotExist(err) {
+			break
+		}
+		m.Timestamp = m.Timestamp.Add(time.Millisecond)
+	}
+	w, err := archive.Create(path, archive.WriterOptions{Codec: archive.Codec(cfg.Compression), Level: cfg.CompressionLevel, Workers: cfg.Jobs})
+	if err != nil {
+		return "", err
+	}
+	defer w.Abort()
+	for _, s := range segs {
+		if err := w.AddFile("changes/"+filepath.Base(s.path), s.path); err != nil {
+			return "", err
+		}
+	}
+	seq := segs[len(segs)-1].seq
+	if seq == nil {
+		seq = &changeset.Sequences{Values: map[string]changeset.SequenceValue{}}
+	}
+	body, _ := json.MarshalIndent(seq, "", "  ")
+	if err := w.AddBytes("sequences.json", append(body, '\n')); err != nil {
+		return "", err
+	}
+	if err := addLogs(ctx, cfg, w, m); err != nil {
+		return "", err
+	}
+	if err := w.Commit(m); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// addLogs adds the BACKUP_LOG_PATHS files modified since the previous
+// archive of the chain.
+func addLogs(ctx context.Context, cfg *config.Config, w *archive.Writer, m *archive.Manifest) error {
+	since := time.Time{}
+	for _, dir := range []string{cfg.IncrementalDir(), cfg.FullDir()} {
+		if pm, err := archive.ReadSidecar(filepath.Join(dir, m.Previous)); err == nil {
+			since = pm.Timestamp
+			break
+		}
+	}
+	added := 0
+	for _, root := range cfg.LogPaths {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() || ctx.Err() != nil {
+				return err
+			}
+			info, err := d.Info()
+			if err != nil || !info.ModTime().After(since) {
+				return nil
+			}
+			added++
+			return w.AddFile("logs/"+strings.TrimPrefix(filepath.ToSlash(p), "/"), p)
+		})
+		if err != nil {
+			m.Warnings = append(m.Warnings, fmt.Sprintf("logs path %s not archived: %v", root, err))
+		}
+	}
+	if added > 0 {
+		m.Files["logs"] = "logs/"
+	}
+	return ctx.Err()
+}
