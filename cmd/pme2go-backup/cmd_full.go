@@ -43,13 +43,3 @@ func fullCommand() *cli.Command {
 		},
 	}
 }
-
-func incrementalCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "incremental",
-		Usage: "seal the changes captured since the last backup into an incremental archive",
-		Action: func(c *cli.Context) error {
-			return cli.Exit("incremental backups are not available in this build yet: take full backups (pme2go-backup full)", exitFailure)
-		},
-	}
-}

@@ -41,6 +41,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			fullCommand(), incrementalCommand(), listCommand(), statusCommand(), verifyCommand(),
 			cleanupCommand(), testCommand(), restoreCommand(), configCommand(),
+			streamCommand(), markCommand(), showChangesCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
