@@ -2,11 +2,11 @@ package capture
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,6 +16,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/lock"
+	"github.com/pme2go/pme2go-backup/engine/pgconn"
 )
 
 // SealWait bounds how long SealChain waits for a running stream to seal.
@@ -42,6 +43,34 @@ func Sequences(ctx context.Context, conn *pgx.Conn) (changeset.Sequences, error)
 		seq.Values[name] = v
 	}
 	return seq, rows.Err()
+}
+
+// sealRequest is the content of seal.request: the requester, and the
+// position the streamer must have received before sealing (the LSN of a
+// drain message carrying Token, emitted just before the request), so that
+// the sealed segment holds every transaction committed before the request.
+type sealRequest struct {
+	PID   int    `json:"pid"`
+	LSN   string `json:"lsn"`
+	Token string `json:"token"`
+}
+
+func newSealRequest(ctx context.Context, cfg *config.Config, st *chain.State) ([]byte, error) {
+	conn, err := pgconn.FromConfig(cfg).Connect(ctx, st.Database)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		return nil, fmt.Errorf("server version: %w", err)
+	}
+	s := &session{conn: conn, version: version}
+	lsn, token, err := s.drainTarget(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(sealRequest{PID: os.Getpid(), LSN: chain.FormatLSN(lsn), Token: token})
 }
 
 // seal seals the open segment at the confirmed position and starts the
@@ -110,8 +139,11 @@ func SealChain(ctx context.Context, cfg *config.Config, st *chain.State, opts Op
 			return nil, err
 		}
 		if !requested {
-			body := []byte(strconv.Itoa(os.Getpid()) + " " + time.Now().UTC().Format(time.RFC3339) + "\n")
-			if err := fsutil.WriteFileAtomic(sealRequestPath(st), body, 0o600); err != nil {
+			req, rerr := newSealRequest(ctx, cfg, st)
+			if rerr != nil {
+				return nil, rerr
+			}
+			if err := fsutil.WriteFileAtomic(sealRequestPath(st), req, 0o600); err != nil {
 				return nil, fmt.Errorf("ask the running capture to seal: %w", err)
 			}
 			requested = true

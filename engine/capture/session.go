@@ -96,6 +96,7 @@ type session struct {
 	dirtySince time.Time
 	dirtyFrom  int64
 	stored     int64
+	req        *pendingSeal
 }
 
 func open(ctx context.Context, cfg *config.Config, st *chain.State, opts Options) (*session, error) {

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -159,11 +160,25 @@ func (s *session) sendStatus(ctx context.Context, reply bool) error {
 	return nil
 }
 
-// serveSealRequest seals the open segment when `incremental` asked for it.
+// serveSealRequest seals the open segment when `incremental` asked for it,
+// once the position the request names has been received.
 func (s *session) serveSealRequest(ctx context.Context) error {
-	if _, err := os.Stat(sealRequestPath(s.st)); err != nil {
+	if s.req == nil {
+		b, err := os.ReadFile(sealRequestPath(s.st))
+		if err != nil {
+			return nil
+		}
+		var req sealRequest
+		if err := json.Unmarshal(b, &req); err != nil {
+			return nil // being written; read it next time
+		}
+		target, _ := chain.ParseLSN(req.LSN)
+		s.req = &pendingSeal{target: target, token: req.Token, since: time.Now()}
+	}
+	if !s.req.reached && s.pos < s.req.target && time.Since(s.req.since) < SealWait {
 		return nil
 	}
+	s.req = nil
 	path, err := s.seal(ctx)
 	if err != nil {
 		return err
@@ -173,6 +188,14 @@ func (s *session) serveSealRequest(ctx context.Context) error {
 		return fmt.Errorf("remove seal request: %w", err)
 	}
 	return nil
+}
+
+// pendingSeal is a seal request waiting for its position.
+type pendingSeal struct {
+	target  uint64
+	token   string
+	reached bool
+	since   time.Time
 }
 
 // writeRelations writes the definitions of the given relations into the

@@ -85,6 +85,9 @@ func (s *session) message(m *pglogrepl.LogicalDecodingMessage, token string) (bo
 		if !m.Transactional && !s.inTx {
 			s.pos = max(s.pos, uint64(m.LSN))
 		}
+		if s.req != nil && s.req.token != "" && string(m.Content) == s.req.token {
+			s.req.reached = true
+		}
 		return token != "" && string(m.Content) == token, nil
 	}
 	if m.Prefix == changeset.DDLPrefix && !s.skip {
