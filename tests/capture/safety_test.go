@@ -1,0 +1,188 @@
+package capture_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/capture"
+	"github.com/pme2go/pme2go-backup/engine/chain"
+	"github.com/pme2go/pme2go-backup/engine/changeset"
+	"github.com/pme2go/pme2go-backup/engine/incremental"
+	"github.com/pme2go/pme2go-backup/tests/pgharness"
+)
+
+// noPme2goObjects asserts the server holds no pme2go_ slot or publication.
+func noPme2goObjects(t *testing.T, c *pgharness.Cluster, db string) {
+	t.Helper()
+	conn := c.Conn(t, db)
+	var slots, pubs int
+	conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pme2go\_%'`).Scan(&slots)
+	conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_publication WHERE pubname LIKE 'pme2go\_%'`).Scan(&pubs)
+	if slots != 0 || pubs != 0 {
+		t.Fatalf("%d pme2go slots and %d publications left", slots, pubs)
+	}
+}
+
+// TestReplicaIdentity: tables without a key stop the chain (and the full
+// backup) with the ALTER TABLE fixes; REPLICA_IDENTITY_FIX=full applies them.
+func TestReplicaIdentity(t *testing.T) {
+	c := setup(t, "app")
+	c.Exec(t, "app", `CREATE TABLE nokey (a int, b text);
+		CREATE TABLE uniq (a int NOT NULL, b text); CREATE UNIQUE INDEX uniq_a ON uniq (a);`)
+	cfg := loadCfg(t, cfgEnv(t, c, "app"))
+	_, err := backup.Full(context.Background(), cfg, backup.Options{})
+	var rie *chain.ReplicaIdentityError
+	if !errors.As(err, &rie) || !strings.Contains(err.Error(), "ALTER TABLE public.nokey REPLICA IDENTITY FULL;") ||
+		!strings.Contains(err.Error(), "ALTER TABLE public.uniq REPLICA IDENTITY USING INDEX uniq_a;") {
+		t.Fatalf("want refusal with fixes, got %v", err)
+	}
+	noPme2goObjects(t, c, "app")
+
+	cfg = loadCfg(t, cfgEnv(t, c, "app", "REPLICA_IDENTITY_FIX=full"))
+	full(t, cfg)
+	var ri string
+	c.Conn(t, "app").QueryRow(context.Background(), `SELECT relreplident::text FROM pg_class WHERE relname = 'nokey'`).Scan(&ri)
+	if ri != "f" {
+		t.Fatalf("nokey replica identity %q, want f", ri)
+	}
+	c.Exec(t, "app", `INSERT INTO nokey VALUES (1, 'x'); UPDATE nokey SET b = 'y'; DELETE FROM nokey`)
+	res, err := incremental.Take(context.Background(), cfg, incremental.Options{})
+	if err != nil || res[0].TxCount != 1 {
+		t.Fatalf("incremental: %v %+v", err, res)
+	}
+}
+
+// TestLagCap: a slot holding back more than MAX_SLOT_LAG ends its chain
+// and is dropped.
+func TestLagCap(t *testing.T) {
+	c := setup(t, "app")
+	cfg := loadCfg(t, cfgEnv(t, c, "app", "MAX_SLOT_LAG=1MB"))
+	full(t, cfg)
+	st := openChain(t, cfg, "app")
+	c.Exec(t, "app", `INSERT INTO t (v) SELECT repeat('x', 200) FROM generate_series(1, 20000)`)
+	lag, err := capture.Lag(context.Background(), cfg, st)
+	if err != nil || lag.Bytes < 1<<20 {
+		t.Fatalf("lag %+v %v", lag, err)
+	}
+	_, err = incremental.Take(context.Background(), cfg, incremental.Options{})
+	if !errors.Is(err, capture.ErrChainEnded) || !strings.Contains(err.Error(), "MAX_SLOT_LAG") || !strings.Contains(err.Error(), "full backup") {
+		t.Fatalf("want chain ended by MAX_SLOT_LAG, got %v", err)
+	}
+	st2, _ := chain.Load(cfg, st.ID)
+	if st2.Status != chain.StatusBroken || !strings.Contains(st2.Reason, "MAX_SLOT_LAG") {
+		t.Fatalf("chain %+v", st2)
+	}
+	noPme2goObjects(t, c, "app")
+}
+
+// TestInvalidatedSlot: a slot invalidated by max_slot_wal_keep_size ends
+// the chain with that message.
+func TestInvalidatedSlot(t *testing.T) {
+	c := setup(t, "app", pgharness.WithSetting("max_slot_wal_keep_size", "'1MB'"), pgharness.WithSetting("wal_keep_size", "0"))
+	cfg := loadCfg(t, cfgEnv(t, c, "app"))
+	full(t, cfg)
+	st := openChain(t, cfg, "app")
+	for i := 0; i < 4; i++ {
+		c.Exec(t, "app", `INSERT INTO t (v) VALUES ('wal'); SELECT pg_switch_wal();`)
+	}
+	c.Exec(t, "app", `CHECKPOINT`)
+	lag, _ := capture.Lag(context.Background(), cfg, st)
+	if lag.WalStatus != "lost" {
+		t.Skipf("could not provoke slot invalidation cheaply (wal_status %q)", lag.WalStatus)
+	}
+	_, err := incremental.Take(context.Background(), cfg, incremental.Options{})
+	if !errors.Is(err, capture.ErrChainEnded) || !strings.Contains(err.Error(), "invalidated") {
+		t.Fatalf("want chain ended by invalidation, got %v", err)
+	}
+	st2, _ := chain.Load(cfg, st.ID)
+	if st2.Status != chain.StatusBroken {
+		t.Fatalf("chain %+v", st2)
+	}
+	noPme2goObjects(t, c, "app")
+}
+
+// TestSchemaChange: without DDL capture a changed table ends the chain,
+// keeping the transactions before it; with CAPTURE_DDL the DDL travels in
+// the stream and the chain stays open.
+func TestSchemaChange(t *testing.T) {
+	c := setup(t, "app")
+	cfg := loadCfg(t, cfgEnv(t, c, "app"))
+	full(t, cfg)
+	st := openChain(t, cfg, "app")
+	before := txs(t, c.Conn(t, "app"), 2)
+	c.Exec(t, "app", `ALTER TABLE t ADD COLUMN extra int; INSERT INTO t (v, extra) VALUES ('after', 1)`)
+	res, err := incremental.Take(context.Background(), cfg, incremental.Options{})
+	if !errors.Is(err, capture.ErrChainEnded) || !strings.Contains(err.Error(), `schema change of "public"."t"`) || !strings.Contains(err.Error(), "take a new full backup") {
+		t.Fatalf("want schema change, got %v", err)
+	}
+	if len(res) != 1 {
+		t.Fatalf("want a final incremental, got %+v", res)
+	}
+	_, got := archiveTxs(t, res[0].Path)
+	checkXids(t, got, before, st.Start())
+	st2, _ := chain.Load(cfg, st.ID)
+	if st2.Status != chain.StatusBroken || !strings.Contains(st2.Reason, "schema change") {
+		t.Fatalf("chain %+v", st2)
+	}
+	noPme2goObjects(t, c, "app")
+
+	// CAPTURE_DDL: the same change is captured.
+	cfg = loadCfg(t, cfgEnv(t, c, "app", "CAPTURE_DDL=true"))
+	full(t, cfg)
+	c.Exec(t, "app", `ALTER TABLE t ADD COLUMN more text`)
+	c.Exec(t, "app", `INSERT INTO t (v, more) VALUES ('ddl', 'm')`)
+	res, err = incremental.Take(context.Background(), cfg, incremental.Options{})
+	if err != nil {
+		t.Fatalf("incremental with CAPTURE_DDL: %v", err)
+	}
+	_, got = archiveTxs(t, res[0].Path)
+	if len(got) != 2 || len(got[0].Messages) != 1 || got[0].Messages[0].Prefix != changeset.DDLPrefix ||
+		!strings.Contains(string(got[0].Messages[0].Content), "ADD COLUMN more") {
+		t.Fatalf("DDL not captured: %d txs %+v", len(got), got)
+	}
+	if st3 := openChain(t, cfg, "app"); st3.Status != chain.StatusOpen {
+		t.Fatalf("chain %+v", st3)
+	}
+}
+
+// TestNoOrphans: a failed full backup leaves no slot, publication or open
+// chain; cleanup's DropOrphans drops a stray pme2go_ slot.
+func TestNoOrphans(t *testing.T) {
+	c := setup(t, "app")
+	c.CreateDB(t, "second")
+	cfg := loadCfg(t, cfgEnv(t, c, "app,second"))
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := backup.Full(ctx, cfg, backup.Options{Progress: func(p backup.Progress) {
+		if p.Phase == "dump" && p.Database == "second" {
+			cancel()
+		}
+	}})
+	if err == nil {
+		t.Fatal("cancelled full backup succeeded")
+	}
+	noPme2goObjects(t, c, "app")
+	noPme2goObjects(t, c, "second")
+	if all, _ := chain.List(cfg); len(all) != 0 {
+		t.Fatalf("chains left: %+v", all)
+	}
+	entries, _ := os.ReadDir(chain.ChainsDir(cfg))
+	if len(entries) != 0 {
+		t.Fatalf("chain directories left: %v", entries)
+	}
+
+	c.Exec(t, "app", `SELECT pg_create_logical_replication_slot('pme2go_cstray', 'pgoutput')`)
+	c.Exec(t, "app", `CREATE PUBLICATION pme2go_cstray FOR ALL TABLES`)
+	o, err := chain.Orphans(context.Background(), cfg)
+	if err != nil || len(o) != 2 {
+		t.Fatalf("orphans: %v %+v", err, o)
+	}
+	dropped, err := chain.DropOrphans(context.Background(), cfg)
+	if err != nil || len(dropped) != 2 {
+		t.Fatalf("drop orphans: %v %+v", err, dropped)
+	}
+	noPme2goObjects(t, c, "app")
+}
