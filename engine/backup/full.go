@@ -152,7 +152,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	var done int64
 	for _, db := range dbs {
 		progress(Progress{Phase: "dump", Database: db, Done: done, Total: total})
-		if err := dumpDatabase(ctx, log, target, tools["pg_dump"], cfg.Jobs, db, filepath.Join(staging, "database", db), opts.Snapshot, m); err != nil {
+		if err := dumpDatabase(ctx, log, target, tools["pg_dump"], cfg.Jobs, dumpCompression(cfg.Compression, cfg.CompressionLevel), db, filepath.Join(staging, "database", db), opts.Snapshot, m); err != nil {
 			return nil, err
 		}
 		n, _ := pgconn.DatabaseSize(ctx, conn, db)
@@ -203,7 +203,7 @@ func Prepare(cfg *config.Config, dir string) (func(), error) {
 	return func() { l.Release() }, nil
 }
 
-func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, pgDump *pgconn.Tool, jobs int, db, out string, snap Snapshotter, m *archive.Manifest) error {
+func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, pgDump *pgconn.Tool, jobs, level int, db, out string, snap Snapshotter, m *archive.Manifest) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
 		return fmt.Errorf("create dump directory: %w", err)
 	}
@@ -221,7 +221,7 @@ func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, p
 		chainMeta(m, db, meta)
 	}
 	log.Info("dumping database", "database", db, "jobs", jobs, "snapshot", snapshot)
-	err := pgDump.Run(ctx, log, target, db, dumpArgs(out, jobs, snapshot)...)
+	err := pgDump.Run(ctx, log, target, db, dumpArgs(out, jobs, level, snapshot)...)
 	release(err == nil)
 	return err
 }
