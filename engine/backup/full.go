@@ -276,6 +276,10 @@ func orDefault(s, d string) string {
 // fields. With several databases (one chain each) the fields list them
 // comma-separated in database order, and Metadata["chain:<db>"] names each.
 func chainMeta(m *archive.Manifest, db string, meta map[string]string) {
+	if w := meta["warning"]; w != "" {
+		m.Warnings = append(m.Warnings, w)
+		delete(m.Metadata, "warning")
+	}
 	if meta["chainId"] == "" {
 		return
 	}

@@ -22,6 +22,10 @@ import (
 // transaction running at that moment to end.
 const DefaultSlotTimeout = 2 * time.Minute
 
+// WarningKey is the Snapshotter meta key carrying why no chain was started;
+// the full backup records it among the manifest's warnings.
+const WarningKey = "warning"
+
 // Starter starts one chain per database during a full backup. Pass its
 // Snapshot method as backup.Options.Snapshot, and call Finish once the
 // backup archive is written (or has failed).
@@ -66,11 +70,20 @@ func (s *Starter) Chains() []*State {
 // Snapshot implements backup.Snapshotter: it checks the database's tables
 // for replica identity, creates the chain's publication and slot and returns
 // the snapshot the slot exported. The exporting connection stays open until
-// release is called, after pg_dump has exited.
+// release is called, after pg_dump has exited. When no chain can be started
+// (tables without replica identity, no free slot, a slot creation blocked
+// by a long transaction, …) the backup goes on without a snapshot and
+// meta[WarningKey] says why; only a cancelled ctx is an error.
 func (s *Starter) Snapshot(ctx context.Context, db string) (string, map[string]string, func(bool), error) {
 	st, snapshot, repl, err := s.start(ctx, db)
 	if err != nil {
-		return "", nil, nil, err
+		if ctx.Err() != nil {
+			return "", nil, nil, err
+		}
+		// The full backup goes on without a chain: a backup matters more
+		// than incrementals. The reason lands in the manifest's warnings.
+		s.Log.Error("no change capture for this full backup; incremental backups of the database stay unavailable until fixed", "database", db, "error", err)
+		return "", map[string]string{WarningKey: "incremental backups are off for database " + db + ": " + err.Error()}, func(bool) {}, nil
 	}
 	s.mu.Lock()
 	s.started = append(s.started, &started{st: st, repl: repl})

@@ -27,20 +27,24 @@ func noPme2goObjects(t *testing.T, c *pgharness.Cluster, db string) {
 	}
 }
 
-// TestReplicaIdentity: tables without a key stop the chain (and the full
-// backup) with the ALTER TABLE fixes; REPLICA_IDENTITY_FIX=full applies them.
+// TestReplicaIdentity: tables without a key stop the chain from starting
+// (the full backup goes on, its manifest warns with the ALTER TABLE fixes);
+// REPLICA_IDENTITY_FIX=full applies them.
 func TestReplicaIdentity(t *testing.T) {
 	c := setup(t, "app")
 	c.Exec(t, "app", `CREATE TABLE nokey (a int, b text);
 		CREATE TABLE uniq (a int NOT NULL, b text); CREATE UNIQUE INDEX uniq_a ON uniq (a);`)
 	cfg := loadCfg(t, cfgEnv(t, c, "app"))
-	_, err := backup.Full(context.Background(), cfg, backup.Options{})
-	var rie *chain.ReplicaIdentityError
-	if !errors.As(err, &rie) || !strings.Contains(err.Error(), "ALTER TABLE public.nokey REPLICA IDENTITY FULL;") ||
-		!strings.Contains(err.Error(), "ALTER TABLE public.uniq REPLICA IDENTITY USING INDEX uniq_a;") {
-		t.Fatalf("want refusal with fixes, got %v", err)
+	res0 := full(t, cfg)
+	w := strings.Join(res0.Manifest.Warnings, "\n")
+	if res0.Manifest.ChainID != "" || !strings.Contains(w, "ALTER TABLE public.nokey REPLICA IDENTITY FULL;") ||
+		!strings.Contains(w, "ALTER TABLE public.uniq REPLICA IDENTITY USING INDEX uniq_a;") || !strings.Contains(w, "REPLICA_IDENTITY_FIX=full") {
+		t.Fatalf("want a full backup without chain and the fixes in its warnings, got %+v", res0.Manifest)
 	}
 	noPme2goObjects(t, c, "app")
+	if _, err := incremental.Take(context.Background(), cfg, incremental.Options{}); !errors.Is(err, incremental.ErrNoChain) {
+		t.Fatalf("incremental without chain: %v", err)
+	}
 
 	cfg = loadCfg(t, cfgEnv(t, c, "app", "REPLICA_IDENTITY_FIX=full"))
 	full(t, cfg)
