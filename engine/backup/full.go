@@ -137,8 +137,9 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		m.Warnings = append(m.Warnings, fmt.Sprintf("wal_level is %s: incremental backups are off; set wal_level = logical and restart PostgreSQL to enable them", srv.WalLevel))
 	} else if opts.Snapshot == nil && !(srv.Replication || srv.Superuser) {
 		m.Warnings = append(m.Warnings, "DB_USER has no REPLICATION privilege: incremental backups are off; ALTER ROLE … REPLICATION to enable them")
-	} else if opts.Snapshot == nil {
+	} else if opts.Snapshot == nil && opts.Trigger != "safety" {
 		// Start a change-capture chain at the dump's snapshot (engine/chain).
+		// A restore's safety backup starts none: its database is replaced.
 		starter := incremental.NewChainStarter(cfg, log)
 		opts.Snapshot = starter.Snapshot
 		defer func() {
