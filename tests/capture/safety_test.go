@@ -3,9 +3,13 @@ package capture_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/capture"
@@ -188,5 +192,40 @@ func TestNoOrphans(t *testing.T) {
 	if err != nil || len(dropped) != 2 {
 		t.Fatalf("drop orphans: %v %+v", err, dropped)
 	}
+	noPme2goObjects(t, c, "app")
+}
+
+// TestSlotCreationBlocked: slot creation waits for running transactions;
+// past the timeout the warning names the session in the way, and nothing is
+// left behind.
+func TestSlotCreationBlocked(t *testing.T) {
+	c := setup(t, "app")
+	cfg := loadCfg(t, cfgEnv(t, c, "app"))
+	ctx := context.Background()
+	blocker, err := pgx.Connect(ctx, c.ConnString("app")+" application_name=blocker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+	tx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO t (v) VALUES ('long transaction')`); err != nil {
+		t.Fatal(err)
+	}
+	s := chain.NewStarter(cfg, nil)
+	s.SlotTimeout = 2 * time.Second
+	snap, meta, release, err := s.Snapshot(ctx, "app")
+	if err != nil || snap != "" {
+		t.Fatalf("snapshot %q, %v", snap, err)
+	}
+	release(false)
+	w := meta[chain.WarningKey]
+	if !strings.Contains(w, fmt.Sprintf("pid %d", blocker.PgConn().PID())) || !strings.Contains(w, `"blocker"`) || !strings.Contains(w, "INSERT INTO t") {
+		t.Fatalf("warning does not name the blocker: %s", w)
+	}
+	tx.Rollback(ctx)
+	time.Sleep(300 * time.Millisecond)
 	noPme2goObjects(t, c, "app")
 }
