@@ -109,10 +109,12 @@ func stripExt(name string) string {
 
 // Newest returns the newest backup of the given type, or false.
 func Newest(all []Backup, typ string) (Backup, bool) {
-	for i := len(all) - 1; i >= 0; i-- {
-		if all[i].Type == typ && all[i].Problem == "" {
-			return all[i], true
+	var best Backup
+	found := false
+	for _, b := range all {
+		if b.Type == typ && b.Problem == "" && (!found || b.Timestamp.After(best.Timestamp)) {
+			best, found = b, true
 		}
 	}
-	return Backup{}, false
+	return best, found
 }
