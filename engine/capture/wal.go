@@ -105,8 +105,9 @@ func (s *session) message(m *pglogrepl.LogicalDecodingMessage, token string) (bo
 
 // relation records a relation definition and detects schema changes: a
 // definition that differs from the one known (from the snapshot or an
-// earlier message) ends the chain, unless CAPTURE_DDL is on and a captured
-// DDL statement came after the known definition.
+// earlier message), or a table the snapshot did not have, ends the chain,
+// unless CAPTURE_DDL is on and a captured DDL statement came after the
+// known definition.
 func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
 	rel := changeset.RelationFromMessage(m, s.typeName(ctx))
 	key := chain.TableKey(rel.Schema, rel.Name)
@@ -119,6 +120,10 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 		if !(s.st.CaptureDDL && s.schema.DDLAt > prev.Since) {
 			return s.schemaChange(ctx, fmt.Sprintf("%s (renamed to %s)", old.QualifiedName(), rel.QualifiedName()))
 		}
+	}
+	if !known && !s.skip && !(s.st.CaptureDDL && s.schema.DDLAt > 0) {
+		// Not in the snapshot the full backup dumped: created since.
+		return s.schemaChange(ctx, key+" (table created after the full backup)")
 	}
 	if known && !prev.Same(def) && !s.skip {
 		if !(s.st.CaptureDDL && s.schema.DDLAt > prev.Since) {

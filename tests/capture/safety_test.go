@@ -155,6 +155,16 @@ func TestSchemaChange(t *testing.T) {
 	if st3 := openChain(t, cfg, "app"); st3.Status != chain.StatusOpen {
 		t.Fatalf("chain %+v", st3)
 	}
+
+	// Without DDL capture, a table created after the full backup ends it.
+	cfg = loadCfg(t, cfgEnv(t, c, "app"))
+	full(t, cfg)
+	c.Exec(t, "app", `CREATE TABLE newt (id int PRIMARY KEY)`)
+	c.Exec(t, "app", `INSERT INTO newt VALUES (1)`)
+	_, err = incremental.Take(context.Background(), cfg, incremental.Options{})
+	if !errors.Is(err, capture.ErrChainEnded) || !strings.Contains(err.Error(), `"public"."newt" (table created after the full backup)`) {
+		t.Fatalf("want schema change for a new table, got %v", err)
+	}
 }
 
 // TestNoOrphans: a failed full backup leaves no slot, publication or open
