@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -287,5 +288,98 @@ func TestCodecNames(t *testing.T) {
 	}
 	if _, ok := DetectCodec([]byte("hello")); ok {
 		t.Error("garbage detected as archive")
+	}
+}
+
+// TestXZStoredMembers round-trips an archive mixing compressed members
+// with precompressed ones (*.dat.gz and similar), which are stored in the
+// xz output without recompression, with large and small xz chunks.
+func TestXZStoredMembers(t *testing.T) {
+	for _, chunk := range []int{xzChunkSize, 64 << 10} {
+		t.Run(fmt.Sprint(chunk), func(t *testing.T) {
+			old := xzChunkSize
+			xzChunkSize = chunk
+			defer func() { xzChunkSize = old }()
+			src := t.TempDir()
+			files := map[string][]byte{
+				"toc.dat":       mixedData(100000, 1),
+				"3001.dat.gz":   randomBytes(1<<20+123, 1),
+				"3002.dat.gz":   randomBytes(20, 2),
+				"3003.dat.gz":   {},
+				"3004.dat.gz":   randomBytes(300000, 3),
+				"blob.ZST":      randomBytes(5000, 4),
+				"notes.txt":     []byte(strings.Repeat("not precompressed\n", 500)),
+				"sub/x.gz.json": []byte(`{"a": 1}`),
+			}
+			for rel, data := range files {
+				p := filepath.Join(src, filepath.FromSlash(rel))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out := filepath.Join(t.TempDir(), "full-1.tar.xz")
+			w, err := Create(out, WriterOptions{Level: 1, Workers: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			if err := w.AddBytes("globals.sql", []byte("CREATE ROLE app;\n")); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.AddDir("database/app", src); err != nil {
+				t.Fatal(err)
+			}
+			gz := randomBytes(70000, 5)
+			if err := w.AddReader("extra.lz4", int64(len(gz)), bytes.NewReader(gz)); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.AddBytes("log.txt", []byte("done\n")); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Commit(&Manifest{Type: "full"}); err != nil {
+				t.Fatal(err)
+			}
+			all := map[string][]byte{"globals.sql": []byte("CREATE ROLE app;\n"), "extra.lz4": gz, "log.txt": []byte("done\n")}
+			for rel, data := range files {
+				all["database/app/"+rel] = data
+			}
+
+			raw, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Count(raw, xzStoredHead) == 0 || !bytes.Contains(raw, files["3001.dat.gz"][:4096]) {
+				t.Fatal("precompressed members were not stored")
+			}
+			rep, err := Verify(context.Background(), out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rep.OK() {
+				t.Fatalf("problems: %v", rep.Problems)
+			}
+			dest := t.TempDir()
+			if _, err := Extract(context.Background(), out, dest); err != nil {
+				t.Fatal(err)
+			}
+			checkTree(t, dest, all)
+			systemCheck(t, out, all, "xz", "-t", out)
+			systemTar(t, CodecXZ, out, all)
+		})
+	}
+}
+
+func TestIsPrecompressed(t *testing.T) {
+	for name, want := range map[string]bool{
+		"database/app/3001.dat.gz": true, "a.zst": true, "a.lz4": true, "a.xz": true,
+		"a.bz2": true, "A.GZ": true, "toc.dat": false, "a.gz.json": false, "gz": false,
+		"globals.sql": false,
+	} {
+		if got := isPrecompressed(name); got != want {
+			t.Errorf("isPrecompressed(%q) = %v", name, got)
+		}
 	}
 }

@@ -42,6 +42,9 @@ func (w *Writer) Commit(m *Manifest) error {
 	if err != nil {
 		return w.fail(err)
 	}
+	if err := w.setStore(false); err != nil {
+		return err
+	}
 	hdr := &tar.Header{
 		Typeflag: tar.TypeReg,
 		Name:     ManifestName,

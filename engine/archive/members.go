@@ -10,10 +10,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // AddFile adds the regular file srcPath as member name. The content is
-// streamed and its SHA-256 recorded.
+// streamed and its SHA-256 recorded. In xz archives, members whose name
+// ends in .gz, .zst, .lz4, .xz or .bz2 (already compressed data, such as
+// pg_dump's *.dat.gz table files) are stored without LZMA compression;
+// this applies to AddReader, AddBytes and AddDir as well.
 func (w *Writer) AddFile(name, srcPath string) error {
 	if err := w.usable(); err != nil {
 		return err
@@ -57,6 +61,13 @@ func (w *Writer) addStream(name string, size int64, r io.Reader, src string) err
 	if err != nil {
 		return err
 	}
+	// Store already compressed content instead of compressing it again.
+	// The header goes in the member's mode too: runs of precompressed
+	// members (pg_dump's *.dat.gz) then form whole stored chunks instead
+	// of alternating with tiny compressed chunks for the headers.
+	if err := w.setStore(isPrecompressed(n)); err != nil {
+		return err
+	}
 	hdr := &tar.Header{
 		Typeflag: tar.TypeReg,
 		Name:     n,
@@ -78,6 +89,43 @@ func (w *Writer) addStream(name string, size int64, r io.Reader, src string) err
 	w.files[n] = true
 	w.checksums[n] = "sha256:" + hex.EncodeToString(h.Sum(nil))
 	w.sizes[n] = size
+	return nil
+}
+
+// precompressedExts are the name suffixes of members whose content is
+// already compressed, such as pg_dump's gzip-compressed table data
+// (*.dat.gz) in directory format.
+var precompressedExts = []string{".gz", ".zst", ".lz4", ".xz", ".bz2"}
+
+// isPrecompressed reports whether the member name denotes already
+// compressed content, which is stored rather than compressed again.
+func isPrecompressed(name string) bool {
+	lower := strings.ToLower(name)
+	for _, ext := range precompressedExts {
+		if strings.HasSuffix(lower, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// storeSwitcher is implemented by compressors that can store data without
+// compressing it (the parallel xz compressor).
+type storeSwitcher interface {
+	setStore(on bool) error
+}
+
+// setStore makes the compressor store (on) or compress the data written
+// from now on, if it supports storing; other compressors always compress.
+// A failure is fatal for the archive.
+func (w *Writer) setStore(on bool) error {
+	s, ok := w.comp.(storeSwitcher)
+	if !ok {
+		return nil
+	}
+	if err := s.setStore(on); err != nil {
+		return w.fail(fmt.Errorf("%s compression: %w", w.codec, err))
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"sync"
 
@@ -32,12 +33,14 @@ func xzConfig(level int) xz.WriterConfig {
 	}
 }
 
-// xzJob is one chunk being compressed.
+// xzJob is one chunk being compressed, or stored.
 type xzJob struct {
-	in   []byte
-	out  bytes.Buffer
-	err  error
-	done chan struct{}
+	in    []byte
+	store bool         // write in as a stored (uncompressed) xz stream
+	crc   uint32       // CRC32 of in, for stored chunks
+	out   bytes.Buffer // the compressed xz stream, for LZMA chunks
+	err   error
+	done  chan struct{}
 }
 
 // parallelXZ is an io.WriteCloser that splits its input into xzChunkSize
@@ -45,6 +48,10 @@ type xzJob struct {
 // workers goroutines and writes the streams to out in input order. The
 // concatenation is a valid multi-stream .xz file. At most 2*workers chunks
 // are in flight, bounding memory use.
+//
+// In store mode (see setStore) chunks are written as stored xz streams
+// whose data is not compressed, which only costs a CRC32; this is meant
+// for data that is already compressed.
 type parallelXZ struct {
 	out     io.Writer
 	cfg     xz.WriterConfig
@@ -54,6 +61,7 @@ type parallelXZ struct {
 	buf     []byte
 	pool    *sync.Pool
 	written bool
+	store   bool // mode of the chunk being filled
 	err     error
 	closed  bool
 }
@@ -99,16 +107,43 @@ func (z *parallelXZ) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// setStore switches between store mode (on: data written from now on is
+// stored uncompressed) and LZMA compression. Switching ends the current
+// chunk, so that every chunk is entirely stored or entirely compressed;
+// setting the current mode again does nothing.
+func (z *parallelXZ) setStore(on bool) error {
+	if z.err != nil {
+		return z.err
+	}
+	if z.closed {
+		return errors.New("xz: mode switch after close")
+	}
+	if on == z.store {
+		return nil
+	}
+	if len(z.buf) > 0 {
+		if err := z.dispatch(); err != nil {
+			return err
+		}
+	}
+	z.store = on
+	return nil
+}
+
 // dispatch starts compressing the current buffer and writes out finished
 // chunks, blocking while too many chunks are in flight.
 func (z *parallelXZ) dispatch() error {
-	j := &xzJob{in: z.buf, done: make(chan struct{})}
+	j := &xzJob{in: z.buf, store: z.store, done: make(chan struct{})}
 	z.buf = nil
 	z.written = true
 	z.queue = append(z.queue, j)
 	z.sem <- struct{}{}
 	go func() {
 		defer func() { <-z.sem; close(j.done) }()
+		if j.store {
+			j.crc = crc32.ChecksumIEEE(j.in)
+			return
+		}
 		j.out.Grow(len(j.in)/3 + 4096)
 		w, err := z.cfg.NewWriter(&j.out)
 		if err == nil {
@@ -135,18 +170,27 @@ func (z *parallelXZ) dispatch() error {
 	return nil
 }
 
-// flushHead waits for the oldest chunk and writes its compressed form.
+// flushHead waits for the oldest chunk and writes its compressed or
+// stored form.
 func (z *parallelXZ) flushHead() error {
 	j := z.queue[0]
 	<-j.done
 	z.queue = z.queue[1:]
-	z.pool.Put(j.in[:0])
-	j.in = nil
+	defer func() {
+		z.pool.Put(j.in[:0])
+		j.in = nil
+	}()
 	if j.err != nil {
 		z.err = fmt.Errorf("xz compression: %w", j.err)
 		return z.err
 	}
-	if _, err := z.out.Write(j.out.Bytes()); err != nil {
+	var err error
+	if j.store {
+		err = writeStoredXZCRC(z.out, j.in, j.crc)
+	} else {
+		_, err = z.out.Write(j.out.Bytes())
+	}
+	if err != nil {
 		z.err = err
 		return err
 	}
