@@ -154,6 +154,9 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	for _, db := range dbs {
 		progress(Progress{Phase: "dump", Database: db, Done: done, Total: total})
 		if err := dumpDatabase(ctx, log, target, tools["pg_dump"], cfg.Jobs, dumpCompression(cfg.Compression, cfg.CompressionLevel), db, filepath.Join(staging, "database", db), opts.Snapshot, m); err != nil {
+			if strings.Contains(err.Error(), "No space left on device") {
+				return nil, fmt.Errorf("no space left in %s while dumping %s: free some space or point BACKUP_DIR to a larger file system: %w", dir, db, err)
+			}
 			return nil, err
 		}
 		n, _ := pgconn.DatabaseSize(ctx, conn, db)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -236,4 +237,32 @@ func leftovers(dir string) bool {
 		}
 	}
 	return false
+}
+
+// TestFullDisk runs a backup into a BACKUP_DIR on a tiny tmpfs: it fails with
+// a message about space, leaves no partial archive, and the backup taken
+// before it stays intact.
+func TestFullDisk(t *testing.T) {
+	c := pgharness.Start(t)
+	c.CreateDB(t, "app")
+	c.Exec(t, "app", `CREATE TABLE small AS SELECT g FROM generate_series(1, 10) g`)
+	mnt := filepath.Join(t.TempDir(), "tiny")
+	os.MkdirAll(mnt, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
+		pgharness.Require(t, "tmpfs", "cannot mount a small tmpfs to fill (needs root): "+strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	env := cfgEnv(t, c, []string{"app"}, "BACKUP_DIR="+filepath.Join(mnt, "backups"))
+	first := takeBackup(t, env)
+	c.Exec(t, "app", `CREATE TABLE big AS SELECT g, md5(g::text) || md5((g+1)::text) || md5((g+2)::text) AS v FROM generate_series(1, 200000) g`)
+	expectFailure(t, runCLI(t, env, "full"), "no space left", "BACKUP_DIR")
+	if names := listed(t, env); len(names) != 1 || names[0] != filepath.Base(first) {
+		t.Fatalf("after the failed backup: %v", names)
+	}
+	if leftovers(filepath.Join(env["BACKUP_DIR"], "full")) {
+		t.Fatal("the failed backup left temporary files behind")
+	}
+	if r := runCLI(t, env, "verify", first); r.code != 0 {
+		t.Fatalf("the earlier backup no longer verifies: %s", r.stdout)
+	}
 }
