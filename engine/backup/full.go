@@ -153,7 +153,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	var done int64
 	for _, db := range dbs {
 		progress(Progress{Phase: "dump", Database: db, Done: done, Total: total})
-		if err := dumpDatabase(ctx, log, target, tools["pg_dump"], cfg.Jobs, dumpCompression(cfg.Compression, cfg.CompressionLevel), db, filepath.Join(staging, "database", db), opts.Snapshot, m); err != nil {
+		if err := dumpDatabase(ctx, log, target, tools["pg_dump"], cfg.Jobs, db, filepath.Join(staging, "database", db), opts.Snapshot, m); err != nil {
 			if strings.Contains(err.Error(), "No space left on device") {
 				return nil, fmt.Errorf("no space left in %s while dumping %s: free some space or point BACKUP_DIR to a larger file system: %w", dir, db, err)
 			}
@@ -163,6 +163,16 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		done += n
 		m.Files["database:"+db] = "database/" + db + "/"
 	}
+	if cfg.Compression == string(archive.CodecXZ) {
+		// The pure-Go LZMA encoder is several times slower than pg_dump's
+		// zlib on table data and compresses it no better
+		// (docs/benchmarks.md): table data is gzip-compressed in parallel
+		// and stored in the xz stream; the rest is LZMA-compressed.
+		if err := compressTableData(ctx, filepath.Join(staging, "database"), cfg.CompressionLevel, cfg.Jobs); err != nil {
+			return nil, err
+		}
+	}
+	dumped := time.Now()
 	if err := dumpGlobals(ctx, log, target, tools["pg_dumpall"], srv, dbs[0], filepath.Join(staging, "globals.sql"), m); err != nil {
 		return nil, err
 	}
@@ -176,13 +186,15 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	}
 	files = append(files, pathMembers(cfg.LogPaths, "logs", m)...)
 	files = append(files, pathMembers(cfg.ExtraPaths, "files", m)...)
+	packStart := time.Now()
 	res, err := pack(ctx, cfg, path, files, m, progress)
 	if err != nil {
 		return nil, err
 	}
 	res.Duration = time.Since(start)
 	progress(Progress{Phase: "done", Done: res.Size, Total: res.Size})
-	log.Info("full backup completed", "backup", filepath.Base(path), "duration", res.Duration.Round(time.Millisecond), "size", res.Size)
+	log.Info("full backup completed", "backup", filepath.Base(path), "duration", res.Duration.Round(time.Millisecond), "size", res.Size,
+		"dump", dumped.Sub(start).Round(time.Millisecond), "info", packStart.Sub(dumped).Round(time.Millisecond), "archive", time.Since(packStart).Round(time.Millisecond))
 	return res, nil
 }
 
@@ -207,7 +219,7 @@ func Prepare(cfg *config.Config, dir string) (func(), error) {
 	return func() { l.Release() }, nil
 }
 
-func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, pgDump *pgconn.Tool, jobs, level int, db, out string, snap Snapshotter, m *archive.Manifest) error {
+func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, pgDump *pgconn.Tool, jobs int, db, out string, snap Snapshotter, m *archive.Manifest) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
 		return fmt.Errorf("create dump directory: %w", err)
 	}
@@ -225,7 +237,7 @@ func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, p
 		chainMeta(m, db, meta)
 	}
 	log.Info("dumping database", "database", db, "jobs", jobs, "snapshot", snapshot)
-	err := pgDump.Run(ctx, log, target, db, dumpArgs(out, jobs, level, snapshot)...)
+	err := pgDump.Run(ctx, log, target, db, dumpArgs(out, jobs, snapshot)...)
 	release(err == nil)
 	return err
 }

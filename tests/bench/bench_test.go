@@ -7,6 +7,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +82,7 @@ func timeFull(b *testing.B, c *pgharness.Cluster, codec, dir string) result {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	res, err := backup.Full(context.Background(), cfg, backup.Options{Trigger: "bench"})
+	res, err := backup.Full(context.Background(), cfg, backup.Options{Trigger: "bench", Log: slog.New(slog.NewTextHandler(os.Stdout, nil))})
 	if err != nil {
 		b.Fatalf("full backup (%s): %v", codec, err)
 	}
