@@ -10,6 +10,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/chain"
 )
 
 func cleanupCommand() *cli.Command {
@@ -55,6 +56,23 @@ func cleanupCommand() *cli.Command {
 				}
 				removed++
 				fmt.Printf("%s\t%s\t(%s)\n", verb, d.Backup.Name, d.Reason)
+			}
+			if c.Bool("dry-run") {
+				orphans, err := chain.Orphans(c.Context, cfg)
+				if err != nil {
+					log.Warn("could not look for orphaned replication slots", "error", err)
+				}
+				for _, o := range orphans {
+					fmt.Printf("would drop\tslot %s\t(%s)\n", o.Name, o.Reason)
+				}
+			} else {
+				dropped, err := chain.DropOrphans(c.Context, cfg)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("drop orphaned replication slots: %w", err))
+				}
+				for _, o := range dropped {
+					fmt.Printf("dropped\tslot %s\t(%s)\n", o.Name, o.Reason)
+				}
 			}
 			fmt.Printf("%d backups kept, %d %s\n", len(plan)-removed, removed, map[bool]string{true: "to remove", false: "removed"}[c.Bool("dry-run")])
 			return errors.Join(errs...)

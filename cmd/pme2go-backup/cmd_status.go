@@ -8,7 +8,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pme2go/pme2go-backup/engine/capture"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/chain"
+	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/pgconn"
 )
 
@@ -27,6 +30,39 @@ type statusReport struct {
 	LastFull      *catalog.Backup   `json:"lastFull,omitempty"`
 	Recent        []catalog.Backup  `json:"recent"`
 	Schedules     map[string]string `json:"schedules"`
+	Chains        []chainStatus     `json:"chains"`
+}
+
+// chainStatus is one change-capture chain in `status`.
+type chainStatus struct {
+	ID       string           `json:"id"`
+	Database string           `json:"database"`
+	Status   string           `json:"status"`
+	Reason   string           `json:"reason,omitempty"`
+	StartLSN string           `json:"startLsn"`
+	Lag      *capture.SlotLag `json:"lag,omitempty"`
+	LagError string           `json:"lagError,omitempty"`
+}
+
+// chainStatuses describes every chain; open chains get their slot's lag.
+func chainStatuses(c *cli.Context, cfg *config.Config) []chainStatus {
+	out := []chainStatus{}
+	states, err := chain.List(cfg)
+	if err != nil {
+		return out
+	}
+	for _, st := range states {
+		cs := chainStatus{ID: st.ID, Database: st.Database, Status: st.Status, Reason: st.Reason, StartLSN: st.StartLSN}
+		if st.Status == chain.StatusOpen {
+			if lag, err := capture.Lag(c.Context, cfg, st); err != nil {
+				cs.LagError = err.Error()
+			} else {
+				cs.Lag = lag
+			}
+		}
+		out = append(out, cs)
+	}
+	return out
 }
 
 func statusCommand() *cli.Command {
@@ -62,6 +98,7 @@ func statusCommand() *cli.Command {
 				r.FreeBytes = int64(st.Bavail) * st.Bsize
 			}
 			r.Server, r.WalLevel, r.Incrementals = serverStatus(c, cfg.DBHost, cfg.DBNames[0], pgconn.FromConfig(cfg))
+			r.Chains = chainStatuses(c, cfg)
 			if c.Bool("json") {
 				return printJSON(os.Stdout, r)
 			}
@@ -75,6 +112,24 @@ func statusCommand() *cli.Command {
 				fmt.Printf("Last full backup: %s (%s ago)\n", r.LastFull.Name, time.Since(r.LastFull.Timestamp).Round(time.Second))
 			} else {
 				fmt.Println("Last full backup: none")
+			}
+			for _, ch := range r.Chains {
+				line := fmt.Sprintf("Chain %s:  %s, database %s, from %s", ch.ID, ch.Status, ch.Database, ch.StartLSN)
+				switch {
+				case ch.Lag != nil && !ch.Lag.Exists:
+					line += ", slot missing"
+				case ch.Lag != nil:
+					line += fmt.Sprintf(", slot lag %s of %s allowed (MAX_SLOT_LAG)", humanBytes(ch.Lag.Bytes), humanBytes(cfg.MaxSlotLag))
+					if ch.Lag.Active {
+						line += ", streaming"
+					}
+				case ch.LagError != "":
+					line += ", lag unknown: " + ch.LagError
+				}
+				if ch.Reason != "" {
+					line += " (" + ch.Reason + ")"
+				}
+				fmt.Println(line)
 			}
 			fmt.Println()
 			printBackups(r.Recent)

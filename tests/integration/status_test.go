@@ -1,0 +1,63 @@
+package integration
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/pme2go/pme2go-backup/tests/pgharness"
+)
+
+// TestStatusShowsChainLagAndCleanupDropsOrphanSlots: after a full backup on a
+// wal_level=logical server, status reports the open chain with its slot's
+// lag; cleanup finds a pme2go_ slot that belongs to no chain and drops it.
+func TestStatusShowsChainLagAndCleanupDropsOrphanSlots(t *testing.T) {
+	c := pgharness.Start(t)
+	c.CreateDB(t, "app")
+	c.Exec(t, "app", `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	env := cfgEnv(t, c, []string{"app"})
+	takeBackup(t, env)
+	c.Exec(t, "app", `INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g`)
+
+	r := runCLI(t, env, "status", "--json")
+	if r.code != 0 {
+		t.Fatalf("status: %s", r.stderr)
+	}
+	var st struct {
+		Incrementals string
+		Chains       []struct {
+			Status string
+			Lag    *struct {
+				Exists bool
+				Bytes  int64
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Chains) != 1 || st.Chains[0].Status != "open" || st.Chains[0].Lag == nil || !st.Chains[0].Lag.Exists || st.Chains[0].Lag.Bytes <= 0 {
+		t.Fatalf("status chains: %+v\n%s", st.Chains, r.stdout)
+	}
+	if !strings.Contains(st.Incrementals, "logical") {
+		t.Errorf("incrementals: %q", st.Incrementals)
+	}
+	if r := runCLI(t, env, "status"); r.code != 0 || !strings.Contains(r.stdout, "slot lag") {
+		t.Fatalf("status text lacks the slot lag:\n%s%s", r.stdout, r.stderr)
+	}
+
+	c.Exec(t, "app", `SELECT pg_create_logical_replication_slot('pme2go_orphan_test', 'pgoutput')`)
+	r = runCLI(t, env, "cleanup", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "would drop\tslot pme2go_orphan_test") {
+		t.Fatalf("cleanup --dry-run: %s%s", r.stdout, r.stderr)
+	}
+	r = runCLI(t, env, "cleanup")
+	if r.code != 0 || !strings.Contains(r.stdout, "dropped\tslot pme2go_orphan_test") {
+		t.Fatalf("cleanup: %s%s", r.stdout, r.stderr)
+	}
+	var n int
+	c.Conn(t, "app").QueryRow(t.Context(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pme2go%'`).Scan(&n)
+	if n != 1 {
+		t.Fatalf("%d pme2go slots after cleanup, want the chain's one", n)
+	}
+}
