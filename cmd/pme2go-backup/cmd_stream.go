@@ -2,13 +2,11 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/pme2go/pme2go-backup/engine/capture"
-	"github.com/pme2go/pme2go-backup/engine/chain"
 )
 
 func streamCommand() *cli.Command {
@@ -30,18 +28,10 @@ func streamCommand() *cli.Command {
 			var wg sync.WaitGroup
 			errs := make([]error, len(dbs))
 			for i, db := range dbs {
-				st, err := chain.OpenFor(cfg, db)
-				if err == nil && st == nil {
-					err = fmt.Errorf("database %s has no open chain; take a full backup first (wal_level=logical)", db)
-				}
-				if err != nil {
-					errs[i] = err
-					continue
-				}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					errs[i] = capture.Run(c.Context, cfg, st, capture.Options{Log: log.With("database", db),
+					errs[i] = capture.Follow(c.Context, cfg, db, capture.Options{Log: log,
 						Progress: func(p capture.Progress) {
 							log.Debug("changes stored", "database", p.Database, "position", p.Position, "transactions", p.TxCount)
 						}})

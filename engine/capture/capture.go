@@ -10,6 +10,7 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -23,6 +24,10 @@ import (
 // ErrChainEnded is wrapped by the error returned when the chain had to end
 // (broken: schema change, lag cap, lost slot). A new full backup is needed.
 var ErrChainEnded = errors.New("chain ended")
+
+// ErrStreamLost is wrapped when the replication connection broke (server
+// restart, network, a terminated session); Follow retries after it.
+var ErrStreamLost = errors.New("replication stream lost")
 
 // Options tune a capture run.
 type Options struct {
@@ -104,6 +109,62 @@ func Run(ctx context.Context, cfg *config.Config, st *chain.State, opts Options)
 		return nil
 	}
 	return err
+}
+
+// Follow captures the changes of database db until ctx is cancelled,
+// following its open chain: when a newer full backup seals the chain being
+// captured, it continues with the new one, and a lost replication
+// connection is re-established with backoff. It returns when the database has
+// no open chain (never started, or ended: the error wraps ErrChainEnded).
+func Follow(ctx context.Context, cfg *config.Config, db string, opts Options) error {
+	opts.defaults()
+	var last error
+	prev := ""
+	for ctx.Err() == nil {
+		st, err := chain.OpenFor(cfg, db)
+		if err != nil {
+			return err
+		}
+		if st == nil || st.ID == prev {
+			if last != nil {
+				return last
+			}
+			return fmt.Errorf("database %s has no open chain; take a full backup first (wal_level=logical, a role with REPLICATION)", db)
+		}
+		if last != nil {
+			opts.Log.Info("following the new chain", "database", db, "chain", st.ID)
+		}
+		prev = st.ID
+		err = runRetrying(ctx, cfg, st, opts)
+		if err == nil || !errors.Is(err, ErrChainEnded) {
+			return err
+		}
+		last = err
+	}
+	return nil
+}
+
+// runRetrying runs the capture of one chain, reconnecting with backoff
+// (1s doubling to 30s) when the replication stream is lost.
+func runRetrying(ctx context.Context, cfg *config.Config, st *chain.State, opts Options) error {
+	backoff := time.Second
+	for {
+		started := time.Now()
+		err := Run(ctx, cfg, st, opts)
+		if err == nil || !errors.Is(err, ErrStreamLost) || ctx.Err() != nil {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		opts.Log.Warn("replication stream lost; reconnecting", "database", st.Database, "in", backoff, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
 }
 
 // Drain captures up to the server's current WAL position and returns, with

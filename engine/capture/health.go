@@ -97,10 +97,13 @@ func (s *session) startFailed(ctx context.Context, err error) error {
 
 // streamFailed explains a broken replication stream.
 func (s *session) streamFailed(ctx context.Context, err error) error {
+	if rerr := s.st.Reload(); rerr == nil && s.st.Status != chain.StatusOpen {
+		return fmt.Errorf("chain %s of database %s is %s (%s): %w", s.st.ID, s.st.Database, s.st.Status, s.st.Reason, ErrChainEnded)
+	}
 	if herr := s.checkHealth(context.WithoutCancel(ctx)); herr != nil {
 		return herr
 	}
-	return fmt.Errorf("replication stream of %s ended (the capture resumes where it stopped when restarted): %w", s.st.Database, err)
+	return fmt.Errorf("replication stream of %s ended (the capture resumes where it stopped when restarted): %w: %w", s.st.Database, ErrStreamLost, err)
 }
 
 // endChain seals what the segment holds (whole transactions only), marks
@@ -110,6 +113,11 @@ func (s *session) endChain(ctx context.Context, reason string) error {
 	if s.repl != nil {
 		s.repl.Close(ctx)
 		s.repl = nil
+	}
+	if err := s.st.Reload(); err == nil && s.st.Status != chain.StatusOpen {
+		// Ended elsewhere, typically sealed by a newer full backup that
+		// dropped the slot under us.
+		return fmt.Errorf("chain %s of database %s is %s (%s): %w", s.st.ID, s.st.Database, s.st.Status, s.st.Reason, ErrChainEnded)
 	}
 	if s.w != nil {
 		if err := s.reopenWhole(); err == nil {

@@ -118,7 +118,12 @@ func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.Pg
 	if err := fsutil.EnsurePrivateDir(ChainsDir(s.Cfg)); err != nil {
 		return nil, "", nil, fmt.Errorf("chain state directory: %w", err)
 	}
-	st := newState(s.Cfg, db, time.Now())
+	st := newState(s.Cfg, db, time.Now(), func(name string) bool {
+		var taken bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)
+		     OR EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, name).Scan(&taken)
+		return err == nil && taken
+	})
 	st.SystemIdentifier, st.Timeline, st.ServerVersion = srv.SystemIdentifier, srv.Timeline, srv.VersionNum
 	st.CaptureDDL = s.Cfg.CaptureDDL
 	if err := os.Mkdir(st.dir, 0o700); err != nil {

@@ -194,18 +194,23 @@ func OpenFor(cfg *config.Config, db string) (*State, error) {
 	return found, nil
 }
 
-// MarkEnded sets status (sealed or broken) and reason and saves the state.
+// MarkEnded sets status (sealed or broken) and reason and saves the state,
+// re-reading chain.json first so that concurrent updates are kept.
 func (s *State) MarkEnded(status, reason string) error {
+	if s.dir != "" {
+		s.Reload()
+	}
 	s.Status, s.Reason, s.Ended = status, reason, time.Now().UTC()
 	return s.Save()
 }
 
-// newState prepares the state of a new chain of db, with a unique id.
-func newState(cfg *config.Config, db string, now time.Time) *State {
+// newState prepares the state of a new chain of db, with an id used by no
+// chain directory and (taken reports) no slot or publication on the server.
+func newState(cfg *config.Config, db string, now time.Time, taken func(name string) bool) *State {
 	id := NewID(db, now)
 	base := id
 	for n := 2; ; n++ {
-		if _, err := os.Stat(filepath.Join(ChainsDir(cfg), id)); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(ChainsDir(cfg), id)); errors.Is(err, os.ErrNotExist) && !taken(Prefix+id) {
 			break
 		}
 		id = fmt.Sprintf("%s_%d", base, n)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/capture"
+	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
@@ -135,9 +136,19 @@ func TestKilledStreamResumes(t *testing.T) {
 		cmd.Env = cmdEnv
 		return cmd
 	}
+	logDir := t.TempDir()
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := filepath.Glob(filepath.Join(logDir, "*"))
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				t.Logf("%s:\n%s", l, b)
+			}
+		}
+	})
 	start := func() *exec.Cmd {
 		cmd := command("stream")
-		logf, _ := os.Create(filepath.Join(t.TempDir(), "stream.log"))
+		logf, _ := os.CreateTemp(logDir, "stream-*.log")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -202,4 +213,33 @@ func TestKilledStreamResumes(t *testing.T) {
 	got := allTxs(t, []string{path})
 	checkXids(t, got, want, st.Start())
 	t.Logf("%d transactions captured across a SIGKILL", len(want))
+
+	// mark and show-changes through the CLI.
+	out, err = command("mark", "after-kill").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "app\tafter-kill\t") {
+		t.Fatalf("mark: %v\n%s", err, out)
+	}
+	out, err = command("show-changes", path).CombinedOutput()
+	if err != nil || strings.Count(string(out), "INSERT INTO") != len(want) {
+		t.Fatalf("show-changes: %v, %d INSERTs, want %d", err, strings.Count(string(out), "INSERT INTO"), len(want))
+	}
+
+	// A new full backup while the stream runs: the old chain is sealed into
+	// a final incremental (holding the mark) and the stream follows the new chain.
+	late := txs(t, conn, 3)
+	f2 := full(t, cfg)
+	old, _ := chain.Load(cfg, st.ID)
+	if old.Status != chain.StatusSealed {
+		t.Fatalf("old chain %+v", old)
+	}
+	_, final := archiveTxs(t, filepath.Join(cfg.IncrementalDir(), old.LastArchive))
+	if len(final) != 4 || len(final[0].Messages) != 1 || string(final[0].Messages[0].Content) != "after-kill" {
+		t.Fatalf("final incremental holds %d transactions, want the mark and 3 inserts", len(final))
+	}
+	checkXids(t, final[1:], late, 0)
+	st = openChain(t, cfg, "app")
+	if st.ID != f2.Manifest.ChainID {
+		t.Fatalf("open chain %s, full backup started %s", st.ID, f2.Manifest.ChainID)
+	}
+	waitActive()
 }
