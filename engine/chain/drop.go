@@ -223,12 +223,17 @@ func dropOne(ctx context.Context, cfg *config.Config, o Orphan) error {
 
 // InstallDDLTrigger creates (or replaces) the event trigger that makes DDL
 // travel in the change stream: at ddl_command_end it emits a transactional
-// logical message with prefix pme2go.ddl holding current_query(). It needs
-// superuser. See docs/capture.md for what it cannot cover.
+// logical message with prefix pme2go.ddl holding current_query(), except in
+// sessions whose application_name is pme2go-backup. It needs superuser. See docs/capture.md for what it cannot cover.
 func InstallDDLTrigger(ctx context.Context, conn *pgx.Conn) error {
 	const fn = `CREATE OR REPLACE FUNCTION public.pme2go_capture_ddl() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+  -- pme2go-backup's own DDL (publications, replica identity fixes, this
+  -- function, replayed statements) is not captured.
+  IF current_setting('application_name', true) = 'pme2go-backup' THEN
+    RETURN;
+  END IF;
   PERFORM pg_logical_emit_message(true, 'pme2go.ddl', current_query());
 END $$`
 	if _, err := conn.Exec(ctx, fn); err != nil {
