@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/pgconn"
@@ -63,22 +64,61 @@ func inspectTarget(ctx context.Context, target pgconn.Target, maint *pgx.Conn, d
 // restoreDatabase restores dumpDir into a fresh database and swaps it in
 // place of st.Target. Until the swap the target is untouched; a failure drops
 // the fresh database and leaves the target as it was.
-func restoreDatabase(ctx context.Context, cfg *config.Config, target pgconn.Target, opts Options, st Step, dumpDir string, props backup.DatabaseStats) error {
+//
+// With rp set (point-in-time restore) the fresh database has a fixed name,
+// the change sets are replayed into it before the swap, and a replay that
+// fails or is interrupted leaves it in place for Options.Resume; rp.resume
+// skips creating it and pg_restore.
+func restoreDatabase(ctx context.Context, cfg *config.Config, target pgconn.Target, opts Options, st Step, dumpDir string, props backup.DatabaseStats, rp *replayer) error {
 	fresh := scratchName(st.Target, "restore")
+	if rp != nil {
+		fresh = pitrScratchName(st.Target)
+	}
 	maint, err := connectMaintenance(ctx, target, st.Target, fresh)
 	if err != nil {
 		return err
 	}
 	defer maint.Close(context.Background())
-	if err := createDatabase(ctx, maint, fresh, props, opts.Log); err != nil {
-		return err
-	}
+	keep := false // a replay in progress is kept for --resume
 	swapped := false
 	defer func() {
-		if !swapped {
+		if !swapped && !keep {
 			dropDatabase(context.Background(), maint, fresh, opts.Log)
 		}
 	}()
+	if rp == nil || !rp.resume {
+		if err := createDatabase(ctx, maint, fresh, props, opts.Log); err != nil {
+			return err
+		}
+		if err := pgRestore(ctx, cfg, target, opts, st, fresh, dumpDir); err != nil {
+			return err
+		}
+	}
+	if rp != nil {
+		if err := markScratch(ctx, maint, fresh, rp.plan); err != nil {
+			return err
+		}
+		keep = true
+		if err := rp.run(ctx, target, fresh); err != nil {
+			return err
+		}
+		keep = false
+	}
+	if err := swap(ctx, maint, fresh, st, opts); err != nil {
+		keep = rp != nil
+		return err
+	}
+	swapped = true
+	if rp != nil {
+		if err := apply.DropOrigin(ctx, maint, st.Target); err != nil {
+			opts.Log.Warn("replication origin of the restore left behind; drop it with pg_replication_origin_drop", "error", err)
+		}
+	}
+	return nil
+}
+
+// pgRestore runs pg_restore of dumpDir into the fresh database.
+func pgRestore(ctx context.Context, cfg *config.Config, target pgconn.Target, opts Options, st Step, fresh, dumpDir string) error {
 	tool, err := pgconn.FindTool(ctx, "pg_restore", cfg.PgBinDir, 0)
 	if err != nil {
 		return err
@@ -90,10 +130,6 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgconn.Targ
 	if err := tool.Run(ctx, opts.Log, target, fresh, append(args, dumpDir)...); err != nil {
 		return fmt.Errorf("%w (the target database %s was not changed; if roles are missing use --restore-globals or --no-owner)", err, st.Target)
 	}
-	if err := swap(ctx, maint, fresh, st, opts); err != nil {
-		return err
-	}
-	swapped = true
 	return nil
 }
 

@@ -1,7 +1,9 @@
 // Package restore restores full backups: it verifies the archive, extracts it
 // into a private directory, restores each database with pg_restore into a
 // fresh database and only then swaps it in place of the target, so that a
-// failed restore leaves the target as it was.
+// failed restore leaves the target as it was. With a point-in-time target
+// (Options.Target) it also replays the chain's change sets (engine/apply)
+// into the fresh database before the swap.
 package restore
 
 import (
@@ -15,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
@@ -40,6 +43,16 @@ type Options struct {
 	DryRun         bool
 	Log            *slog.Logger
 	Progress       func(step string)
+
+	// Target, when set, restores to a point in time: the newest suitable
+	// full backup is chosen (Backup may name it, or be empty) and its
+	// chain's change sets are replayed up to the target before the swap.
+	Target *apply.Target
+	// Resume continues an interrupted point-in-time restore in the scratch
+	// database it left behind, without applying anything twice.
+	Resume bool
+	// OnReplayCommit is called after each replayed transaction.
+	OnReplayCommit func(applied int64, commitLSN uint64)
 }
 
 // Step is one database restore in a plan.
@@ -63,6 +76,8 @@ type Plan struct {
 // Result reports a finished restore.
 type Result struct {
 	Plan          *Plan
+	PITR          *apply.Plan  `json:",omitempty"`
+	Replay        *apply.Stats `json:",omitempty"`
 	SafetyBackups []string
 	RestoredLogs  []string
 	Duration      time.Duration
@@ -77,6 +92,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	if opts.Progress == nil {
 		opts.Progress = func(string) {}
 	}
+	var pitr *apply.Plan
+	if opts.Target != nil {
+		var cleanup func()
+		var err error
+		pitr, cleanup, err = buildPITR(ctx, cfg, &opts)
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup()
+	}
 	b, err := catalog.Find(cfg.BackupDir, opts.Backup)
 	if err != nil {
 		return nil, err
@@ -89,7 +114,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Plan: plan}
+	res := &Result{Plan: plan, PITR: pitr}
+	var resumeDB string
+	if pitr != nil {
+		if resumeDB, err = checkScratch(ctx, target, plan, pitr, opts); err != nil {
+			return nil, err
+		}
+	}
 	if opts.DryRun {
 		return res, nil
 	}
@@ -124,7 +155,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	}
 	props := readProps(filepath.Join(work, "application_data.json"))
 	for _, st := range plan.Steps {
-		if st.SafetyBackup {
+		if st.SafetyBackup && resumeDB == "" {
 			opts.Progress("safety backup of " + st.Target)
 			sb, err := backup.Full(ctx, cfg, backup.Options{Trigger: "safety", Databases: []string{st.Target}, Locked: true, Log: opts.Log})
 			if err != nil {
@@ -133,8 +164,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 			res.SafetyBackups = append(res.SafetyBackups, sb.Path)
 		}
 		opts.Progress(fmt.Sprintf("restore %s into %s", st.Source, st.Target))
-		if err := restoreDatabase(ctx, cfg, target, opts, st, filepath.Join(work, "database", st.Source), props[st.Source]); err != nil {
-			return nil, err
+		var rp *replayer
+		if pitr != nil {
+			rp = &replayer{plan: pitr, opts: opts, resume: resumeDB != "", res: res}
+		}
+		if err := restoreDatabase(ctx, cfg, target, opts, st, filepath.Join(work, "database", st.Source), props[st.Source], rp); err != nil {
+			return res, err
 		}
 	}
 	if opts.RestoreLogs {

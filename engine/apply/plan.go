@@ -1,0 +1,244 @@
+package apply
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/changeset"
+)
+
+// Archive is one archive of a plan, with its LSN range.
+type Archive struct {
+	Name     string            `json:"name"`
+	Path     string            `json:"path"`
+	StartLSN uint64            `json:"-"`
+	EndLSN   uint64            `json:"-"` // 0 for the full backup
+	Manifest *archive.Manifest `json:"-"`
+}
+
+// Plan is what a point-in-time restore of one database will do: restore
+// Full, then replay Incrementals in order up to Target. MakePlan fills it
+// from the sidecar manifests; Prepare reads the change sets and fills the
+// transaction counts and the exact stop point.
+type Plan struct {
+	Database     string    `json:"database"`
+	Target       Target    `json:"-"`
+	TargetText   string    `json:"target"`
+	ChainID      string    `json:"chainId"`
+	Full         Archive   `json:"full"`
+	Incrementals []Archive `json:"incrementals"`
+
+	// Filled by Prepare.
+	TxCount        int64                `json:"txCount"`        // transactions to apply
+	FirstCommitLSN uint64               `json:"-"`              // first transaction applied
+	LastCommitLSN  uint64               `json:"-"`              // last transaction applied
+	LastCommitTime time.Time            `json:"lastCommitTime"` // its commit time
+	StopLSN        uint64               `json:"-"`              // resolved LSN of an xid or name target
+	Sequences      *changeset.Sequences `json:"-"`              // from the last archive used
+	segments       []segment
+	prepared       bool
+}
+
+// StartLSN returns the chain's start: the full backup's consistent point.
+func (p *Plan) StartLSN() uint64 { return p.Full.StartLSN }
+
+// SystemIdentifier returns the source system identifier of the plan.
+func (p *Plan) SystemIdentifier() string { return p.Full.Manifest.SystemIdentifier }
+
+// chainOf returns the chain id and start LSN a full backup recorded for db.
+func chainOf(m *archive.Manifest, db string) (string, uint64, bool) {
+	if m == nil || m.ChainID == "" {
+		return "", 0, false
+	}
+	ids, starts := strings.Split(m.ChainID, ","), strings.Split(m.StartLSN, ",")
+	want, _ := m.Metadata["chain:"+db].(string)
+	if want == "" && len(m.Databases) == 1 && m.Databases[0] == db && len(ids) == 1 {
+		want = ids[0]
+	}
+	for i, id := range ids {
+		if id == want && i < len(starts) {
+			l, err := ParseLSN(starts[i])
+			if err != nil {
+				return "", 0, false
+			}
+			return id, l, true
+		}
+	}
+	return "", 0, false
+}
+
+// fulls returns the full backups of db that started a chain, newest first.
+func fulls(all []catalog.Backup, db string) []Archive {
+	var out []Archive
+	for _, b := range all {
+		if b.Type != "full" || b.Manifest == nil || !slices.Contains(b.Manifest.Databases, db) {
+			continue
+		}
+		if _, start, ok := chainOf(b.Manifest, db); ok {
+			out = append(out, Archive{Name: b.Name, Path: b.Path, StartLSN: start, Manifest: b.Manifest})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Manifest.Timestamp.After(out[j].Manifest.Timestamp) })
+	return out
+}
+
+// MakePlan chooses, from the backups in backupDir, the newest full backup
+// of db whose chain starts at or before the target, and that chain's
+// incremental archives up to the one holding the target. It reads sidecar
+// manifests only. For xid and name targets every chain that could hold the
+// target is returned in order of preference by MakePlans.
+func MakePlan(backupDir, db string, t Target) (*Plan, error) {
+	plans, err := MakePlans(backupDir, db, t)
+	if err != nil {
+		return nil, err
+	}
+	return plans[0], nil
+}
+
+// MakePlans is MakePlan returning every candidate plan, best first: one for
+// time, LSN and latest targets; one per chain (newest first) for xid and
+// name targets, which only the change sets can place.
+func MakePlans(backupDir, db string, t Target) ([]*Plan, error) {
+	all, err := catalog.List(backupDir)
+	if err != nil {
+		return nil, err
+	}
+	cands := fulls(all, db)
+	if len(cands) == 0 {
+		return nil, fmt.Errorf("no full backup of database %s in %s started a change-capture chain, so no point-in-time restore is possible; check the warnings of `pme2go-backup list` (wal_level=logical, REPLICATION) and take a full backup", db, backupDir)
+	}
+	var plans []*Plan
+	for _, f := range cands {
+		switch t.Kind {
+		case Time:
+			if f.Manifest.Timestamp.After(t.Time) {
+				continue
+			}
+		case LSN:
+			if f.StartLSN > t.LSN || (t.Exclusive && f.StartLSN == t.LSN) {
+				continue
+			}
+		}
+		p, err := assemble(all, db, f, t)
+		if err != nil {
+			return nil, err
+		}
+		plans = append(plans, p)
+		if t.Kind != Xid && t.Kind != Name {
+			break
+		}
+	}
+	if len(plans) == 0 {
+		oldest := cands[len(cands)-1]
+		return nil, fmt.Errorf("target %s is before the oldest usable full backup %s (taken %s, consistent point %s); nothing older can be replayed: choose a later target",
+			t, oldest.Name, oldest.Manifest.Timestamp.UTC().Format(time.RFC3339Nano), changeset.FormatLSN(oldest.StartLSN))
+	}
+	return plans, nil
+}
+
+// assemble links the incrementals of the full backup's chain in LSN order
+// and keeps those the target needs, checking system identifier, timeline
+// and continuity.
+func assemble(all []catalog.Backup, db string, full Archive, t Target) (*Plan, error) {
+	chainID, _, _ := chainOf(full.Manifest, db)
+	p := &Plan{Database: db, Target: t, TargetText: t.String(), ChainID: chainID, Full: full}
+	byName := map[string]bool{}
+	var incs []Archive
+	for _, b := range all {
+		byName[b.Name] = true
+		if b.Type != "incremental" || b.Manifest == nil || b.Manifest.ChainID != chainID {
+			continue
+		}
+		m := b.Manifest
+		if m.SystemIdentifier != full.Manifest.SystemIdentifier || m.Timeline != full.Manifest.Timeline {
+			return nil, fmt.Errorf("incremental %s belongs to another PostgreSQL system (system identifier %s, timeline %d) than full backup %s (system identifier %s, timeline %d); remove or move it out of the backup directory and retry; nothing was restored",
+				b.Name, m.SystemIdentifier, m.Timeline, full.Name, full.Manifest.SystemIdentifier, full.Manifest.Timeline)
+		}
+		s, err1 := ParseLSN(m.StartLSN)
+		e, err2 := ParseLSN(m.EndLSN)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("incremental %s has an unreadable LSN range %q..%q in its manifest; run pme2go-backup verify", b.Name, m.StartLSN, m.EndLSN)
+		}
+		incs = append(incs, Archive{Name: b.Name, Path: b.Path, StartLSN: s, EndLSN: e, Manifest: m})
+	}
+	sort.SliceStable(incs, func(i, j int) bool { return incs[i].StartLSN < incs[j].StartLSN })
+	expect, prev := full.StartLSN, full.Name
+	var lastTime time.Time
+	lastCommit := uint64(0)
+	broken := ""
+	for _, a := range incs {
+		switch {
+		case a.StartLSN > expect:
+			missing := ""
+			if a.Manifest.Previous != "" && a.Manifest.Previous != prev && !byName[a.Manifest.Previous] {
+				missing = fmt.Sprintf("; archive %s, which %s follows, is missing", a.Manifest.Previous, a.Name)
+			}
+			return nil, fmt.Errorf("gap in chain %s: %s ends at %s but the next archive %s starts at %s%s; put the missing archive back or choose a target before %s; nothing was restored",
+				chainID, prev, changeset.FormatLSN(expect), a.Name, changeset.FormatLSN(a.StartLSN), missing, changeset.FormatLSN(expect))
+		case a.StartLSN < expect:
+			return nil, fmt.Errorf("overlap in chain %s: %s ends at %s but %s starts earlier, at %s; one of them does not belong to this chain: move it out of the backup directory; nothing was restored",
+				chainID, prev, changeset.FormatLSN(expect), a.Name, changeset.FormatLSN(a.StartLSN))
+		}
+		if !needs(p, t, lastCommit, lastTime) {
+			break
+		}
+		p.Incrementals = append(p.Incrementals, a)
+		expect, prev = a.EndLSN, a.Name
+		if l, err := ParseLSN(a.Manifest.LastCommitLSN); err == nil && a.Manifest.TxCount > 0 {
+			lastCommit = l
+			lastTime = *a.Manifest.LastCommitTime
+		}
+		if s, _ := a.Manifest.Metadata["chainStatus"].(string); s == "broken" || s == "sealed" {
+			broken = s
+			for _, w := range a.Manifest.Warnings {
+				broken = w
+			}
+		}
+	}
+	return p, checkReach(p, t, expect, lastCommit, lastTime, broken)
+}
+
+// needs reports whether the target lies beyond what the archives so far
+// hold, so that the next archive is needed.
+func needs(p *Plan, t Target, lastCommit uint64, lastTime time.Time) bool {
+	switch t.Kind {
+	case Time:
+		return len(p.Incrementals) == 0 || !lastTime.After(t.Time)
+	case LSN:
+		return len(p.Incrementals) == 0 || lastCommit < t.LSN
+	}
+	return true
+}
+
+// checkReach refuses targets past the newest captured point.
+func checkReach(p *Plan, t Target, end, lastCommit uint64, lastTime time.Time, ended string) error {
+	past := false
+	switch t.Kind {
+	case Time:
+		past = lastTime.IsZero() || t.Time.After(lastTime)
+		if lastTime.IsZero() && !t.Time.After(p.Full.Manifest.Timestamp) {
+			past = false
+		}
+	case LSN:
+		past = t.LSN > end
+	}
+	if !past {
+		return nil
+	}
+	newest := fmt.Sprintf("LSN %s", changeset.FormatLSN(end))
+	if !lastTime.IsZero() {
+		newest = fmt.Sprintf("time %s (last commit at LSN %s), LSN %s", lastTime.UTC().Format(time.RFC3339Nano), changeset.FormatLSN(lastCommit), changeset.FormatLSN(end))
+	}
+	msg := fmt.Sprintf("target %s is after the last captured commit of chain %s; the newest reachable point is %s", t, p.ChainID, newest)
+	if ended != "" && ended != "sealed" {
+		msg += "; the chain ended before the target (" + ended + "): restore from a newer full backup"
+	} else {
+		msg += "; run pme2go-backup incremental to archive newer changes, or use --latest"
+	}
+	return fmt.Errorf("%s; nothing was restored", msg)
+}

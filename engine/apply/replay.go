@@ -1,0 +1,237 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pme2go/pme2go-backup/engine/changeset"
+)
+
+// OriginPrefix starts the name of the replication origin that records
+// replay progress in the target: OriginPrefix + the target database's OID.
+// Origins are shared by the whole PostgreSQL cluster; the OID keeps
+// concurrent restores into different databases apart.
+const OriginPrefix = "pme2go_restore_"
+
+// ReplayOptions tune Replay.
+type ReplayOptions struct {
+	// Resume continues from the progress recorded in the target's
+	// replication origin; without it an existing origin is reset.
+	Resume bool
+	// OnCommit is called after each applied transaction with the number
+	// applied so far in this run; cancel the context to interrupt.
+	OnCommit func(applied int64, commitLSN uint64)
+	Log      *slog.Logger
+}
+
+// Stats reports a replay.
+type Stats struct {
+	Applied       int64         // transactions applied in this run
+	Rows          int64         // rows inserted, updated or deleted
+	ResumedAt     uint64        // commit LSN already applied before this run (resume)
+	LastCommitLSN uint64        // last transaction now applied
+	Sequences     int           // sequences set
+	Duration      time.Duration // time spent
+}
+
+// Replay applies the prepared plan's transactions, in commit order and one
+// target transaction per source transaction, to the database conn is
+// connected to (which must hold the plan's full backup), then sets the
+// sequences. Triggers and foreign-key triggers are off
+// (session_replication_role = replica). Each transaction records its
+// commit LSN and time in the replication origin OriginName(database OID),
+// so that a replay interrupted at any point resumes with Resume without
+// applying anything twice. conn needs superuser rights.
+func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*Stats, error) {
+	if !p.prepared {
+		return nil, errors.New("apply: plan not prepared; call Prepare or Build first")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	start := time.Now()
+	for _, q := range []string{
+		"SET session_replication_role = replica", "SET synchronous_commit = off",
+		"SET statement_timeout = 0", "SET lock_timeout = 0", "SET idle_in_transaction_session_timeout = 0",
+		"SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'", "SET extra_float_digits = 3",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return nil, fmt.Errorf("prepare replay session (%s; replay needs a superuser DB_USER): %w", q, err)
+		}
+	}
+	origin, done, err := setupOrigin(ctx, conn, opts.Resume)
+	if err != nil {
+		return nil, err
+	}
+	if done > p.LastCommitLSN {
+		return nil, fmt.Errorf("the target database already holds transactions up to commit LSN %s, past this plan's last one (%s): it was replayed towards a later target; drop it and restore without --resume",
+			changeset.FormatLSN(done), changeset.FormatLSN(p.LastCommitLSN))
+	}
+	st := &Stats{ResumedAt: done, LastCommitLSN: done}
+	a := &applier{ctx: ctx, conn: conn, w: newWriter(conn.PgConn()), st: st, opts: opts, plan: p}
+	err = p.walk(ctx, p.decider(done), a)
+	if a.inTx {
+		conn.PgConn().Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+	}
+	st.Rows = a.w.rows
+	st.Duration = time.Since(start)
+	if err != nil {
+		return st, fmt.Errorf("replay stopped after %d transactions (last applied commit %s); the target database holds a consistent prefix: rerun with --resume to continue: %w",
+			st.Applied, changeset.FormatLSN(st.LastCommitLSN), err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_replication_origin_session_reset()"); err != nil {
+		return st, fmt.Errorf("reset replication origin session: %w", err)
+	}
+	if st.Sequences, err = SetSequences(ctx, conn, p.Sequences); err != nil {
+		return st, err
+	}
+	opts.Log.Info("change sets replayed", "origin", origin, "transactions", st.Applied, "rows", st.Rows, "duration", st.Duration.Round(time.Millisecond))
+	return st, nil
+}
+
+// setupOrigin creates (or, without resume, resets) the target's
+// replication origin, binds it to the session and returns its progress.
+func setupOrigin(ctx context.Context, conn *pgx.Conn, resume bool) (string, uint64, error) {
+	var oid uint32
+	if err := conn.QueryRow(ctx, "SELECT oid FROM pg_database WHERE datname = current_database()").Scan(&oid); err != nil {
+		return "", 0, fmt.Errorf("look up target database: %w", err)
+	}
+	name := OriginName(oid)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT pg_replication_origin_oid($1) IS NOT NULL", name).Scan(&exists); err != nil {
+		return "", 0, fmt.Errorf("look up replication origin %s: %w", name, err)
+	}
+	if exists && !resume {
+		if _, err := conn.Exec(ctx, "SELECT pg_replication_origin_drop($1)", name); err != nil {
+			return "", 0, fmt.Errorf("reset replication origin %s: %w", name, err)
+		}
+		exists = false
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "SELECT pg_replication_origin_create($1)", name); err != nil {
+			return "", 0, fmt.Errorf("create replication origin %s (needs superuser and max_replication_slots > 0): %w", name, err)
+		}
+	}
+	var done string
+	if err := conn.QueryRow(ctx, "SELECT coalesce(pg_replication_origin_progress($1, true), '0/0')::text", name).Scan(&done); err != nil {
+		return "", 0, fmt.Errorf("read progress of replication origin %s: %w", name, err)
+	}
+	lsn, err := ParseLSN(done)
+	if err != nil {
+		return "", 0, err
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_replication_origin_session_setup($1)", name); err != nil {
+		return "", 0, fmt.Errorf("use replication origin %s (is another restore replaying into this database?): %w", name, err)
+	}
+	return name, lsn, nil
+}
+
+// OriginName returns the replication origin recording replay progress in
+// the database with the given OID.
+func OriginName(dbOID uint32) string { return OriginPrefix + strconv.FormatUint(uint64(dbOID), 10) }
+
+// DropOrigin drops the progress origin of database db after a finished
+// restore; a missing origin is not an error.
+func DropOrigin(ctx context.Context, conn *pgx.Conn, db string) error {
+	_, err := conn.Exec(ctx, `SELECT pg_replication_origin_drop(o.roname) FROM pg_replication_origin o, pg_database d
+		WHERE d.datname = $1 AND o.roname = $2 || d.oid::text`, db, OriginPrefix)
+	if err != nil {
+		return fmt.Errorf("drop replication origin of %s: %w", db, err)
+	}
+	return nil
+}
+
+// SetSequences sets every recorded sequence that exists in the target with
+// setval(name, lastValue, isCalled) and returns how many were set.
+func SetSequences(ctx context.Context, conn *pgx.Conn, s *changeset.Sequences) (int, error) {
+	if s == nil {
+		return 0, nil
+	}
+	n := 0
+	for name, v := range s.Values {
+		var ok bool
+		err := conn.QueryRow(ctx, "SELECT pg_catalog.setval(to_regclass($1), $2, $3) IS NOT NULL FROM (SELECT 1) x WHERE to_regclass($1) IS NOT NULL", name, v.LastValue, v.IsCalled).Scan(&ok)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("set sequence %s to %d: %w", name, v.LastValue, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// applier is the visitor that writes transactions into the target.
+type applier struct {
+	ctx  context.Context
+	conn *pgx.Conn
+	w    *writer
+	st   *Stats
+	opts ReplayOptions
+	plan *Plan
+	inTx bool
+	tx   *changeset.Begin
+}
+
+func (a *applier) begin(b *changeset.Begin) error {
+	if err := a.conn.PgConn().Exec(a.ctx, "BEGIN").Close(); err != nil {
+		return fmt.Errorf("begin transaction for xid %d (commit LSN %s): %w", b.Xid, changeset.FormatLSN(b.FinalLSN), err)
+	}
+	a.inTx, a.tx = true, b
+	return nil
+}
+
+func (a *applier) fail(err error) error {
+	return fmt.Errorf("transaction xid %d, commit LSN %s: %w", a.tx.Xid, changeset.FormatLSN(a.tx.FinalLSN), err)
+}
+
+func (a *applier) change(c *changeset.Change) error {
+	d, err := c.Decode()
+	if err != nil {
+		return a.fail(err)
+	}
+	if err := a.w.apply(a.ctx, d); err != nil {
+		return a.fail(fmt.Errorf("change at LSN %s: %w", changeset.FormatLSN(c.LSN), err))
+	}
+	return nil
+}
+
+func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
+	if m.Prefix != changeset.DDLPrefix {
+		return nil // marks and other messages change no data
+	}
+	if err := a.w.flush(a.ctx); err != nil {
+		return a.fail(err)
+	}
+	if err := a.conn.PgConn().Exec(a.ctx, string(m.Content)).Close(); err != nil {
+		return a.fail(fmt.Errorf("captured DDL at LSN %s: %w", changeset.FormatLSN(m.LSN), err))
+	}
+	a.w.forget(a.ctx)
+	return nil
+}
+
+func (a *applier) commit(c *changeset.Commit) error {
+	if err := a.w.flush(a.ctx); err != nil {
+		return a.fail(err)
+	}
+	if _, err := a.conn.Exec(a.ctx, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2)", changeset.FormatLSN(c.CommitLSN), c.CommitTime); err != nil {
+		return a.fail(fmt.Errorf("record progress: %w", err))
+	}
+	if err := a.conn.PgConn().Exec(a.ctx, "COMMIT").Close(); err != nil {
+		return a.fail(fmt.Errorf("commit: %w", err))
+	}
+	a.inTx = false
+	a.st.Applied++
+	a.st.LastCommitLSN = c.CommitLSN
+	if a.opts.OnCommit != nil {
+		a.opts.OnCommit(a.st.Applied, c.CommitLSN)
+	}
+	return nil
+}

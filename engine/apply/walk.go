@@ -1,0 +1,148 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/pme2go/pme2go-backup/engine/changeset"
+)
+
+var errEOF = io.EOF
+
+// errStop ends a walk early without error.
+var errStop = errors.New("stop")
+
+// action is what a walk does with a transaction.
+type action int
+
+const (
+	doApply action = iota
+	doSkip         // already applied (resume)
+	doStop         // past the target: the walk ends
+)
+
+// visitor receives the records of the transactions a walk applies.
+type visitor interface {
+	begin(b *changeset.Begin) error
+	change(c *changeset.Change) error
+	message(b *changeset.Begin, m *changeset.Message) error
+	commit(c *changeset.Commit) error
+}
+
+// walk streams the plan's segments in order with a TxScanner (one change in
+// memory at a time), checks each segment's header and seal, refuses schema
+// changes not preceded by captured DDL, and hands the records of the
+// transactions decide selects to v. v may return errStop to end the walk.
+func (p *Plan) walk(ctx context.Context, decide func(b *changeset.Begin) action, v visitor) error {
+	expect := p.Full.StartLSN
+	ddlSeen := false
+	for _, seg := range p.segments {
+		err := p.walkSegment(ctx, seg, &expect, &ddlSeen, decide, v)
+		if errors.Is(err, errStop) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Plan) walkSegment(ctx context.Context, seg segment, expect *uint64, ddlSeen *bool, decide func(b *changeset.Begin) action, v visitor) error {
+	r, err := changeset.Open(seg.path)
+	if err != nil {
+		return fmt.Errorf("incremental %s: %w", seg.archive, err)
+	}
+	defer r.Close()
+	if err := p.checkHeader(seg, r.Header(), *expect); err != nil {
+		return err
+	}
+	s := changeset.NewTxScanner(r)
+	skipping := false
+	for s.Scan() {
+		ev := s.Event()
+		switch rec := ev.Record.(type) {
+		case *changeset.Relation:
+			if rec.Changed && !*ddlSeen {
+				return fmt.Errorf("the chain holds a schema change of %s (was %d columns, now %d) in %s without captured DDL: replay cannot go past it; choose a target before it or restore from a newer full backup; nothing was restored",
+					rec.QualifiedName(), len(rec.Previous.Columns), len(rec.Columns), seg.archive)
+			}
+		case *changeset.Begin:
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			switch decide(rec) {
+			case doStop:
+				return errStop
+			case doSkip:
+				skipping = true
+				continue
+			}
+			if err := v.begin(rec); err != nil {
+				return err
+			}
+		case *changeset.Change:
+			if !skipping {
+				if err := v.change(rec); err != nil {
+					return err
+				}
+			}
+		case *changeset.Message:
+			if rec.Prefix == changeset.DDLPrefix {
+				*ddlSeen = true
+			}
+			if !skipping && rec.Transactional && ev.Tx != nil {
+				if err := v.message(ev.Tx, rec); err != nil {
+					return err
+				}
+			}
+		case *changeset.Commit:
+			if skipping {
+				skipping = false
+				continue
+			}
+			if err := v.commit(rec); err != nil {
+				return err
+			}
+		case *changeset.Seal:
+			*expect = rec.NextLSN
+		}
+	}
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("incremental %s: change set %s: %w", seg.archive, filepath.Base(seg.path), err)
+	}
+	if _, ok := r.Sealed(); !ok {
+		return fmt.Errorf("incremental %s: change set %s has no Seal record; it was archived incomplete: run pme2go-backup verify", seg.archive, filepath.Base(seg.path))
+	}
+	return nil
+}
+
+// decider returns the function that places a transaction against the
+// target; xid and name targets must have been resolved to StopLSN by
+// Prepare. Transactions at or below resumeLSN are skipped.
+func (p *Plan) decider(resumeLSN uint64) func(b *changeset.Begin) action {
+	t := p.Target
+	return func(b *changeset.Begin) action {
+		if b.FinalLSN <= resumeLSN {
+			return doSkip
+		}
+		switch t.Kind {
+		case Time:
+			if b.CommitTime.After(t.Time) || (t.Exclusive && b.CommitTime.Equal(t.Time)) {
+				return doStop
+			}
+		case LSN, Xid, Name:
+			l := t.LSN
+			if t.Kind != LSN {
+				l = p.StopLSN
+			}
+			if b.FinalLSN > l || (t.Exclusive && b.FinalLSN == l) {
+				return doStop
+			}
+		}
+		return doApply
+	}
+}

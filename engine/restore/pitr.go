@@ -1,0 +1,149 @@
+package restore
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pme2go/pme2go-backup/engine/apply"
+	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/fsutil"
+	"github.com/pme2go/pme2go-backup/engine/pgconn"
+)
+
+// buildPITR plans a point-in-time restore: it picks the database, builds
+// and prepares the replay plan (extracting change sets into a private work
+// directory that the returned cleanup removes) and points opts at the
+// chosen full backup.
+func buildPITR(ctx context.Context, cfg *config.Config, opts *Options) (*apply.Plan, func(), error) {
+	db := ""
+	switch {
+	case len(opts.Databases) == 1:
+		db = opts.Databases[0]
+	case len(opts.Databases) == 0 && len(cfg.DBNames) == 1:
+		db = cfg.DBNames[0]
+	default:
+		return nil, nil, fmt.Errorf("a point-in-time restore replays one database; choose it with --database (configured: %s)", strings.Join(cfg.DBNames, ", "))
+	}
+	// A subdirectory: backup.Prepare removes temporary files directly in
+	// the state directory, and runs after planning.
+	base := filepath.Join(cfg.StateDir(), "pitr")
+	for _, d := range []string{cfg.BackupDir, cfg.StateDir(), base} {
+		if err := fsutil.EnsurePrivateDir(d); err != nil {
+			return nil, nil, fmt.Errorf("directory %s is not usable (check BACKUP_DIR): %w", d, err)
+		}
+	}
+	work, err := os.MkdirTemp(base, fsutil.TempPrefix("work"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("create change-set work directory: %w", err)
+	}
+	cleanup := func() { os.RemoveAll(work) }
+	opts.Progress("plan point-in-time restore of " + db + " to " + opts.Target.String())
+	plan, err := apply.Build(ctx, cfg.BackupDir, db, *opts.Target, work)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	if opts.Backup != "" {
+		b, err := catalog.Find(cfg.BackupDir, opts.Backup)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		if filepath.Clean(b.Path) != filepath.Clean(plan.Full.Path) {
+			cleanup()
+			return nil, nil, fmt.Errorf("target %s needs full backup %s, not %s; leave out --backup to let the target choose", opts.Target, plan.Full.Name, b.Name)
+		}
+	}
+	opts.Backup, opts.Databases = plan.Full.Path, []string{db}
+	return plan, cleanup, nil
+}
+
+// pitrScratchName is the fixed name of the database a point-in-time
+// restore into target replays into, so that --resume finds it.
+func pitrScratchName(target string) string {
+	const suffix = "_pme2go_pitr"
+	if len(target)+len(suffix) > 63 {
+		target = target[:63-len(suffix)]
+	}
+	return target + suffix
+}
+
+// scratchMark is the database comment that ties a scratch database to its
+// plan.
+func scratchMark(p *apply.Plan) string {
+	return "pme2go-backup point-in-time restore: full=" + p.Full.Name + " chain=" + p.ChainID
+}
+
+// checkScratch looks for the scratch database of an interrupted restore:
+// with Resume it must exist and belong to the same full backup and chain
+// (its name is returned); without Resume it must not exist.
+func checkScratch(ctx context.Context, target pgconn.Target, plan *Plan, p *apply.Plan, opts Options) (string, error) {
+	if len(plan.Steps) != 1 {
+		return "", fmt.Errorf("a point-in-time restore replays exactly one database")
+	}
+	name := pitrScratchName(plan.Steps[0].Target)
+	maint, err := connectMaintenance(ctx, target, name)
+	if err != nil {
+		return "", err
+	}
+	defer maint.Close(context.Background())
+	var comment *string
+	err = maint.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1`, name).Scan(&comment)
+	exists := err == nil
+	if err != nil && err != pgx.ErrNoRows {
+		return "", fmt.Errorf("look up database %s: %w", name, err)
+	}
+	switch {
+	case exists && !opts.Resume:
+		return "", fmt.Errorf("database %s was left by an interrupted point-in-time restore; pass --resume to continue it, or drop it (DROP DATABASE %s) to start over",
+			name, pgx.Identifier{name}.Sanitize())
+	case !exists:
+		return "", nil // --resume with nothing to resume: a normal restore
+	case comment == nil || *comment != scratchMark(p):
+		got := "no mark"
+		if comment != nil {
+			got = *comment
+		}
+		return "", fmt.Errorf("database %s belongs to another restore (%s), not to full backup %s of chain %s; drop it (DROP DATABASE %s) and restore without --resume",
+			name, got, p.Full.Name, p.ChainID, pgx.Identifier{name}.Sanitize())
+	}
+	return name, nil
+}
+
+// markScratch records the plan in the scratch database's comment.
+func markScratch(ctx context.Context, maint *pgx.Conn, db string, p *apply.Plan) error {
+	_, err := maint.Exec(ctx, "COMMENT ON DATABASE "+pgx.Identifier{db}.Sanitize()+" IS "+quoteLit(scratchMark(p)))
+	if err != nil {
+		return fmt.Errorf("mark scratch database %s: %w", db, err)
+	}
+	return nil
+}
+
+// replayer replays a plan into the scratch database.
+type replayer struct {
+	plan   *apply.Plan
+	opts   Options
+	resume bool
+	res    *Result
+}
+
+func (r *replayer) run(ctx context.Context, target pgconn.Target, db string) error {
+	conn, err := target.Connect(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	r.opts.Progress(fmt.Sprintf("replay %d transactions into %s", r.plan.TxCount, db))
+	st, err := apply.Replay(ctx, conn, r.plan, apply.ReplayOptions{Resume: r.resume, OnCommit: r.opts.OnReplayCommit, Log: r.opts.Log})
+	r.res.Replay = st
+	if err != nil {
+		return fmt.Errorf("%w (scratch database %s kept; the target database was not changed)", err, db)
+	}
+	return nil
+}
