@@ -243,3 +243,34 @@ func TestKilledStreamResumes(t *testing.T) {
 	}
 	waitActive()
 }
+
+// TestIdleCaptureReleasesWAL: WAL written in another database is confirmed
+// by an idle capture, so the slot does not hold it back.
+func TestIdleCaptureReleasesWAL(t *testing.T) {
+	c := setup(t, "app")
+	cfg := loadCfg(t, cfgEnv(t, c, "app"))
+	full(t, cfg)
+	st := openChain(t, cfg, "app")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- capture.Run(ctx, cfg, st, capture.Options{StatusInterval: 300 * time.Millisecond}) }()
+	c.Exec(t, "postgres", `CREATE TABLE unrelated AS SELECT repeat('x', 100) AS v FROM generate_series(1, 50000)`)
+	var lag *capture.SlotLag
+	for i := 0; i < 50; i++ {
+		time.Sleep(200 * time.Millisecond)
+		var err error
+		if lag, err = capture.Lag(context.Background(), cfg, st); err != nil {
+			t.Fatal(err)
+		}
+		if lag.Bytes < 64<<10 {
+			break
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if lag.Bytes >= 64<<10 || !lag.Active {
+		t.Fatalf("idle capture still holds back %d bytes (%+v)", lag.Bytes, lag)
+	}
+}
