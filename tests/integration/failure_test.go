@@ -184,6 +184,25 @@ func TestKilledBackupLeavesNothing(t *testing.T) {
 	pgharness.LoadBulk(t, c, "big", 60)
 	env := cfgEnv(t, c, []string{"big"}, "BACKUP_COMPRESSION=xz", "BACKUP_JOBS=1")
 	full := filepath.Join(env["BACKUP_DIR"], "full")
+	// SIGTERM (systemctl stop, Ctrl-C) cancels cleanly: pg_dump is stopped
+	// and the backup removes its own temporary files.
+	cmd := cliCmd(env, "full")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); !phaseReached(full, "staging") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err == nil || !strings.Contains(stderr.String(), "cancel") {
+		t.Fatalf("SIGTERM: want a failure saying the backup was cancelled, got %v:\n%s", err, stderr.String())
+	}
+	if names := listed(t, env); len(names) != 0 || leftovers(full) {
+		t.Fatalf("cancelled backup listed (%v) or left temporary files", names)
+	}
+
 	for _, wait := range []string{"staging", "archive"} {
 		cmd := cliCmd(env, "full")
 		if err := cmd.Start(); err != nil {
