@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,30 +26,11 @@ import (
 
 // cfgEnv returns the configuration environment for a cluster and database.
 func cfgEnv(t *testing.T, c *pgharness.Cluster, db string, extra ...string) map[string]string {
-	t.Helper()
-	env := map[string]string{
-		"BACKUP_DIR": filepath.Join(t.TempDir(), "backups"), "DB_HOST": c.SocketDir,
-		"DB_PORT": strconv.Itoa(c.Port), "DB_USER": "postgres", "DB_NAME": db,
-		"BACKUP_JOBS": "2", "BACKUP_COMPRESSION_LEVEL": "1",
-	}
-	for _, kv := range extra {
-		k, v, _ := strings.Cut(kv, "=")
-		env[k] = v
-	}
-	return env
+	return pgharness.ConfigEnv(t, c, []string{db}, append([]string{"BACKUP_COMPRESSION_LEVEL=1"}, extra...)...)
 }
 
 func loadCfg(t *testing.T, env map[string]string) *config.Config {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "pme2go-backup.conf")
-	if err := os.WriteFile(p, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(p, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	return cfg
+	return pgharness.LoadConfig(t, env)
 }
 
 // setup starts a cluster with database db holding table t (id serial PK).
