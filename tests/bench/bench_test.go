@@ -27,11 +27,14 @@ type result struct {
 	size int64
 }
 
-func benchMB() int {
-	if n, err := strconv.Atoi(os.Getenv("BENCH_MB")); err == nil && n > 0 {
+func benchMB() int { return envInt("BENCH_MB", 500) }
+
+// envInt reads a positive integer from the environment, or def.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
 		return n
 	}
-	return 500
+	return def
 }
 
 // BenchmarkFullBackup compares `pme2go-backup full` (default codec, and
