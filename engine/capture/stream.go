@@ -38,6 +38,8 @@ func (s *session) stream(ctx context.Context, target uint64, token string) error
 	}
 	s.opts.Log.Info("capturing changes", "database", s.st.Database, "chain", s.st.ID, "from", chain.FormatLSN(s.pos))
 	nextStatus := time.Now()
+	var reported uint64
+	var lastStatus time.Time
 	nextHealth := time.Now().Add(s.opts.HealthInterval)
 	nextSealCheck := time.Now()
 	reached := false
@@ -62,10 +64,14 @@ func (s *session) stream(ctx context.Context, target uint64, token string) error
 				return err
 			}
 		}
-		if now.After(nextStatus) {
+		// Report progress every StatusInterval, and within a second of a
+		// newly synced position, so that the slot releases WAL promptly and
+		// its measured lag reflects what is really stored.
+		if now.After(nextStatus) || (s.pos > reported && now.Sub(lastStatus) >= time.Second) {
 			if err := s.sendStatus(ctx, false); err != nil {
 				return err
 			}
+			reported, lastStatus = s.pos, now
 			nextStatus = now.Add(s.opts.StatusInterval)
 		}
 		if now.After(nextHealth) {
