@@ -148,22 +148,30 @@ func DropOrigin(ctx context.Context, conn *pgx.Conn, db string) error {
 }
 
 // SetSequences sets every recorded sequence that exists in the target with
-// setval(name, lastValue, isCalled) and returns how many were set.
+// setval(name, lastValue, isCalled) and returns how many were set. A
+// record with isCalled false means "not called" (pg_sequences shows no
+// last value, so the capture records the start value): a target sequence
+// that is not called either keeps its own value, which a setval(…, false)
+// in the source may have moved away from the start value.
 func SetSequences(ctx context.Context, conn *pgx.Conn, s *changeset.Sequences) (int, error) {
 	if s == nil {
 		return 0, nil
 	}
 	n := 0
 	for name, v := range s.Values {
-		var ok bool
-		err := conn.QueryRow(ctx, "SELECT pg_catalog.setval(to_regclass($1), $2, $3) IS NOT NULL FROM (SELECT 1) x WHERE to_regclass($1) IS NOT NULL", name, v.LastValue, v.IsCalled).Scan(&ok)
+		var set bool
+		err := conn.QueryRow(ctx, `SELECT CASE WHEN NOT $3 AND pg_catalog.pg_sequence_last_value(r) IS NULL THEN false
+			ELSE pg_catalog.setval(r, $2, $3) IS NOT NULL END
+			FROM (SELECT to_regclass($1) AS r) x WHERE r IS NOT NULL`, name, v.LastValue, v.IsCalled).Scan(&set)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue
 		}
 		if err != nil {
 			return n, fmt.Errorf("set sequence %s to %d: %w", name, v.LastValue, err)
 		}
-		n++
+		if set {
+			n++
+		}
 	}
 	return n, nil
 }

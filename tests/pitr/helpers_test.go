@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -26,9 +27,9 @@ import (
 // env is one cluster with database app, its configuration and the
 // environment the CLI gets.
 type env struct {
-	c   *pgharness.Cluster
+	c    *pgharness.Cluster
 	vars map[string]string
-	cfg *config.Config
+	cfg  *config.Config
 }
 
 func newEnv(t *testing.T, c *pgharness.Cluster, extra ...string) *env {
@@ -88,10 +89,11 @@ func (e *env) restoreTo(ctx context.Context, target apply.Target, db string, mod
 // recorded at the end of the change set (never lower than at the target).
 func sums(t *testing.T, c *pgharness.Cluster, db string) map[string]pgharness.TableSum {
 	t.Helper()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	all, err := pgharness.Checksums(ctx, c.ConnString(db))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("checksums of %s: %v\n%s", db, err, activity(c))
 	}
 	conn := c.Conn(t, db)
 	defer conn.Close(ctx)
@@ -104,6 +106,19 @@ func sums(t *testing.T, c *pgharness.Cluster, db string) map[string]pgharness.Ta
 		delete(all, s)
 	}
 	return all
+}
+
+// activity describes the sessions of the cluster, for a stuck query.
+func activity(c *pgharness.Cluster) string {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.ConnString("postgres"))
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close(ctx)
+	rows, _ := conn.Query(ctx, `SELECT format('%s %s %s %s/%s blocked by %s: %s', pid, datname, state, wait_event_type, wait_event, pg_blocking_pids(pid), left(query, 120)) FROM pg_stat_activity WHERE backend_type = 'client backend' OR backend_type = 'walsender'`)
+	lines, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+	return strings.Join(lines, "\n")
 }
 
 // same fails the test when the checksums differ.

@@ -1,0 +1,132 @@
+package pitr_test
+
+import (
+	"context"
+	"math/rand"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/apply"
+	"github.com/pme2go/pme2go-backup/tests/pgharness"
+)
+
+// TestDifferentialPITR drives LoadAwkward's data, pgbench and an own
+// workload (unchanged TOAST, deletes, multi-table TRUNCATE, rolled-back
+// subtransactions, REPLICA IDENTITY FULL with duplicates, identity and
+// generated columns, partition row movement, a 120k-row transaction) while
+// a `stream` child captures (SIGKILLed and restarted at random moments)
+// and incrementals are taken. At checkpoints (workload paused) it records
+// the time, the WAL position and per-table checksums; afterwards it
+// restores each checkpoint by time and by LSN, and the end by --latest,
+// into fresh databases and compares them exactly.
+func TestDifferentialPITR(t *testing.T) {
+	pgharness.LookTool(t, "pgbench")
+	c := pgharness.Start(t)
+	c.CreateDB(t, "app")
+	pgharness.LoadAwkward(t, c, "app")
+	c.Exec(t, "app", workloadSchema)
+	pgb := c.Bin("pgbench")
+	if out, err := pgbenchCmd(c, pgb, "-i", "-q", "-s", "1", "app").CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	e := newEnv(t, c, "BACKUP_COMPRESSION=zstd")
+	bin := buildCLI(t)
+	e.full(t)
+	ctx := context.Background()
+	seed := time.Now().UnixNano()
+	rnd := rand.New(rand.NewSource(seed))
+	t.Logf("seed %d", seed)
+
+	st := newStreamer(t, e, bin)
+	bench := pgbenchCmd(c, pgb, "-n", "-c", "2", "-R", "150", "-T", "600", "app")
+	if err := bench.Start(); err != nil {
+		t.Fatal(err)
+	}
+	benchDone := make(chan struct{})
+	go func() { bench.Wait(); close(benchDone) }()
+	w := &worker{conn: c.Conn(t, "app"), rnd: rand.New(rand.NewSource(seed + 1))}
+	wctx, stopWork := context.WithCancel(ctx)
+	workDone := make(chan struct{})
+	go func() { w.run(wctx); close(workDone) }()
+	probe := c.Conn(t, "app")
+
+	var points []point
+	incs := 0
+	phase := time.Now()
+	for round := 0; round < 12; round++ {
+		time.Sleep(time.Duration(800+rnd.Intn(1200)) * time.Millisecond)
+		if rnd.Intn(2) == 0 {
+			st.kill <- struct{}{}
+		}
+		switch {
+		case round%4 == 2:
+			// Checkpoint: no commit may run while it is recorded.
+			w.mu.Lock()
+			bench.Process.Signal(syscall.SIGSTOP)
+			time.Sleep(300 * time.Millisecond)
+			points = append(points, record(t, c, probe, "app"))
+			bench.Process.Signal(syscall.SIGCONT)
+			w.mu.Unlock()
+		case round%3 == 1:
+			e.incremental(t)
+			incs++
+		}
+		if w.err != nil {
+			t.Fatal(w.err)
+		}
+	}
+	time.Sleep(time.Second)
+	bench.Process.Signal(syscall.SIGTERM)
+	<-benchDone
+	stopWork()
+	<-workDone
+	if w.err != nil {
+		t.Fatal(w.err)
+	}
+	e.incremental(t)
+	st.stop <- struct{}{}
+	<-st.done
+	e.incremental(t)
+	incs += 2
+	end, err := pgharness.Checksums(ctx, c.ConnString("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("workload: %s, %d own transactions, %d incrementals, stream killed %d times", time.Since(phase).Round(time.Second), w.n, incs, st.kills)
+
+	checked := 0
+	for i, p := range points {
+		for _, spec := range []apply.TargetSpec{{Time: p.time}, {LSN: p.lsn}} {
+			db := "r_point" + string(rune('a'+i)) + map[bool]string{true: "_time", false: "_lsn"}[spec.Time != ""]
+			start := time.Now()
+			res, err := e.restoreTo(ctx, mustTarget(t, spec), db)
+			if err != nil {
+				t.Fatalf("checkpoint %d (%s %s): %v", i, p.time, p.lsn, err)
+			}
+			same(t, db, p.sums, sums(t, c, db))
+			checked++
+			t.Logf("checkpoint %d by %s: %d transactions, %d rows replayed in %s (%.0f rows/s); restore took %s", i, map[bool]string{true: "time " + p.time, false: "LSN " + p.lsn}[spec.Time != ""],
+				res.Replay.Applied, res.Replay.Rows, res.Replay.Duration.Round(time.Millisecond), float64(res.Replay.Rows)/res.Replay.Duration.Seconds(), time.Since(start).Round(time.Millisecond))
+		}
+	}
+	res, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_latest")
+	if err != nil {
+		t.Fatalf("latest: %v", err)
+	}
+	got, _ := pgharness.Checksums(ctx, c.ConnString("r_latest"))
+	same(t, "latest (sequences included)", end, got)
+	t.Logf("latest: %d transactions, %d rows replayed in %s (%.0f rows/s)", res.Replay.Applied, res.Replay.Rows,
+		res.Replay.Duration.Round(time.Millisecond), float64(res.Replay.Rows)/res.Replay.Duration.Seconds())
+	t.Logf("checked %d checkpoints (%d restores by time and LSN) and the latest state", len(points), checked)
+	if len(points) < 3 {
+		t.Fatalf("only %d checkpoints", len(points))
+	}
+}
+
+func pgbenchCmd(c *pgharness.Cluster, bin string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = c.Env("app")
+	return cmd
+}
