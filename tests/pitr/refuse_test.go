@@ -33,7 +33,7 @@ func chainOf3(t *testing.T, e *env) []string {
 func nothingWritten(t *testing.T, c *pgharness.Cluster) {
 	t.Helper()
 	var n int
-	c.Conn(t, "postgres").QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname LIKE 'r\_%' OR datname LIKE '%pme2go%'`).Scan(&n)
+	c.Conn(t, "postgres").QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname LIKE '%pme2go%' OR datname IN ('r_early', 'r_late', 'r_foreign', 'r_gap', 'r_after', 'r_cli')`).Scan(&n)
 	if n != 0 {
 		t.Fatalf("a refused restore left %d database(s) behind", n)
 	}

@@ -72,4 +72,22 @@ func TestTargets(t *testing.T) {
 		same(t, tc.name, tc.want, sums(t, c, "r_"+tc.name))
 		t.Logf("%s: %s; replayed %d transactions, %d rows", tc.name, strings.Join(res.PITR.Describe(), "; "), res.Replay.Applied, res.Replay.Rows)
 	}
+
+	// The command line: a dry run prints the plan, a restore by LSN.
+	bin := buildCLI(t)
+	out, err := e.cli(t, bin, "restore", "--target-name", "before-damage", "--target-exclusive", "--target-db", "r_cli", "--dry-run").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "replay 5 transactions") || !strings.Contains(string(out), "incremental incremental_backup_") {
+		t.Fatalf("dry run: %v\n%s", err, out)
+	}
+	t.Logf("dry run:\n%s", out)
+	nothingWritten(t, c)
+	out, err = e.cli(t, bin, "restore", "--target-lsn", markLSN, "--target-db", "r_cli").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "replayed 5 transactions") {
+		t.Fatalf("restore --target-lsn %s: %v\n%s", markLSN, err, out)
+	}
+	same(t, "cli", before, sums(t, c, "r_cli"))
+	out, err = e.cli(t, bin, "restore", "--latest", "--target-time", "2026-01-01T00:00:00Z").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "only one of") {
+		t.Fatalf("two targets: %v\n%s", err, out)
+	}
 }
