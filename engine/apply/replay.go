@@ -221,7 +221,9 @@ func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
 	if err := a.conn.PgConn().Exec(a.ctx, string(m.Content)).Close(); err != nil {
 		return a.fail(fmt.Errorf("captured DDL at LSN %s: %w", changeset.FormatLSN(m.LSN), err))
 	}
-	a.w.forget(a.ctx)
+	if err := a.w.forget(a.ctx); err != nil {
+		return a.fail(err)
+	}
 	return nil
 }
 

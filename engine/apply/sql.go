@@ -20,7 +20,7 @@ const copyFlushBytes = 4 << 20
 type writer struct {
 	conn  *pgconn.PgConn
 	stmts map[string]string // statement text -> prepared name
-	lsn   uint64            // commit LSN of the current transaction, for messages
+	seq   int               // statements prepared so far, for names
 
 	copyRel  string // qualified name of the batched relation
 	copyCols string
@@ -238,7 +238,8 @@ func (w *writer) prepare(ctx context.Context, q string) (string, error) {
 	if name, ok := w.stmts[q]; ok {
 		return name, nil
 	}
-	name := "pme2go_apply_" + strconv.Itoa(len(w.stmts)+1)
+	w.seq++
+	name := "pme2go_apply_" + strconv.Itoa(w.seq)
 	if _, err := w.conn.Prepare(ctx, name, q, nil); err != nil {
 		return "", fmt.Errorf("prepare %s: %w", q, err)
 	}
@@ -247,9 +248,12 @@ func (w *writer) prepare(ctx context.Context, q string) (string, error) {
 }
 
 // forget drops the prepared statements, after DDL changed the tables.
-func (w *writer) forget(ctx context.Context) {
-	if len(w.stmts) > 0 {
-		w.conn.Exec(ctx, "DEALLOCATE ALL").Close()
-		w.stmts = map[string]string{}
+func (w *writer) forget(ctx context.Context) error {
+	for q, name := range w.stmts {
+		if err := w.conn.Deallocate(ctx, name); err != nil {
+			return fmt.Errorf("deallocate statement %s: %w", name, err)
+		}
+		delete(w.stmts, q)
 	}
+	return nil
 }

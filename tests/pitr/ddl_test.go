@@ -22,7 +22,9 @@ func TestCapturedDDL(t *testing.T) {
 	c.Exec(t, "app", `INSERT INTO t (v) SELECT 'a' || g FROM generate_series(1, 100) g`)
 	c.Exec(t, "app", `ALTER TABLE t ADD COLUMN w int DEFAULT 7`)
 	c.Exec(t, "app", `INSERT INTO t (v, w) VALUES ('b', 1); UPDATE t SET w = id WHERE id % 3 = 0; DELETE FROM t WHERE id % 10 = 0`)
-	c.Exec(t, "app", `CREATE TABLE t2 (id int PRIMARY KEY, note text); INSERT INTO t2 VALUES (1, 'new table')`)
+	// One statement per query string: captured DDL is the whole string.
+	c.Exec(t, "app", `CREATE TABLE t2 (id int PRIMARY KEY, note text)`)
+	c.Exec(t, "app", `INSERT INTO t2 VALUES (1, 'new table')`)
 	c.Exec(t, "app", `UPDATE t2 SET note = 'changed'`)
 	want := sums(t, c, "app")
 	e.incremental(t)
