@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -37,11 +38,27 @@ type Plan struct {
 	TxCount        int64                `json:"txCount"`        // transactions to apply
 	FirstCommitLSN uint64               `json:"-"`              // first transaction applied
 	LastCommitLSN  uint64               `json:"-"`              // last transaction applied
+	LSNRange       string               `json:"lsnRange"`       // first..last commit LSN applied
 	LastCommitTime time.Time            `json:"lastCommitTime"` // its commit time
 	StopLSN        uint64               `json:"-"`              // resolved LSN of an xid or name target
 	Sequences      *changeset.Sequences `json:"-"`              // from the last archive used
 	segments       []segment
 	prepared       bool
+}
+
+// MarshalJSON renders the archive with its LSN range as X/Y text.
+func (a Archive) MarshalJSON() ([]byte, error) {
+	type out struct {
+		Name     string `json:"name"`
+		Path     string `json:"path"`
+		StartLSN string `json:"startLsn"`
+		EndLSN   string `json:"endLsn,omitempty"`
+	}
+	o := out{Name: a.Name, Path: a.Path, StartLSN: changeset.FormatLSN(a.StartLSN)}
+	if a.EndLSN != 0 {
+		o.EndLSN = changeset.FormatLSN(a.EndLSN)
+	}
+	return json.Marshal(o)
 }
 
 // StartLSN returns the chain's start: the full backup's consistent point.

@@ -57,6 +57,9 @@ func (p *Plan) Prepare(ctx context.Context, workDir string) error {
 	if c.found {
 		p.trim(c.foundArchive)
 	}
+	if p.TxCount > 0 {
+		p.LSNRange = changeset.FormatLSN(p.FirstCommitLSN) + ".." + changeset.FormatLSN(p.LastCommitLSN)
+	}
 	p.prepared = true
 	return nil
 }
