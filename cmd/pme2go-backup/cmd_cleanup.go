@@ -11,6 +11,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/chain"
+	"github.com/pme2go/pme2go-backup/engine/restore"
 )
 
 func cleanupCommand() *cli.Command {
@@ -56,6 +57,15 @@ func cleanupCommand() *cli.Command {
 				}
 				removed++
 				fmt.Printf("%s\t%s\t(%s)\n", verb, d.Backup.Name, d.Reason)
+			}
+			if !c.Bool("dry-run") {
+				stale, err := restore.RemoveStaleWork(cfg)
+				if err != nil {
+					errs = append(errs, err)
+				}
+				for _, p := range stale {
+					fmt.Printf("removed\t%s\t(work directory of an interrupted point-in-time restore)\n", p)
+				}
 			}
 			if c.Bool("dry-run") {
 				orphans, err := chain.Orphans(c.Context, cfg)

@@ -24,25 +24,37 @@ var SealWait = 60 * time.Second
 
 func sealRequestPath(st *chain.State) string { return filepath.Join(st.Dir(), "seal.request") }
 
-// Sequences reads the state of every sequence of the connected database.
-// A sequence never used (last_value NULL) is recorded with its start value
-// and IsCalled false, which is what setval needs to reproduce it.
+// Sequences reads the state of every sequence of the connected database
+// from the sequence itself (last_value, is_called), which is exactly what
+// setval needs to reproduce it — pg_sequences would hide is_called after a
+// setval(…, false).
 func Sequences(ctx context.Context, conn *pgx.Conn) (changeset.Sequences, error) {
 	seq := changeset.Sequences{Taken: time.Now().UTC(), Values: map[string]changeset.SequenceValue{}}
-	rows, err := conn.Query(ctx, `SELECT format('%I.%I', schemaname, sequencename),
-	        coalesce(last_value, start_value), last_value IS NOT NULL FROM pg_sequences`)
+	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
+	   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	  WHERE c.relkind = 'S' AND c.relpersistence = 'p' AND has_sequence_privilege(c.oid, 'SELECT')
+	  ORDER BY 1`)
 	if err != nil {
-		return seq, fmt.Errorf("read sequence values: %w", err)
+		return seq, fmt.Errorf("list sequences: %w", err)
 	}
-	for rows.Next() {
-		var name string
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return seq, fmt.Errorf("list sequences: %w", err)
+	}
+	batch := &pgx.Batch{}
+	for _, name := range names {
+		batch.Queue("SELECT last_value, is_called FROM " + name)
+	}
+	res := conn.SendBatch(ctx, batch)
+	defer res.Close()
+	for _, name := range names {
 		var v changeset.SequenceValue
-		if err := rows.Scan(&name, &v.LastValue, &v.IsCalled); err != nil {
-			return seq, fmt.Errorf("read sequence values: %w", err)
+		if err := res.QueryRow().Scan(&v.LastValue, &v.IsCalled); err != nil {
+			return seq, fmt.Errorf("read sequence %s: %w", name, err)
 		}
 		seq.Values[name] = v
 	}
-	return seq, rows.Err()
+	return seq, nil
 }
 
 // sealRequest is the content of seal.request: the requester, and the

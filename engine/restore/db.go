@@ -15,6 +15,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/pgconn"
 )
@@ -104,6 +105,11 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgconn.Targ
 		}
 		keep = false
 	}
+	if st.TargetExists {
+		if err := endChainOf(ctx, cfg, st.Target, opts); err != nil {
+			return err
+		}
+	}
 	if err := swap(ctx, maint, fresh, st, opts); err != nil {
 		keep = rp != nil
 		return err
@@ -169,6 +175,23 @@ func dropDatabase(ctx context.Context, maint *pgx.Conn, name string, log *slog.L
 
 func quoteLit(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// endChainOf ends the open change-capture chain of a database about to be
+// replaced: its slot belongs to the old database (and would keep it from
+// being dropped), and changes of the restored database continue no chain.
+// The next full backup starts a new one.
+func endChainOf(ctx context.Context, cfg *config.Config, db string, opts Options) error {
+	st, err := chain.OpenFor(cfg, db)
+	if err != nil || st == nil {
+		return err
+	}
+	reason := fmt.Sprintf("database %s was replaced by a restore; take a new full backup to start a new chain", db)
+	if err := chain.End(ctx, cfg, st, reason); err != nil {
+		return fmt.Errorf("end the change-capture chain %s of %s before replacing it: %w", st.ID, db, err)
+	}
+	opts.Log.Warn("change capture chain ended", "chain", st.ID, "database", db, "reason", reason)
+	return nil
 }
 
 // swap renames the restored database to the target's name in one

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
 
@@ -38,7 +40,12 @@ func buildPITR(ctx context.Context, cfg *config.Config, opts *Options) (*apply.P
 			return nil, nil, fmt.Errorf("directory %s is not usable (check BACKUP_DIR): %w", d, err)
 		}
 	}
-	work, err := os.MkdirTemp(base, fsutil.TempPrefix("work"))
+	if _, err := RemoveStaleWork(cfg); err != nil {
+		opts.Log.Warn("could not remove stale work directories", "error", err)
+	}
+	// The pid in the name lets a later run remove the directory once its
+	// process is gone (RemoveStaleWork), never while a restore uses it.
+	work, err := os.MkdirTemp(base, fsutil.TempPrefix("work")+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return nil, nil, fmt.Errorf("create change-set work directory: %w", err)
 	}
@@ -146,4 +153,37 @@ func (r *replayer) run(ctx context.Context, target pgconn.Target, db string) err
 		return fmt.Errorf("%w (scratch database %s kept; the target database was not changed)", err, db)
 	}
 	return nil
+}
+
+// RemoveStaleWork removes change-set work directories under
+// BACKUP_DIR/state/pitr left by point-in-time restores whose process has
+// died (crash, SIGKILL). Directories of running restores are kept.
+func RemoveStaleWork(cfg *config.Config) ([]string, error) {
+	base := filepath.Join(cfg.StateDir(), "pitr")
+	entries, err := os.ReadDir(base)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", base, err)
+	}
+	prefix := fsutil.TempPrefix("work")
+	var removed []string
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err == nil && pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue // its restore is still running (or not ours to judge)
+		}
+		p := filepath.Join(base, e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			return removed, fmt.Errorf("remove stale work directory %s: %w", p, err)
+		}
+		removed = append(removed, p)
+	}
+	return removed, nil
 }

@@ -61,3 +61,31 @@ func TestStatusShowsChainLagAndCleanupDropsOrphanSlots(t *testing.T) {
 		t.Fatalf("%d pme2go slots after cleanup, want the chain's one", n)
 	}
 }
+
+// TestForceRestoreEndsChain: replacing a database that has an open change
+// capture chain ends that chain (its slot would keep the replaced database
+// from being dropped) and leaves no stray database or slot.
+func TestForceRestoreEndsChain(t *testing.T) {
+	c := pgharness.Start(t)
+	c.CreateDB(t, "app")
+	c.Exec(t, "app", `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 100) g`)
+	env := cfgEnv(t, c, []string{"app"})
+	path := takeBackup(t, env)
+	c.Exec(t, "app", `DELETE FROM t`)
+	r := runCLI(t, env, "restore", "--backup", path, "--force", "--no-safety-backup")
+	if r.code != 0 {
+		t.Fatalf("restore --force: %s%s", r.stdout, r.stderr)
+	}
+	var slots, stray, rows int
+	conn := c.Conn(t, "postgres")
+	conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_replication_slots`).Scan(&slots)
+	conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_database WHERE datname LIKE '%pme2go%'`).Scan(&stray)
+	c.Conn(t, "app").QueryRow(t.Context(), `SELECT count(*) FROM t`).Scan(&rows)
+	if slots != 0 || stray != 0 || rows != 100 {
+		t.Fatalf("after the restore: %d slots, %d stray databases, %d rows (want 0, 0, 100)", slots, stray, rows)
+	}
+	r = runCLI(t, env, "status")
+	if !strings.Contains(r.stdout, "replaced by a restore") {
+		t.Fatalf("status does not say why the chain ended:\n%s", r.stdout)
+	}
+}
