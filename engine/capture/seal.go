@@ -32,7 +32,7 @@ func Sequences(ctx context.Context, conn *pgx.Conn) (changeset.Sequences, error)
 	seq := changeset.Sequences{Taken: time.Now().UTC(), Values: map[string]changeset.SequenceValue{}}
 	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
 	   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-	  WHERE c.relkind = 'S' AND c.relpersistence = 'p' AND has_sequence_privilege(c.oid, 'SELECT')
+	  WHERE c.relkind = 'S' AND c.relpersistence = 'p' AND has_table_privilege(c.oid, 'SELECT')
 	  ORDER BY 1`)
 	if err != nil {
 		return seq, fmt.Errorf("list sequences: %w", err)
