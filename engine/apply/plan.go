@@ -22,6 +22,22 @@ type Archive struct {
 	Manifest *archive.Manifest `json:"-"`
 }
 
+// consistentTime returns when the full backup's dump met the change stream
+// for db: the chain's start time recorded in the manifest (taken once the
+// slot was consistent, so every commit in the dump is older), or, for
+// archives written before it was recorded, the backup's start time.
+func (a Archive) consistentTime(db string) time.Time {
+	if a.Manifest == nil {
+		return time.Time{}
+	}
+	if s, ok := a.Manifest.Metadata["chainStart:"+db].(string); ok {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			return t
+		}
+	}
+	return a.Manifest.Timestamp
+}
+
 // Plan is what a point-in-time restore of one database will do: restore
 // Full, then replay Incrementals in order up to Target. MakePlan fills it
 // from the sidecar manifests; Prepare reads the change sets and fills the
@@ -133,7 +149,7 @@ func MakePlans(backupDir, db string, t Target) ([]*Plan, error) {
 	for _, f := range cands {
 		switch t.Kind {
 		case Time:
-			if f.Manifest.Timestamp.After(t.Time) {
+			if f.consistentTime(db).After(t.Time) {
 				continue
 			}
 		case LSN:
@@ -238,7 +254,7 @@ func checkReach(p *Plan, t Target, end, lastCommit uint64, lastTime time.Time, e
 	switch t.Kind {
 	case Time:
 		past = lastTime.IsZero() || t.Time.After(lastTime)
-		if lastTime.IsZero() && !t.Time.After(p.Full.Manifest.Timestamp) {
+		if lastTime.IsZero() && !t.Time.After(p.Full.consistentTime(p.Database)) {
 			past = false
 		}
 	case LSN:

@@ -309,4 +309,7 @@ func chainMeta(m *archive.Manifest, db string, meta map[string]string) {
 	m.SlotName = join(m.SlotName, meta["slotName"])
 	m.StartLSN = join(m.StartLSN, meta["startLsn"])
 	m.Metadata["chain:"+db] = meta["chainId"]
+	if t := meta["startTime"]; t != "" {
+		m.Metadata["chainStart:"+db] = t
+	}
 }

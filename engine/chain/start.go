@@ -88,7 +88,10 @@ func (s *Starter) Snapshot(ctx context.Context, db string) (string, map[string]s
 	s.mu.Lock()
 	s.started = append(s.started, &started{st: st, repl: repl})
 	s.mu.Unlock()
-	meta := map[string]string{"chainId": st.ID, "slotName": st.Slot, "startLsn": st.StartLSN, "publication": st.Publication}
+	// startTime is taken after the slot became consistent: every commit in
+	// the dump is older, so a time target at or after it may use this backup.
+	meta := map[string]string{"chainId": st.ID, "slotName": st.Slot, "startLsn": st.StartLSN, "publication": st.Publication,
+		"startTime": time.Now().UTC().Format(time.RFC3339Nano)}
 	release := func(ok bool) {
 		repl.Close(context.Background())
 		if !ok {
