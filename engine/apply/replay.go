@@ -74,10 +74,17 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 			changeset.FormatLSN(done), changeset.FormatLSN(p.LastCommitLSN))
 	}
 	st := &Stats{ResumedAt: done, LastCommitLSN: done}
-	a := &applier{ctx: ctx, conn: conn, w: newWriter(conn.PgConn()), st: st, opts: opts, plan: p}
+	a := &applier{ctx: ctx, conn: conn, st: st, opts: opts, plan: p}
+	a.w = newWriter(conn.PgConn(), a.committed)
 	err = p.walk(ctx, p.decider(done), a)
-	if a.inTx {
-		conn.PgConn().Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+	if err == nil {
+		err = a.w.finish(ctx)
+	}
+	if err != nil {
+		a.w.abort()
+		if !conn.PgConn().IsClosed() {
+			conn.PgConn().Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+		}
 	}
 	st.Rows = a.w.rows
 	st.Duration = time.Since(start)
@@ -184,31 +191,16 @@ type applier struct {
 	st   *Stats
 	opts ReplayOptions
 	plan *Plan
-	inTx bool
-	tx   *changeset.Begin
 }
 
-func (a *applier) begin(b *changeset.Begin) error {
-	if err := a.conn.PgConn().Exec(a.ctx, "BEGIN").Close(); err != nil {
-		return fmt.Errorf("begin transaction for xid %d (commit LSN %s): %w", b.Xid, changeset.FormatLSN(b.FinalLSN), err)
-	}
-	a.inTx, a.tx = true, b
-	return nil
-}
-
-func (a *applier) fail(err error) error {
-	return fmt.Errorf("transaction xid %d, commit LSN %s: %w", a.tx.Xid, changeset.FormatLSN(a.tx.FinalLSN), err)
-}
+func (a *applier) begin(b *changeset.Begin) error { return a.w.begin(a.ctx, b) }
 
 func (a *applier) change(c *changeset.Change) error {
 	d, err := c.Decode()
 	if err != nil {
-		return a.fail(err)
+		return fail(a.w.tx, 0, err)
 	}
-	if err := a.w.apply(a.ctx, d); err != nil {
-		return a.fail(fmt.Errorf("change at LSN %s: %w", changeset.FormatLSN(c.LSN), err))
-	}
-	return nil
+	return a.w.apply(a.ctx, d, c.LSN)
 }
 
 func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
@@ -216,32 +208,29 @@ func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
 		return nil // marks and other messages change no data
 	}
 	if err := a.w.flush(a.ctx); err != nil {
-		return a.fail(err)
+		return err
+	}
+	if err := a.w.sync(a.ctx); err != nil {
+		return err
 	}
 	if err := a.conn.PgConn().Exec(a.ctx, string(m.Content)).Close(); err != nil {
-		return a.fail(fmt.Errorf("captured DDL at LSN %s: %w", changeset.FormatLSN(m.LSN), err))
+		return fail(a.w.tx, 0, fmt.Errorf("captured DDL at LSN %s: %w", changeset.FormatLSN(m.LSN), err))
 	}
-	if err := a.w.forget(a.ctx); err != nil {
-		return a.fail(err)
-	}
-	return nil
+	return a.w.forget(a.ctx)
 }
 
 func (a *applier) commit(c *changeset.Commit) error {
 	if err := a.w.flush(a.ctx); err != nil {
-		return a.fail(err)
+		return err
 	}
-	if _, err := a.conn.Exec(a.ctx, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2)", changeset.FormatLSN(c.CommitLSN), c.CommitTime); err != nil {
-		return a.fail(fmt.Errorf("record progress: %w", err))
-	}
-	if err := a.conn.PgConn().Exec(a.ctx, "COMMIT").Close(); err != nil {
-		return a.fail(fmt.Errorf("commit: %w", err))
-	}
-	a.inTx = false
+	return a.w.commit(a.ctx, c)
+}
+
+// committed counts a transaction the target confirmed committed.
+func (a *applier) committed(c changeset.Commit) {
 	a.st.Applied++
 	a.st.LastCommitLSN = c.CommitLSN
 	if a.opts.OnCommit != nil {
 		a.opts.OnCommit(a.st.Applied, c.CommitLSN)
 	}
-	return nil
 }
