@@ -210,7 +210,7 @@ func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
 	if err := a.w.flush(a.ctx); err != nil {
 		return err
 	}
-	if err := a.w.sync(a.ctx); err != nil {
+	if err := a.w.drain(a.ctx); err != nil {
 		return err
 	}
 	if err := a.conn.PgConn().Exec(a.ctx, string(m.Content)).Close(); err != nil {

@@ -26,26 +26,33 @@ const (
 )
 
 // writer turns decoded changes into statements on one connection, sent in
-// pipeline mode: a transaction's BEGIN, updates, deletes and short runs of
-// inserts (prepared statements), truncates and, at its end, the previous
-// transaction's progress record and COMMIT are queued and sent together,
-// then synchronized and their results read and checked in order, so that a
-// small transaction costs one network round trip. Long runs of inserts go
-// with COPY, captured DDL with the simple protocol; the pipeline is
-// synchronized before either.
+// pipeline mode. A transaction's BEGIN, updates, deletes, truncates and
+// short runs of inserts (prepared single-row INSERTs) are built into a
+// batch while the previous batch is executing in the target; at the
+// transaction's end the previous batch's results are read and checked in
+// order, and the new batch — led by the previous transaction's progress
+// record and COMMIT — is sent with a synchronization point. A small
+// transaction thus costs one network round trip, overlapped with the
+// decoding of the next one. Long runs of inserts go with COPY and captured
+// DDL with the simple protocol, after everything before them has run.
 //
 // A transaction's COMMIT is sent only after all its statements were checked
-// (each update and delete touched exactly one row): it waits, with the
-// progress record, for the next pipeline (see commit and finish). Until
-// then the transaction is open in the target, and an error rolls it back.
+// (each update, delete and insert touched exactly one row), at the end of
+// the next transaction (or by finish); until then the transaction is open
+// in the target, and an error rolls it back. At most one batch is in
+// flight, and a batch is sent early when it grows past syncStatements
+// statements or syncBytes bytes of parameters, which bounds memory.
 type writer struct {
 	conn  *pgconn.PgConn
 	stmts map[string]string // statement text -> prepared name
 	seq   int               // statements prepared so far, for names
 
-	pipe    *pgconn.Pipeline // nil when not in pipeline mode
-	pending []expect         // results expected from the pipeline, in order
-	queued  int              // bytes of parameters queued
+	next      []request        // batch being built
+	nextBytes int              // bytes of its parameters
+	pipe      *pgconn.Pipeline // the batch in flight; nil if none
+	inflight  []expect         // results it owes, in order
+	ends      *changeset.Commit
+	// ends is the transaction whose statements end in the batch in flight.
 
 	tx  txRef  // transaction being written
 	lsn uint64 // LSN of the change being written; 0 outside changes
@@ -61,7 +68,7 @@ type writer struct {
 	copyLSN  uint64 // LSN of the first of them
 
 	toCommit  *changeset.Commit  // checked transaction whose COMMIT is not sent yet
-	committed []changeset.Commit // commits confirmed by the last synchronization
+	committed []changeset.Commit // commits confirmed by the last batch read
 	onCommit  func(c changeset.Commit)
 
 	rows int64 // rows written and checked
@@ -73,7 +80,15 @@ type txRef struct {
 	commitLSN uint64
 }
 
-// expectKind says how to check the result of a queued request.
+// request is a statement of the batch being built.
+type request struct {
+	q        string
+	params   [][]byte
+	prepared bool // through a prepared statement; else the unnamed one, without parameters
+	exp      expect
+}
+
+// expectKind says how to check the result of a request.
 type expectKind uint8
 
 const (
@@ -112,75 +127,117 @@ func (w *writer) failf(format string, a ...any) error {
 	return fail(w.tx, w.lsn, fmt.Errorf(format, a...))
 }
 
-// begin starts transaction b: the previous transaction's progress record
-// and COMMIT, if still to send, then BEGIN.
+// begin starts transaction b.
 func (w *writer) begin(ctx context.Context, b *changeset.Begin) error {
 	w.tx, w.lsn = txRef{xid: b.Xid, commitLSN: b.FinalLSN}, 0
-	return w.exec(ctx, "BEGIN", expAny)
+	return w.queue(ctx, request{q: "BEGIN"}, expAny)
 }
 
-// commit ends the transaction: its statements are synchronized and checked;
-// its COMMIT then waits for the next pipeline or finish.
+// commit ends the transaction: the batch in flight is read, then the
+// transaction's batch is sent; its COMMIT follows once that was checked.
 func (w *writer) commit(ctx context.Context, c *changeset.Commit) error {
 	w.lsn = 0
-	if err := w.sync(ctx); err != nil {
+	if err := w.wait(); err != nil {
 		return err
 	}
 	cc := *c
-	w.toCommit = &cc
-	return nil
+	return w.send(ctx, &cc)
 }
 
-// finish commits the last transaction, if its COMMIT is still to send.
+// finish sends the last transaction's COMMIT and reads everything.
 func (w *writer) finish(ctx context.Context) error {
-	if w.toCommit == nil {
-		return nil
-	}
-	if err := w.open(ctx); err != nil {
+	if err := w.wait(); err != nil {
 		return err
 	}
-	return w.sync(ctx)
+	return w.drain(ctx)
 }
 
-// abort ends pipeline mode after an error: what is queued is synchronized
-// and read (a previous transaction's COMMIT queued first still counts).
-// The connection is then idle, possibly in a failed transaction; the
-// caller rolls back. A checked transaction whose COMMIT was not queued yet
-// is not committed.
+// abort reads the batch in flight, if any, after an error (a previous
+// transaction's COMMIT in it still counts) and drops everything not sent:
+// a checked transaction whose COMMIT was not sent is not committed. The
+// connection is then idle, possibly in a failed transaction; the caller
+// rolls back.
 func (w *writer) abort() {
-	if w.pipe != nil {
-		w.sync(context.Background())
-	}
-	w.toCommit = nil
+	w.wait()
+	w.next, w.nextBytes, w.toCommit = nil, 0, nil
 	w.copyBuf.Reset()
 	w.copyRows, w.runRows, w.runRel, w.runCols = 0, 0, "", ""
 }
 
-// open enters pipeline mode if not in it, queueing first the progress
-// record and COMMIT of the transaction waiting for them.
-func (w *writer) open(ctx context.Context) error {
-	if w.pipe != nil {
-		return nil
+// queue adds a request, with its check, to the batch being built, sending
+// the batch early when it grew large.
+func (w *writer) queue(ctx context.Context, r request, k expectKind) error {
+	r.exp = expect{kind: k, q: r.q, tx: w.tx, lsn: w.lsn}
+	w.next = append(w.next, r)
+	for _, p := range r.params {
+		w.nextBytes += len(p)
 	}
-	w.pipe = w.conn.StartPipeline(ctx)
-	if c := w.toCommit; c != nil {
-		w.toCommit = nil
-		tx := txRef{xid: c.Xid, commitLSN: c.CommitLSN}
-		name := w.prepared("SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)", tx, 0)
-		w.pipe.SendQueryPrepared(name, [][]byte{
-			[]byte(changeset.FormatLSN(c.CommitLSN)),
-			[]byte(c.CommitTime.UTC().Format("2006-01-02 15:04:05.999999-07")),
-		}, nil, nil)
-		w.pending = append(w.pending, expect{kind: expAny, q: "record progress", tx: tx})
-		w.pipe.SendQueryParams("COMMIT", nil, nil, nil, nil)
-		w.pending = append(w.pending, expect{kind: expCommit, q: "COMMIT", tx: tx, commit: *c})
+	if len(w.next) >= syncStatements || w.nextBytes >= syncBytes {
+		if err := w.wait(); err != nil {
+			return err
+		}
+		return w.send(ctx, nil)
 	}
 	return nil
 }
 
-// prepared returns the name of the prepared statement for q, queueing its
-// preparation if it is new. The pipeline must be open.
-func (w *writer) prepared(q string, tx txRef, lsn uint64) string {
+// drain runs everything built so far and reads its results: afterwards the
+// connection is out of pipeline mode and idle (inside the transaction).
+func (w *writer) drain(ctx context.Context) error {
+	if err := w.wait(); err != nil {
+		return err
+	}
+	if err := w.send(ctx, nil); err != nil {
+		return err
+	}
+	return w.wait()
+}
+
+// send sends the batch being built, led by the progress record and COMMIT
+// of the transaction waiting for them, with a synchronization point. No
+// batch may be in flight. ends is the transaction the batch ends, if any.
+func (w *writer) send(ctx context.Context, ends *changeset.Commit) error {
+	if len(w.next) == 0 && w.toCommit == nil {
+		if ends != nil {
+			w.toCommit = ends // its statements were all read already
+		}
+		return nil
+	}
+	p := w.conn.StartPipeline(ctx)
+	w.pipe, w.ends = p, ends
+	if c := w.toCommit; c != nil {
+		w.toCommit = nil
+		tx := txRef{xid: c.Xid, commitLSN: c.CommitLSN}
+		p.SendQueryPrepared(w.prepare("SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)", tx, 0), [][]byte{
+			[]byte(changeset.FormatLSN(c.CommitLSN)),
+			[]byte(c.CommitTime.UTC().Format("2006-01-02 15:04:05.999999-07")),
+		}, nil, nil)
+		w.inflight = append(w.inflight, expect{kind: expAny, q: "record progress", tx: tx},
+			expect{kind: expCommit, q: "COMMIT", tx: tx, commit: *c})
+		p.SendQueryParams("COMMIT", nil, nil, nil, nil)
+	}
+	for i := range w.next {
+		r := &w.next[i]
+		if r.prepared {
+			p.SendQueryPrepared(w.prepare(r.q, r.exp.tx, r.exp.lsn), r.params, nil, nil)
+		} else {
+			p.SendQueryParams(r.q, nil, nil, nil, nil)
+		}
+		w.inflight = append(w.inflight, r.exp)
+		*r = request{}
+	}
+	w.next, w.nextBytes = w.next[:0], 0
+	if err := p.Sync(); err != nil {
+		p.Close()
+		w.done(err)
+		return fail(w.tx, 0, fmt.Errorf("send to the target: %w", err))
+	}
+	return nil
+}
+
+// prepare returns the name of the prepared statement for q, queueing its
+// preparation in the pipeline if it is new.
+func (w *writer) prepare(q string, tx txRef, lsn uint64) string {
 	if name, ok := w.stmts[q]; ok {
 		return name
 	}
@@ -188,66 +245,41 @@ func (w *writer) prepared(q string, tx txRef, lsn uint64) string {
 	name := "pme2go_apply_" + strconv.Itoa(w.seq)
 	w.pipe.SendPrepare(name, q, nil)
 	w.stmts[q] = name
-	w.pending = append(w.pending, expect{kind: expPrepare, q: q, name: name, tx: tx, lsn: lsn})
+	w.inflight = append(w.inflight, expect{kind: expPrepare, q: q, name: name, tx: tx, lsn: lsn})
 	return name
 }
 
-// exec queues q, without parameters, through the unnamed statement.
-func (w *writer) exec(ctx context.Context, q string, k expectKind) error {
-	if err := w.open(ctx); err != nil {
-		return err
-	}
-	w.pipe.SendQueryParams(q, nil, nil, nil, nil)
-	w.pending = append(w.pending, expect{kind: k, q: q, tx: w.tx, lsn: w.lsn})
-	return w.limit(ctx)
-}
-
-// execPrepared queues the prepared statement q with params.
-func (w *writer) execPrepared(ctx context.Context, q string, params [][]byte, k expectKind) error {
-	if err := w.open(ctx); err != nil {
-		return err
-	}
-	name := w.prepared(q, w.tx, w.lsn)
-	w.pipe.SendQueryPrepared(name, params, nil, nil)
-	w.pending = append(w.pending, expect{kind: k, q: q, tx: w.tx, lsn: w.lsn})
-	for _, p := range params {
-		w.queued += len(p)
-	}
-	return w.limit(ctx)
-}
-
-// limit synchronizes the pipeline when much is queued, bounding memory in
-// huge transactions.
-func (w *writer) limit(ctx context.Context) error {
-	if len(w.pending) >= syncStatements || w.queued >= syncBytes {
-		return w.sync(ctx)
-	}
-	return nil
-}
-
-// sync synchronizes the pipeline, reads and checks every queued result in
-// order and leaves pipeline mode. Commits confirmed are then reported.
-func (w *writer) sync(ctx context.Context) error {
+// wait reads and checks the results of the batch in flight, if any, in
+// order, and leaves pipeline mode; then the transaction the batch ended
+// awaits its COMMIT and the commits confirmed are reported.
+func (w *writer) wait() error {
 	if w.pipe == nil {
 		return nil
 	}
 	p := w.pipe
-	err := p.Sync()
-	if err == nil {
-		err = w.read(p)
-	}
+	err := w.read(p)
 	if cerr := p.Close(); err == nil && cerr != nil {
 		err = fail(w.tx, 0, fmt.Errorf("pipeline: %w", cerr))
 	}
-	w.pipe, w.queued = nil, 0
+	if err == nil && w.ends != nil {
+		w.toCommit = w.ends
+	}
+	return w.done(err)
+}
+
+// done forgets the batch in flight after it was read (err nil) or failed,
+// reports the commits confirmed and returns err.
+func (w *writer) done(err error) error {
 	if err != nil {
-		for _, e := range w.pending {
+		for _, e := range w.inflight {
 			if e.kind == expPrepare && w.stmts[e.q] == e.name {
 				delete(w.stmts, e.q) // perhaps never prepared
 			}
 		}
 	}
-	w.pending = w.pending[:0]
+	w.pipe, w.ends = nil, nil
+	clear(w.inflight)
+	w.inflight = w.inflight[:0]
 	for _, c := range w.committed {
 		w.onCommit(c)
 	}
@@ -258,8 +290,8 @@ func (w *writer) sync(ctx context.Context) error {
 // read reads the results of the synchronized pipeline up to the first
 // failure; the pipeline's Close reads the rest.
 func (w *writer) read(p *pgconn.Pipeline) error {
-	for i := range w.pending {
-		e := &w.pending[i]
+	for i := range w.inflight {
+		e := &w.inflight[i]
 		res, err := p.GetResults()
 		if err != nil {
 			return e.fail(err)
@@ -340,7 +372,7 @@ func (w *writer) apply(ctx context.Context, d *changeset.DecodedChange, lsn uint
 		if d.RestartIdentity {
 			q += " RESTART IDENTITY"
 		}
-		return w.exec(ctx, q, expAny)
+		return w.queue(ctx, request{q: q}, expAny)
 	}
 	return w.failf("unknown change %s", d.Op)
 }
@@ -414,7 +446,7 @@ func (w *writer) insertRow(ctx context.Context, d *changeset.DecodedChange, rel,
 		}
 	}
 	q.WriteString(")")
-	return w.execPrepared(ctx, q.String(), params, expOneRow)
+	return w.queue(ctx, request{q: q.String(), params: params, prepared: true}, expOneRow)
 }
 
 // copyEscape writes b in COPY text format.
@@ -441,12 +473,12 @@ func (w *writer) flush(ctx context.Context) error {
 	return w.copy(ctx)
 }
 
-// copy sends the pending COPY batch, synchronizing the pipeline first.
+// copy sends the pending COPY batch, after everything before it.
 func (w *writer) copy(ctx context.Context) error {
 	if w.copyRows == 0 {
 		return nil
 	}
-	if err := w.sync(ctx); err != nil {
+	if err := w.drain(ctx); err != nil {
 		return err
 	}
 	q := "COPY " + w.copyRel + " (" + w.copyCols + ") FROM STDIN"
@@ -529,7 +561,7 @@ func (w *writer) modify(ctx context.Context, d *changeset.DecodedChange) error {
 	} else {
 		q = "DELETE FROM " + rel + " WHERE " + where
 	}
-	return w.execPrepared(ctx, q, params, expOneRow)
+	return w.queue(ctx, request{q: q, params: params, prepared: true}, expOneRow)
 }
 
 // unchanged reports whether column i of an update keeps its value: a key
@@ -548,7 +580,7 @@ func unchanged(d *changeset.DecodedChange, i int) bool {
 }
 
 // forget drops the prepared statements, after DDL changed the tables. The
-// pipeline must have been synchronized.
+// writer must have been drained.
 func (w *writer) forget(ctx context.Context) error {
 	for q, name := range w.stmts {
 		if err := w.conn.Deallocate(ctx, name); err != nil {
