@@ -68,6 +68,7 @@ type writer struct {
 	copyLSN  uint64 // LSN of the first of them
 
 	toCommit  *changeset.Commit  // checked transaction whose COMMIT is not sent yet
+	chain     bool               // that COMMIT starts the next transaction (AND CHAIN)
 	committed []changeset.Commit // commits confirmed by the last batch read
 	onCommit  func(c changeset.Commit)
 
@@ -127,10 +128,15 @@ func (w *writer) failf(format string, a ...any) error {
 	return fail(w.tx, w.lsn, fmt.Errorf(format, a...))
 }
 
-// begin starts transaction b.
+// begin starts transaction b: with BEGIN, or, when the previous
+// transaction's COMMIT is still to send, by sending it as COMMIT AND CHAIN.
 func (w *writer) begin(ctx context.Context, b *changeset.Begin) error {
 	w.tx, w.lsn = txRef{xid: b.Xid, commitLSN: b.FinalLSN}, 0
-	return w.queue(ctx, request{q: "BEGIN"}, expAny)
+	if w.ends != nil || w.toCommit != nil {
+		w.chain = true
+		return nil
+	}
+	return w.queue(ctx, request{q: "BEGIN", prepared: true}, expAny)
 }
 
 // commit ends the transaction: the batch in flight is read, then the
@@ -159,7 +165,7 @@ func (w *writer) finish(ctx context.Context) error {
 // rolls back.
 func (w *writer) abort() {
 	w.wait()
-	w.next, w.nextBytes, w.toCommit = nil, 0, nil
+	w.next, w.nextBytes, w.toCommit, w.chain = nil, 0, nil, false
 	w.copyBuf.Reset()
 	w.copyRows, w.runRows, w.runRel, w.runCols = 0, 0, "", ""
 }
@@ -212,9 +218,13 @@ func (w *writer) send(ctx context.Context, ends *changeset.Commit) error {
 			[]byte(changeset.FormatLSN(c.CommitLSN)),
 			[]byte(c.CommitTime.UTC().Format("2006-01-02 15:04:05.999999-07")),
 		}, nil, nil)
-		w.inflight = append(w.inflight, expect{kind: expAny, q: "record progress", tx: tx},
-			expect{kind: expCommit, q: "COMMIT", tx: tx, commit: *c})
-		p.SendQueryParams("COMMIT", nil, nil, nil, nil)
+		w.inflight = append(w.inflight, expect{kind: expAny, q: "record progress", tx: tx})
+		q := "COMMIT"
+		if w.chain {
+			q, w.chain = "COMMIT AND CHAIN", false
+		}
+		p.SendQueryPrepared(w.prepare(q, tx, 0), nil, nil, nil)
+		w.inflight = append(w.inflight, expect{kind: expCommit, q: q, tx: tx, commit: *c})
 	}
 	for i := range w.next {
 		r := &w.next[i]
