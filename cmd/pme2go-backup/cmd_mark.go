@@ -8,7 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pme2go/pme2go-backup/engine/changeset"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 func markCommand() *cli.Command {
@@ -27,7 +27,7 @@ func markCommand() *cli.Command {
 			name := c.Args().First()
 			var errs []error
 			for _, db := range cfg.DBNames {
-				conn, err := pgconn.FromConfig(cfg).Connect(c.Context, db)
+				conn, err := pgclient.FromConfig(cfg).Connect(c.Context, db)
 				if err != nil {
 					errs = append(errs, err)
 					continue

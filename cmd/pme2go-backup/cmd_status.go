@@ -12,7 +12,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // statusReport is what `status --json` prints.
@@ -97,7 +97,7 @@ func statusCommand() *cli.Command {
 			if syscall.Statfs(cfg.BackupDir, &st) == nil {
 				r.FreeBytes = int64(st.Bavail) * st.Bsize
 			}
-			r.Server, r.WalLevel, r.Incrementals = serverStatus(c, cfg.DBHost, cfg.DBNames[0], pgconn.FromConfig(cfg))
+			r.Server, r.WalLevel, r.Incrementals = serverStatus(c, cfg.DBHost, cfg.DBNames[0], pgclient.FromConfig(cfg))
 			r.Chains = chainStatuses(c, cfg)
 			if c.Bool("json") {
 				return printJSON(os.Stdout, r)
@@ -138,13 +138,13 @@ func statusCommand() *cli.Command {
 	}
 }
 
-func serverStatus(c *cli.Context, host, db string, t pgconn.Target) (server, walLevel, incr string) {
+func serverStatus(c *cli.Context, host, db string, t pgclient.Target) (server, walLevel, incr string) {
 	conn, err := t.Connect(c.Context, db)
 	if err != nil {
 		return "unreachable: " + err.Error(), "", "unknown (server unreachable)"
 	}
 	defer conn.Close(c.Context)
-	srv, err := pgconn.Inspect(c.Context, conn)
+	srv, err := pgclient.Inspect(c.Context, conn)
 	if err != nil {
 		return err.Error(), "", "unknown"
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/engine/lock"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
 
@@ -96,13 +96,13 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		return nil, fmt.Errorf("backup directory %s is not usable: %w", dir, err)
 	}
 
-	target := pgconn.FromConfig(cfg)
+	target := pgclient.FromConfig(cfg)
 	conn, err := target.Connect(ctx, dbs[0])
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	srv, err := pgconn.Inspect(ctx, conn)
+	srv, err := pgclient.Inspect(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +112,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	}
 	var total int64
 	for _, db := range dbs {
-		n, err := pgconn.DatabaseSize(ctx, conn, db)
+		n, err := pgclient.DatabaseSize(ctx, conn, db)
 		if err != nil {
 			return nil, fmt.Errorf("%w; check DB_NAME", err)
 		}
@@ -159,7 +159,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 			}
 			return nil, err
 		}
-		n, _ := pgconn.DatabaseSize(ctx, conn, db)
+		n, _ := pgclient.DatabaseSize(ctx, conn, db)
 		done += n
 		m.Files["database:"+db] = "database/" + db + "/"
 	}
@@ -219,7 +219,7 @@ func Prepare(cfg *config.Config, dir string) (func(), error) {
 	return func() { l.Release() }, nil
 }
 
-func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, pgDump *pgconn.Tool, jobs int, db, out string, snap Snapshotter, m *archive.Manifest) error {
+func dumpDatabase(ctx context.Context, log *slog.Logger, target pgclient.Target, pgDump *pgclient.Tool, jobs int, db, out string, snap Snapshotter, m *archive.Manifest) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
 		return fmt.Errorf("create dump directory: %w", err)
 	}
@@ -242,7 +242,7 @@ func dumpDatabase(ctx context.Context, log *slog.Logger, target pgconn.Target, p
 	return err
 }
 
-func dumpGlobals(ctx context.Context, log *slog.Logger, target pgconn.Target, tool *pgconn.Tool, srv *pgconn.ServerInfo, db, out string, m *archive.Manifest) error {
+func dumpGlobals(ctx context.Context, log *slog.Logger, target pgclient.Target, tool *pgclient.Tool, srv *pgclient.ServerInfo, db, out string, m *archive.Manifest) error {
 	args := []string{"-w", "--globals-only", "--file=" + out, "--database=" + db}
 	if !srv.Superuser {
 		args = append(args, "--no-role-passwords")
@@ -266,10 +266,10 @@ func dumpGlobals(ctx context.Context, log *slog.Logger, target pgconn.Target, to
 	return nil
 }
 
-func findTools(ctx context.Context, binDir string, major int, names ...string) (map[string]*pgconn.Tool, error) {
-	tools := map[string]*pgconn.Tool{}
+func findTools(ctx context.Context, binDir string, major int, names ...string) (map[string]*pgclient.Tool, error) {
+	tools := map[string]*pgclient.Tool{}
 	for _, n := range names {
-		t, err := pgconn.FindTool(ctx, n, binDir, major)
+		t, err := pgclient.FindTool(ctx, n, binDir, major)
 		if err != nil {
 			return nil, err
 		}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/config"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
 
@@ -29,7 +29,7 @@ type SystemInfo struct {
 	CPUs        int                `json:"cpus"`
 	GoVersion   string             `json:"goVersion"`
 	ToolVersion string             `json:"toolVersion"`
-	Server      *pgconn.ServerInfo `json:"server"`
+	Server      *pgclient.ServerInfo `json:"server"`
 	Tools       map[string]string  `json:"tools"`
 	Taken       time.Time          `json:"taken"`
 }
@@ -60,7 +60,7 @@ type DatabaseStats struct {
 	Tables    []TableStat `json:"tables"`
 }
 
-func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target pgconn.Target, srv *pgconn.ServerInfo, tools map[string]*pgconn.Tool, dbs []string, staging string, m *archive.Manifest) error {
+func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target pgclient.Target, srv *pgclient.ServerInfo, tools map[string]*pgclient.Tool, dbs []string, staging string, m *archive.Manifest) error {
 	host, _ := os.Hostname()
 	si := SystemInfo{
 		Hostname: host, OS: osName(), Kernel: readTrim("/proc/sys/kernel/osrelease"), Arch: runtime.GOARCH,
@@ -95,7 +95,7 @@ func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target p
 	return nil
 }
 
-func databaseStats(ctx context.Context, target pgconn.Target, db string) (DatabaseStats, error) {
+func databaseStats(ctx context.Context, target pgclient.Target, db string) (DatabaseStats, error) {
 	conn, err := target.Connect(ctx, db)
 	if err != nil {
 		return DatabaseStats{}, err

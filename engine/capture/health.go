@@ -14,7 +14,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // SlotLag describes how much WAL a chain's slot holds back.
@@ -32,7 +32,7 @@ type SlotLag struct {
 
 // Lag measures the chain's slot; `status` shows it.
 func Lag(ctx context.Context, cfg *config.Config, st *chain.State) (*SlotLag, error) {
-	conn, err := pgconn.FromConfig(cfg).Connect(ctx, st.Database)
+	conn, err := pgclient.FromConfig(cfg).Connect(ctx, st.Database)
 	if err != nil {
 		return nil, err
 	}

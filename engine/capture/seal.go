@@ -16,7 +16,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/lock"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // SealWait bounds how long SealChain waits for a running stream to seal.
@@ -68,7 +68,7 @@ type sealRequest struct {
 }
 
 func newSealRequest(ctx context.Context, cfg *config.Config, st *chain.State) ([]byte, error) {
-	conn, err := pgconn.FromConfig(cfg).Connect(ctx, st.Database)
+	conn, err := pgclient.FromConfig(cfg).Connect(ctx, st.Database)
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // SegmentExt ends every segment file name; the name is the segment's start
@@ -112,7 +112,7 @@ func open(ctx context.Context, cfg *config.Config, st *chain.State, opts Options
 	if s.schema, err = st.LoadSchema(); err != nil {
 		return nil, err
 	}
-	if s.conn, err = pgconn.FromConfig(cfg).Connect(ctx, st.Database); err != nil {
+	if s.conn, err = pgclient.FromConfig(cfg).Connect(ctx, st.Database); err != nil {
 		return nil, err
 	}
 	if err := s.conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&s.version); err != nil {

@@ -10,7 +10,7 @@ import (
 	pgc "github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pme2go/pme2go-backup/engine/config"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // ReplicationConn opens a logical replication connection
@@ -18,7 +18,7 @@ import (
 // timeouts and the output settings change capture relies on (ISO dates,
 // postgres interval style, exact floats).
 func ReplicationConn(ctx context.Context, cfg *config.Config, db string) (*pgc.PgConn, error) {
-	t := pgconn.FromConfig(cfg)
+	t := pgclient.FromConfig(cfg)
 	pc, err := t.Config(db)
 	if err != nil {
 		return nil, err

@@ -11,14 +11,14 @@ import (
 	pgc "github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pme2go/pme2go-backup/engine/config"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // DropServerObjects drops the chain's slot and publication. A capture still
 // streaming from the slot is disconnected first (pg_terminate_backend). A
 // database that no longer exists has nothing to drop.
 func DropServerObjects(ctx context.Context, cfg *config.Config, st *State) error {
-	conn, err := pgconn.FromConfig(cfg).Connect(ctx, st.Database)
+	conn, err := pgclient.FromConfig(cfg).Connect(ctx, st.Database)
 	if err != nil {
 		var pgErr *pgc.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "3D000" {
@@ -118,7 +118,7 @@ func Orphans(ctx context.Context, cfg *config.Config) ([]Orphan, error) {
 		}
 		return s.ID, "chain is " + s.Status, true
 	}
-	conn, err := pgconn.FromConfig(cfg).Connect(ctx, cfg.DBNames[0])
+	conn, err := pgclient.FromConfig(cfg).Connect(ctx, cfg.DBNames[0])
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +154,7 @@ func Orphans(ctx context.Context, cfg *config.Config) ([]Orphan, error) {
 }
 
 func orphanPublications(ctx context.Context, cfg *config.Config, db string, why func(string) (string, string, bool)) ([]Orphan, error) {
-	conn, err := pgconn.FromConfig(cfg).Connect(ctx, db)
+	conn, err := pgclient.FromConfig(cfg).Connect(ctx, db)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func dropOne(ctx context.Context, cfg *config.Config, o Orphan) error {
 	if o.Database == "" {
 		return nil
 	}
-	conn, err := pgconn.FromConfig(cfg).Connect(ctx, o.Database)
+	conn, err := pgclient.FromConfig(cfg).Connect(ctx, o.Database)
 	if err != nil {
 		return fmt.Errorf("drop orphaned %s %s: %w", o.Kind, o.Name, err)
 	}

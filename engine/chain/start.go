@@ -15,7 +15,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // DefaultSlotTimeout bounds the creation of a slot, which waits for every
@@ -102,12 +102,12 @@ func (s *Starter) Snapshot(ctx context.Context, db string) (string, map[string]s
 }
 
 func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.PgConn, error) {
-	conn, err := pgconn.FromConfig(s.Cfg).Connect(ctx, db)
+	conn, err := pgclient.FromConfig(s.Cfg).Connect(ctx, db)
 	if err != nil {
 		return nil, "", nil, err
 	}
 	defer conn.Close(context.Background())
-	srv, err := pgconn.Inspect(ctx, conn)
+	srv, err := pgclient.Inspect(ctx, conn)
 	if err != nil {
 		return nil, "", nil, err
 	}

@@ -17,12 +17,12 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // connectMaintenance connects to a database other than avoid, for CREATE,
 // RENAME and DROP DATABASE: postgres, else template1.
-func connectMaintenance(ctx context.Context, target pgconn.Target, avoid ...string) (*pgx.Conn, error) {
+func connectMaintenance(ctx context.Context, target pgclient.Target, avoid ...string) (*pgx.Conn, error) {
 	var lastErr error
 	for _, db := range []string{"postgres", "template1"} {
 		if contains(avoid, db) {
@@ -39,7 +39,7 @@ func connectMaintenance(ctx context.Context, target pgconn.Target, avoid ...stri
 
 // inspectTarget reports whether db exists and whether it holds any user
 // relation or large object.
-func inspectTarget(ctx context.Context, target pgconn.Target, maint *pgx.Conn, db string) (exists, empty bool, err error) {
+func inspectTarget(ctx context.Context, target pgclient.Target, maint *pgx.Conn, db string) (exists, empty bool, err error) {
 	if err := maint.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, db).Scan(&exists); err != nil {
 		return false, false, fmt.Errorf("look up database %s: %w", db, err)
 	}
@@ -70,7 +70,7 @@ func inspectTarget(ctx context.Context, target pgconn.Target, maint *pgx.Conn, d
 // the change sets are replayed into it before the swap, and a replay that
 // fails or is interrupted leaves it in place for Options.Resume; rp.resume
 // skips creating it and pg_restore.
-func restoreDatabase(ctx context.Context, cfg *config.Config, target pgconn.Target, opts Options, st Step, dumpDir string, props backup.DatabaseStats, rp *replayer) error {
+func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, dumpDir string, props backup.DatabaseStats, rp *replayer) error {
 	fresh := scratchName(st.Target, "restore")
 	if rp != nil {
 		fresh = pitrScratchName(st.Target)
@@ -124,8 +124,8 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgconn.Targ
 }
 
 // pgRestore runs pg_restore of dumpDir into the fresh database.
-func pgRestore(ctx context.Context, cfg *config.Config, target pgconn.Target, opts Options, st Step, fresh, dumpDir string) error {
-	tool, err := pgconn.FindTool(ctx, "pg_restore", cfg.PgBinDir, 0)
+func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, fresh, dumpDir string) error {
+	tool, err := pgclient.FindTool(ctx, "pg_restore", cfg.PgBinDir, 0)
 	if err != nil {
 		return err
 	}
@@ -241,8 +241,8 @@ func readProps(path string) map[string]backup.DatabaseStats {
 
 // restoreGlobals applies globals.sql with psql. Roles and tablespaces that
 // already exist make psql report errors, which are logged, not fatal.
-func restoreGlobals(ctx context.Context, cfg *config.Config, target pgconn.Target, log *slog.Logger, file string) error {
-	psql, err := pgconn.FindTool(ctx, "psql", cfg.PgBinDir, 0)
+func restoreGlobals(ctx context.Context, cfg *config.Config, target pgclient.Target, log *slog.Logger, file string) error {
+	psql, err := pgclient.FindTool(ctx, "psql", cfg.PgBinDir, 0)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // buildPITR plans a point-in-time restore: it picks the database, builds
@@ -90,7 +90,7 @@ func scratchMark(p *apply.Plan) string {
 // checkScratch looks for the scratch database of an interrupted restore:
 // with Resume it must exist and belong to the same full backup and chain
 // (its name is returned); without Resume it must not exist.
-func checkScratch(ctx context.Context, target pgconn.Target, plan *Plan, p *apply.Plan, opts Options) (string, error) {
+func checkScratch(ctx context.Context, target pgclient.Target, plan *Plan, p *apply.Plan, opts Options) (string, error) {
 	if len(plan.Steps) != 1 {
 		return "", fmt.Errorf("a point-in-time restore replays exactly one database")
 	}
@@ -140,7 +140,7 @@ type replayer struct {
 	res    *Result
 }
 
-func (r *replayer) run(ctx context.Context, target pgconn.Target, db string) error {
+func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) error {
 	conn, err := target.Connect(ctx, db)
 	if err != nil {
 		return err

@@ -23,7 +23,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // ErrNotEmpty is returned (wrapped) when the target database holds data and
@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	if b.Manifest != nil && b.Manifest.Type != "full" {
 		return nil, fmt.Errorf("%s is an incremental backup; restore a full backup (point-in-time targets replay incrementals on top of it)", b.Name)
 	}
-	target := pgconn.FromConfig(cfg)
+	target := pgclient.FromConfig(cfg)
 	plan, err := makePlan(ctx, target, b, opts)
 	if err != nil {
 		return nil, err
@@ -194,7 +194,7 @@ func describeProblems(rep *archive.VerifyReport) string {
 	return strings.Join(parts, "; ")
 }
 
-func makePlan(ctx context.Context, target pgconn.Target, b catalog.Backup, opts Options) (*Plan, error) {
+func makePlan(ctx context.Context, target pgclient.Target, b catalog.Backup, opts Options) (*Plan, error) {
 	if b.Manifest == nil {
 		return nil, fmt.Errorf("%s has no readable manifest beside it (%s); run pme2go-backup verify %s", b.Name, b.Problem, b.Path)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
-	"github.com/pme2go/pme2go-backup/engine/pgconn"
+	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
 // Status of one check.
@@ -49,8 +49,8 @@ func Run(ctx context.Context, cfg *config.Config) []Finding {
 	}
 	checkBackupDir(cfg, add)
 
-	target := pgconn.FromConfig(cfg)
-	var srv *pgconn.ServerInfo
+	target := pgclient.FromConfig(cfg)
+	var srv *pgclient.ServerInfo
 	for i, db := range cfg.DBNames {
 		conn, err := target.Connect(ctx, db)
 		if err != nil {
@@ -59,7 +59,7 @@ func Run(ctx context.Context, cfg *config.Config) []Finding {
 		}
 		add("connection "+db, OK, fmt.Sprintf("connected to %s as %s", db, cfg.DBUser), "")
 		if i == 0 {
-			srv, err = pgconn.Inspect(ctx, conn)
+			srv, err = pgclient.Inspect(ctx, conn)
 			if err != nil {
 				add("server", Fail, err.Error(), "")
 			}
@@ -73,7 +73,7 @@ func Run(ctx context.Context, cfg *config.Config) []Finding {
 	add("server", OK, "PostgreSQL "+srv.Version, "")
 	checkServer(srv, cfg, add)
 	for _, name := range []string{"pg_dump", "pg_dumpall", "pg_restore", "psql"} {
-		tool, err := pgconn.FindTool(ctx, name, cfg.PgBinDir, srv.Major())
+		tool, err := pgclient.FindTool(ctx, name, cfg.PgBinDir, srv.Major())
 		if err != nil {
 			add(name, Fail, err.Error(), fmt.Sprintf("apt-get install postgresql-client-%d, or set PG_BINDIR", srv.Major()))
 			continue
@@ -110,7 +110,7 @@ func checkBackupDir(cfg *config.Config, add func(string, Status, string, string)
 	add("backup directory", OK, cfg.BackupDir+" is writable", "")
 }
 
-func checkServer(srv *pgconn.ServerInfo, cfg *config.Config, add func(string, Status, string, string)) {
+func checkServer(srv *pgclient.ServerInfo, cfg *config.Config, add func(string, Status, string, string)) {
 	if srv.WalLevel != "logical" {
 		add("wal_level", Warn, fmt.Sprintf("wal_level is %s: full backups work, incremental backups are off", srv.WalLevel),
 			"ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL")

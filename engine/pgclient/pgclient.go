@@ -1,7 +1,7 @@
 // Package pgconn turns the configuration into PostgreSQL connections for pgx
 // and into environments for libpq child processes (pg_dump, pg_restore, psql),
 // so that no password ever appears in a process argument or a log line.
-package pgconn
+package pgclient
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package pgconn
+package pgclient
 
 import (
 	"context"
