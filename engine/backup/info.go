@@ -22,16 +22,16 @@ import (
 // SystemInfo is system_info.json: where and with what the backup was taken.
 // It holds no environment variables and no secrets.
 type SystemInfo struct {
-	Hostname    string             `json:"hostname"`
-	OS          string             `json:"os"`
-	Kernel      string             `json:"kernel"`
-	Arch        string             `json:"arch"`
-	CPUs        int                `json:"cpus"`
-	GoVersion   string             `json:"goVersion"`
-	ToolVersion string             `json:"toolVersion"`
+	Hostname    string               `json:"hostname"`
+	OS          string               `json:"os"`
+	Kernel      string               `json:"kernel"`
+	Arch        string               `json:"arch"`
+	CPUs        int                  `json:"cpus"`
+	GoVersion   string               `json:"goVersion"`
+	ToolVersion string               `json:"toolVersion"`
 	Server      *pgclient.ServerInfo `json:"server"`
-	Tools       map[string]string  `json:"tools"`
-	Taken       time.Time          `json:"taken"`
+	Tools       map[string]string    `json:"tools"`
+	Taken       time.Time            `json:"taken"`
 }
 
 // TableStat is one table's size and row estimate in application_data.json.

@@ -1,4 +1,4 @@
-// Package pgconn turns the configuration into PostgreSQL connections for pgx
+// Package pgclient turns the configuration into PostgreSQL connections for pgx
 // and into environments for libpq child processes (pg_dump, pg_restore, psql),
 // so that no password ever appears in a process argument or a log line.
 package pgclient
