@@ -31,6 +31,11 @@ type statusReport struct {
 	Recent        []catalog.Backup  `json:"recent"`
 	Schedules     map[string]string `json:"schedules"`
 	Chains        []chainStatus     `json:"chains"`
+	// Installation is this installation's short id, carried in the names
+	// of its slots and publications; OtherInstallations lists the pme2go_*
+	// objects on the server that belong to other installations.
+	Installation       string         `json:"installation,omitempty"`
+	OtherInstallations []chain.Orphan `json:"otherInstallations"`
 }
 
 // chainStatus is one change-capture chain in `status`.
@@ -39,6 +44,8 @@ type chainStatus struct {
 	Database string           `json:"database"`
 	Status   string           `json:"status"`
 	Reason   string           `json:"reason,omitempty"`
+	EndLSN   string           `json:"endLsn,omitempty"`
+	DDL      string           `json:"ddlCapture,omitempty"`
 	StartLSN string           `json:"startLsn"`
 	Lag      *capture.SlotLag `json:"lag,omitempty"`
 	LagError string           `json:"lagError,omitempty"`
@@ -52,7 +59,8 @@ func chainStatuses(c *cli.Context, cfg *config.Config) []chainStatus {
 		return out
 	}
 	for _, st := range states {
-		cs := chainStatus{ID: st.ID, Database: st.Database, Status: st.Status, Reason: st.Reason, StartLSN: st.StartLSN}
+		cs := chainStatus{ID: st.ID, Database: st.Database, Status: st.Status, Reason: st.Reason, EndLSN: st.EndLSN,
+			DDL: st.CaptureMode, StartLSN: st.StartLSN}
 		if st.Status == chain.StatusOpen {
 			if lag, err := capture.Lag(c.Context, cfg, st); err != nil {
 				cs.LagError = err.Error()
@@ -99,6 +107,11 @@ func statusCommand() *cli.Command {
 			}
 			r.Server, r.WalLevel, r.Incrementals = serverStatus(c, cfg.DBHost, cfg.DBNames[0], pgclient.FromConfig(cfg))
 			r.Chains = chainStatuses(c, cfg)
+			r.Installation, _ = config.InstallationShortID(cfg)
+			r.OtherInstallations = []chain.Orphan{}
+			if others, err := chain.Others(c.Context, cfg); err == nil {
+				r.OtherInstallations = others
+			}
 			if c.Bool("json") {
 				return printJSON(os.Stdout, r)
 			}
@@ -130,6 +143,9 @@ func statusCommand() *cli.Command {
 					line += " (" + ch.Reason + ")"
 				}
 				fmt.Println(line)
+			}
+			for _, o := range r.OtherInstallations {
+				fmt.Printf("Not ours:         %s %s in %s: %s (left alone)\n", o.Kind, o.Name, o.Database, o.Reason)
 			}
 			fmt.Println()
 			printBackups(r.Recent)

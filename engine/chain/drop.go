@@ -82,103 +82,165 @@ func End(ctx context.Context, cfg *config.Config, st *State, reason string) erro
 	return DropServerObjects(ctx, cfg, st)
 }
 
-// Orphan is a slot or publication named pme2go_* with no open chain.
+// Orphan is a slot, publication or schema of the program (named pme2go_*)
+// with no open chain, or (from Others) one of another installation.
 type Orphan struct {
-	Kind     string `json:"kind"` // "slot" or "publication"
+	Kind     string `json:"kind"` // "slot", "publication" or "schema"
 	Name     string `json:"name"`
 	Database string `json:"database"`
 	Active   bool   `json:"active"` // a session is streaming from the slot
 	Chain    string `json:"chain,omitempty"`
 	Reason   string `json:"reason"`
+	// Installation is the short id of the installation that made it, when
+	// its name tells ("" for names made before identities existed).
+	Installation string `json:"installation,omitempty"`
 }
 
-// Orphans lists pme2go_* replication slots on the server (and publications
-// in the configured databases) that belong to no open chain of this
-// BACKUP_DIR: leftovers of crashed or failed full backups and of chains that
-// ended without dropping them. Call it holding the backup lock, so that no
-// full backup is creating a chain meanwhile.
+// Orphans lists this installation's replication slots on the server (and
+// its publications and schema in the configured databases) that belong to no
+// open chain of this BACKUP_DIR: leftovers of crashed or failed full backups
+// and of chains that ended without dropping them. Objects of other
+// installations (another short id in their name, or an older name no chain
+// of this BACKUP_DIR has) are never orphans here: Others lists them. Call it
+// holding the backup lock, so that no full backup is creating a chain
+// meanwhile.
 func Orphans(ctx context.Context, cfg *config.Config) ([]Orphan, error) {
+	ours, _, err := scanObjects(ctx, cfg)
+	return ours, err
+}
+
+// Others lists the slots, publications and schemas named pme2go_* on the
+// server that belong to another installation (or that no chain of this
+// BACKUP_DIR explains and whose name predates installation identities):
+// they are shown, never dropped.
+func Others(ctx context.Context, cfg *config.Config) ([]Orphan, error) {
+	_, others, err := scanObjects(ctx, cfg)
+	return others, err
+}
+
+func scanObjects(ctx context.Context, cfg *config.Config) (ours, others []Orphan, err error) {
+	id8, err := config.InstallationShortID(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	all, err := List(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	byName := map[string]*State{}
+	live := map[string]bool{} // databases with an open or pending chain of ours
 	for _, s := range all {
 		byName[s.Slot] = s
-	}
-	why := func(name string) (string, string, bool) {
-		s := byName[name]
-		switch {
-		case s == nil:
-			return "", "no chain of this name in " + ChainsDir(cfg), true
-		case s.Status == StatusOpen:
-			return s.ID, "", false
-		case s.Status == StatusPending:
-			return s.ID, "its full backup never finished", true
+		if s.Status == StatusOpen || s.Status == StatusPending {
+			live[s.Database] = true
 		}
-		return s.ID, "chain is " + s.Status, true
+	}
+	// classify appends o to ours (when it is an orphan of ours) or others.
+	classify := func(o Orphan) {
+		owner, _ := OwnerOf(o.Name)
+		if o.Kind == "schema" {
+			owner = strings.TrimPrefix(o.Name, Prefix)
+		}
+		o.Installation = owner
+		s := byName[o.Name]
+		if o.Kind == "schema" {
+			if owner == id8 && !live[o.Database] {
+				o.Reason = "no open chain of this installation in database " + o.Database
+				ours = append(ours, o)
+			} else if owner != id8 {
+				o.Reason = "belongs to installation " + owner
+				others = append(others, o)
+			}
+			return
+		}
+		switch {
+		case owner != id8 && (owner != "" || s == nil):
+			o.Reason = "belongs to another installation"
+			if owner != "" {
+				o.Reason = "belongs to installation " + owner
+			} else {
+				o.Reason = "made by an installation without identity (older version), not by a chain of " + ChainsDir(cfg)
+			}
+			others = append(others, o)
+		case s == nil:
+			o.Reason = "no chain of this name in " + ChainsDir(cfg)
+			ours = append(ours, o)
+		case s.Status == StatusOpen:
+		case s.Status == StatusPending:
+			o.Chain, o.Reason = s.ID, "its full backup never finished"
+			ours = append(ours, o)
+		default:
+			o.Chain, o.Reason = s.ID, "chain is "+s.Status
+			ours = append(ours, o)
+		}
 	}
 	conn, err := pgclient.FromConfig(cfg).Connect(ctx, cfg.DBNames[0])
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer conn.Close(context.Background())
-	var out []Orphan
 	rows, err := conn.Query(ctx, `SELECT slot_name::text, coalesce(database::text, ''), active
 	   FROM pg_replication_slots WHERE slot_name LIKE 'pme2go\_%' ORDER BY slot_name`)
 	if err != nil {
-		return nil, fmt.Errorf("list replication slots: %w", err)
+		return nil, nil, fmt.Errorf("list replication slots: %w", err)
 	}
+	var slots []Orphan
 	for rows.Next() {
-		var o Orphan
+		o := Orphan{Kind: "slot"}
 		if err := rows.Scan(&o.Name, &o.Database, &o.Active); err != nil {
-			return nil, fmt.Errorf("list replication slots: %w", err)
+			return nil, nil, fmt.Errorf("list replication slots: %w", err)
 		}
-		o.Kind = "slot"
-		var orphan bool
-		if o.Chain, o.Reason, orphan = why(o.Name); orphan {
-			out = append(out, o)
-		}
+		slots = append(slots, o)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list replication slots: %w", err)
+		return nil, nil, fmt.Errorf("list replication slots: %w", err)
+	}
+	for _, o := range slots {
+		classify(o)
 	}
 	for _, db := range cfg.DBNames {
-		pubs, err := orphanPublications(ctx, cfg, db, why)
+		objs, err := listDatabaseObjects(ctx, cfg, db)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		out = append(out, pubs...)
+		for _, o := range objs {
+			classify(o)
+		}
 	}
-	return out, nil
+	return ours, others, nil
 }
 
-func orphanPublications(ctx context.Context, cfg *config.Config, db string, why func(string) (string, string, bool)) ([]Orphan, error) {
+// listDatabaseObjects lists the publications and schemas named pme2go_* in
+// db.
+func listDatabaseObjects(ctx context.Context, cfg *config.Config, db string) ([]Orphan, error) {
 	conn, err := pgclient.FromConfig(cfg).Connect(ctx, db)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, `SELECT pubname::text FROM pg_publication WHERE pubname LIKE 'pme2go\_%' ORDER BY 1`)
-	if err != nil {
-		return nil, fmt.Errorf("list publications of %s: %w", db, err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	rows, err := conn.Query(ctx, `SELECT 'publication', pubname::text FROM pg_publication WHERE pubname LIKE 'pme2go\_%'
+	 UNION ALL SELECT 'schema', nspname::text FROM pg_namespace WHERE nspname ~ '^pme2go_[0-9a-f]{8}$' ORDER BY 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("list publications of %s: %w", db, err)
 	}
 	var out []Orphan
-	for _, n := range names {
-		if id, reason, orphan := why(n); orphan {
-			out = append(out, Orphan{Kind: "publication", Name: n, Database: db, Chain: id, Reason: reason})
+	for rows.Next() {
+		o := Orphan{Database: db}
+		if err := rows.Scan(&o.Kind, &o.Name); err != nil {
+			return nil, fmt.Errorf("list publications of %s: %w", db, err)
 		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list publications of %s: %w", db, err)
 	}
 	return out, nil
 }
 
 // DropOrphans drops the orphans Orphans finds and returns what it dropped.
 // Pending chains among them (full backups that never finished) are marked
-// broken. Call it holding the backup lock.
+// broken. Objects of other installations are never dropped. Call it
+// holding the backup lock.
 func DropOrphans(ctx context.Context, cfg *config.Config) ([]Orphan, error) {
 	orphans, err := Orphans(ctx, cfg)
 	if err != nil {
@@ -211,8 +273,14 @@ func dropOne(ctx context.Context, cfg *config.Config, o Orphan) error {
 		return fmt.Errorf("drop orphaned %s %s: %w", o.Kind, o.Name, err)
 	}
 	defer conn.Close(context.Background())
-	if o.Kind == "slot" {
+	switch o.Kind {
+	case "slot":
 		return dropSlot(ctx, conn, o.Name)
+	case "schema":
+		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{o.Name}.Sanitize()+` CASCADE`); err != nil {
+			return fmt.Errorf("drop orphaned schema %s (event trigger functions) in %s: %w", o.Name, o.Database, err)
+		}
+		return nil
 	}
 	_, err = conn.Exec(ctx, `DROP PUBLICATION IF EXISTS `+pgx.Identifier{o.Name}.Sanitize())
 	if err != nil {

@@ -121,7 +121,11 @@ func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.Pg
 	if err := fsutil.EnsurePrivateDir(ChainsDir(s.Cfg)); err != nil {
 		return nil, "", nil, fmt.Errorf("chain state directory: %w", err)
 	}
-	st := newState(s.Cfg, db, time.Now(), func(name string) bool {
+	id8, err := config.InstallationShortID(s.Cfg)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	st := newState(s.Cfg, id8, db, time.Now(), func(name string) bool {
 		var taken bool
 		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)
 		     OR EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, name).Scan(&taken)

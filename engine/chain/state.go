@@ -24,6 +24,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
@@ -37,7 +38,34 @@ const (
 )
 
 // Prefix starts every slot and publication name the program creates.
+// Names made since installation identities exist continue with the
+// installation's short id and an underscore (ObjectPrefix); older names
+// (Prefix followed by the chain id) are recognised only through this
+// BACKUP_DIR's chain states.
 const Prefix = "pme2go_"
+
+// ObjectPrefix returns "pme2go_<id8>_", the start of every slot and
+// publication name of the installation whose short id is id8
+// (config.ShortID).
+func ObjectPrefix(id8 string) string { return Prefix + id8 + "_" }
+
+// SchemaName returns "pme2go_<id8>", the schema holding the installation's
+// event trigger functions in each database it captures.
+func SchemaName(id8 string) string { return Prefix + id8 }
+
+// OwnerOf tells which installation made a slot or publication from its
+// name: the short id for names made with ObjectPrefix, "" for older or
+// foreign names (ok false when the name is not one of the program's at all).
+func OwnerOf(name string) (id8 string, ok bool) {
+	if !strings.HasPrefix(name, Prefix) {
+		return "", false
+	}
+	rest := name[len(Prefix):]
+	if len(rest) > 9 && rest[8] == '_' && strings.Trim(rest[:8], "0123456789abcdef") == "" {
+		return rest[:8], true
+	}
+	return "", true
+}
 
 // State is the description of one chain, stored as chain.json.
 type State struct {
@@ -57,6 +85,15 @@ type State struct {
 	NextSegmentLSN   string    `json:"nextSegmentLsn,omitempty"` // where the next (or open) segment begins
 	LastArchive      string    `json:"lastArchive,omitempty"`    // newest archive of the chain (full or incremental)
 	CaptureDDL       bool      `json:"captureDdl,omitempty"`
+	// CaptureMode says how DDL is seen ("trigger": captured by the event
+	// trigger; "off: <why>" otherwise), for full, status and test.
+	CaptureMode string `json:"captureMode,omitempty"`
+	// Installation is the short id (config.ShortID) of the installation
+	// that made the chain; "" for chains made before identities existed.
+	Installation string `json:"installation,omitempty"`
+	// EndLSN is where a broken chain ended: changes at or past it are not
+	// in the chain ("" when unknown: the end of what was captured).
+	EndLSN string `json:"endLsn,omitempty"`
 
 	dir string
 }
@@ -197,24 +234,46 @@ func OpenFor(cfg *config.Config, db string) (*State, error) {
 // MarkEnded sets status (sealed or broken) and reason and saves the state,
 // re-reading chain.json first so that concurrent updates are kept.
 func (s *State) MarkEnded(status, reason string) error {
+	return s.MarkEndedAt(status, reason, 0)
+}
+
+// MarkEndedAt is MarkEnded recording also the LSN where the chain ended
+// (EndLSN; 0 leaves it unset): the first position whose changes the chain
+// does not hold.
+func (s *State) MarkEndedAt(status, reason string, end uint64) error {
 	if s.dir != "" {
 		s.Reload()
 	}
 	s.Status, s.Reason, s.Ended = status, reason, time.Now().UTC()
+	if end != 0 {
+		s.EndLSN = FormatLSN(end)
+	}
 	return s.Save()
 }
 
-// newState prepares the state of a new chain of db, with an id used by no
-// chain directory and (taken reports) no slot or publication on the server.
-func newState(cfg *config.Config, db string, now time.Time, taken func(name string) bool) *State {
+// DDLPrefix returns the prefix of the logical messages carrying the DDL
+// this chain's installation captured ("pme2go.ddl.<id8>"; the legacy
+// "pme2go.ddl" for chains without an installation id).
+func (s *State) DDLPrefix() string { return changeset.DDLPrefixFor(s.Installation) }
+
+// EndPrefix returns the prefix of the logical messages by which the event
+// trigger ends this chain ("pme2go.end.<id8>").
+func (s *State) EndPrefix() string { return changeset.EndPrefixFor(s.Installation) }
+
+// newState prepares the state of a new chain of db for the installation
+// id8, with an id used by no chain directory and (taken reports) no slot or
+// publication on the server. Its slot and publication are named
+// ObjectPrefix(id8)+id, so that two installations starting a chain of the
+// same database in the same second never collide.
+func newState(cfg *config.Config, id8, db string, now time.Time, taken func(name string) bool) *State {
 	id := NewID(db, now)
 	base := id
 	for n := 2; ; n++ {
-		if _, err := os.Stat(filepath.Join(ChainsDir(cfg), id)); errors.Is(err, os.ErrNotExist) && !taken(Prefix+id) {
+		if _, err := os.Stat(filepath.Join(ChainsDir(cfg), id)); errors.Is(err, os.ErrNotExist) && !taken(ObjectPrefix(id8)+id) {
 			break
 		}
 		id = fmt.Sprintf("%s_%d", base, n)
 	}
-	return &State{ID: id, Database: db, Slot: Prefix + id, Publication: Prefix + id,
-		Status: StatusPending, Created: now.UTC(), dir: filepath.Join(ChainsDir(cfg), id)}
+	return &State{ID: id, Database: db, Slot: ObjectPrefix(id8) + id, Publication: ObjectPrefix(id8) + id,
+		Installation: id8, Status: StatusPending, Created: now.UTC(), dir: filepath.Join(ChainsDir(cfg), id)}
 }

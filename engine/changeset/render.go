@@ -87,15 +87,25 @@ func renderEvent(w io.Writer, ev Event) error {
 }
 
 func renderMessage(w io.Writer, m *Message) {
-	switch m.Prefix {
-	case MarkPrefix:
+	switch {
+	case m.Prefix == MarkPrefix:
 		fmt.Fprintf(w, "-- mark: %s at %s\n", comment(string(m.Content)), FormatLSN(m.LSN))
-	case DDLPrefix:
-		stmt := strings.TrimSpace(string(m.Content))
-		if !strings.HasSuffix(stmt, ";") {
-			stmt += ";"
+	case IsDDLPrefix(m.Prefix):
+		d, err := ParseDDL(m.Content)
+		if err != nil {
+			fmt.Fprintf(w, "-- ddl at %s: %s\n", FormatLSN(m.LSN), comment(err.Error()))
+			return
 		}
-		fmt.Fprintf(w, "-- ddl at %s\n%s\n", FormatLSN(m.LSN), stmt)
+		extra := ""
+		if d.Tag != "" {
+			extra = " (" + comment(d.Tag) + ")"
+		}
+		if d.Concurrently {
+			extra += ", run CONCURRENTLY on the source"
+		}
+		fmt.Fprintf(w, "-- ddl at %s%s\n%s\n", FormatLSN(m.LSN), extra, d.SQL())
+	case strings.HasPrefix(m.Prefix, EndPrefix+"."):
+		fmt.Fprintf(w, "-- chain ended at %s: %s\n", FormatLSN(m.LSN), comment(string(m.Content)))
 	default:
 		fmt.Fprintf(w, "-- message prefix=%q transactional=%t lsn=%s content=%q\n", m.Prefix, m.Transactional, FormatLSN(m.LSN), m.Content)
 	}

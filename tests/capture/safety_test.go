@@ -15,6 +15,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/capture"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
+	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
@@ -192,16 +193,39 @@ func TestNoOrphans(t *testing.T) {
 		t.Fatalf("chain directories left: %v", entries)
 	}
 
-	c.Exec(t, "app", `SELECT pg_create_logical_replication_slot('pme2go_cstray', 'pgoutput')`)
-	c.Exec(t, "app", `CREATE PUBLICATION pme2go_cstray FOR ALL TABLES`)
+	id8, err := config.InstallationShortID(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := chain.ObjectPrefix(id8) + "cstray"
+	c.Exec(t, "app", `SELECT pg_create_logical_replication_slot('`+mine+`', 'pgoutput')`)
+	c.Exec(t, "app", `CREATE PUBLICATION `+mine)
+	// Another installation's objects, and an older name no chain of ours
+	// explains: listed as others', never dropped.
+	c.Exec(t, "app", `SELECT pg_create_logical_replication_slot('pme2go_deadbeef_cother', 'pgoutput')`)
+	c.Exec(t, "app", `CREATE PUBLICATION pme2go_deadbeef_cother`)
+	c.Exec(t, "app", `SELECT pg_create_logical_replication_slot('pme2go_c20250101t000000_abcdef', 'pgoutput')`)
 	o, err := chain.Orphans(context.Background(), cfg)
 	if err != nil || len(o) != 2 {
 		t.Fatalf("orphans: %v %+v", err, o)
+	}
+	others, err := chain.Others(context.Background(), cfg)
+	if err != nil || len(others) != 3 {
+		t.Fatalf("others: %v %+v", err, others)
 	}
 	dropped, err := chain.DropOrphans(context.Background(), cfg)
 	if err != nil || len(dropped) != 2 {
 		t.Fatalf("drop orphans: %v %+v", err, dropped)
 	}
+	var left int
+	c.Conn(t, "app").QueryRow(context.Background(), `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pme2go%')
+	     + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'pme2go%')`).Scan(&left)
+	if left != 3 {
+		t.Fatalf("other installations' objects dropped: %d left, want 3", left)
+	}
+	c.Exec(t, "app", `SELECT pg_drop_replication_slot('pme2go_deadbeef_cother')`)
+	c.Exec(t, "app", `SELECT pg_drop_replication_slot('pme2go_c20250101t000000_abcdef')`)
+	c.Exec(t, "app", `DROP PUBLICATION pme2go_deadbeef_cother`)
 	noPme2goObjects(t, c, "app")
 }
 
