@@ -95,12 +95,19 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 			return err
 		}
 	}
+	if _, err := removeMachinery(ctx, target, fresh, opts.Log); err != nil {
+		return err
+	}
 	if rp != nil {
 		if err := markScratch(ctx, maint, fresh, rp.plan); err != nil {
 			return err
 		}
 		keep = true
 		if err := rp.run(ctx, target, fresh); err != nil {
+			return err
+		}
+		// Replayed DDL must not have brought any back.
+		if _, err := removeMachinery(ctx, target, fresh, opts.Log); err != nil {
 			return err
 		}
 		keep = false
@@ -129,7 +136,17 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 	if err != nil {
 		return err
 	}
-	args := []string{"-w", "--exit-on-error", "--jobs=" + strconv.Itoa(cfg.Jobs), "--dbname=" + fresh}
+	// Our machinery (chain publications, DDL capture) stays out.
+	list := dumpDir + ".restore-list"
+	left, err := ourTOCList(ctx, cfg, target, opts.Log, dumpDir, fresh, list)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(list)
+	for _, l := range left {
+		opts.Log.Info("pme2go-backup object left out of the restore", "database", st.Target, "entry", l)
+	}
+	args := []string{"-w", "--exit-on-error", "--jobs=" + strconv.Itoa(cfg.Jobs), "--dbname=" + fresh, "--use-list=" + list}
 	if opts.NoOwner {
 		args = append(args, "--no-owner", "--no-acl")
 	}
