@@ -35,10 +35,14 @@ bench: deps build
 demo: deps build
 	bash tests/demo.sh
 
+# gofmt, go vet, and the layering check of DESIGN.md (tests/layering): engine
+# never imports cmd, daemon or dbusapi; outside engine only engine/ops and its
+# types are imported.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) test -count=1 ./tests/layering/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -1,18 +1,19 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"os"
-	"time"
+	"io"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pme2go/pme2go-backup/engine/backup"
-	"github.com/pme2go/pme2go-backup/engine/catalog"
-	"github.com/pme2go/pme2go-backup/engine/chain"
-	"github.com/pme2go/pme2go-backup/engine/restore"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
+
+type cleanupOpts struct {
+	common
+	ops.CleanupOptions
+}
 
 func cleanupCommand() *cli.Command {
 	return &cli.Command{
@@ -23,69 +24,39 @@ func cleanupCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			cfg, log, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			unlock, err := backup.Prepare(cfg, cfg.FullDir())
-			if err != nil {
-				return err
-			}
-			defer unlock()
-			all, err := catalog.List(cfg.BackupDir)
-			if err != nil {
-				return err
-			}
-			plan := catalog.Plan(all, cfg.RetentionDays, time.Now())
-			if c.Bool("json") {
-				return printJSON(os.Stdout, plan)
-			}
-			var errs []error
-			removed := 0
-			for _, d := range plan {
-				if d.Keep {
-					continue
-				}
-				verb := "would remove"
-				if !c.Bool("dry-run") {
-					verb = "removed"
-					if err := catalog.Remove(d.Backup); err != nil {
-						errs = append(errs, err)
-						continue
-					}
-					log.Info("backup removed by retention", "backup", d.Backup.Name, "reason", d.Reason)
-				}
-				removed++
-				fmt.Printf("%s\t%s\t(%s)\n", verb, d.Backup.Name, d.Reason)
-			}
-			if !c.Bool("dry-run") {
-				stale, err := restore.RemoveStaleWork(cfg)
-				if err != nil {
-					errs = append(errs, err)
-				}
-				for _, p := range stale {
-					fmt.Printf("removed\t%s\t(work directory of an interrupted point-in-time restore)\n", p)
-				}
-			}
-			if c.Bool("dry-run") {
-				orphans, err := chain.Orphans(c.Context, cfg)
-				if err != nil {
-					log.Warn("could not look for orphaned replication slots", "error", err)
-				}
-				for _, o := range orphans {
-					fmt.Printf("would drop\tslot %s\t(%s)\n", o.Name, o.Reason)
-				}
-			} else {
-				dropped, err := chain.DropOrphans(c.Context, cfg)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("drop orphaned replication slots: %w", err))
-				}
-				for _, o := range dropped {
-					fmt.Printf("dropped\tslot %s\t(%s)\n", o.Name, o.Reason)
-				}
-			}
-			fmt.Printf("%d backups kept, %d %s\n", len(plan)-removed, removed, map[bool]string{true: "to remove", false: "removed"}[c.Bool("dry-run")])
-			return errors.Join(errs...)
+			return runCleanup(c.Context, cleanupOpts{commonOf(c), ops.CleanupOptions{DryRun: c.Bool("dry-run")}}, c.App.Writer)
 		},
 	}
+}
+
+func runCleanup(ctx context.Context, o cleanupOpts, out io.Writer) error {
+	cfg, log, err := o.load()
+	if err != nil {
+		return err
+	}
+	o.Log = log
+	res, err := ops.Cleanup(ctx, cfg, o.CleanupOptions, nil)
+	if o.JSON || res == nil {
+		if res != nil {
+			printJSON(out, res)
+		}
+		return err
+	}
+	removed, dropped := "removed", "dropped"
+	if o.DryRun {
+		removed, dropped = "would remove", "would drop"
+	}
+	for _, d := range res.Decisions {
+		if !d.Keep && (o.DryRun || d.Removed) {
+			fmt.Fprintf(out, "%s\t%s\t(%s)\n", removed, d.Backup.Name, d.Reason)
+		}
+	}
+	for _, p := range res.StaleWork {
+		fmt.Fprintf(out, "removed\t%s\t(work directory of an interrupted point-in-time restore)\n", p)
+	}
+	for _, orphan := range res.Orphans {
+		fmt.Fprintf(out, "%s\t%s %s\t(%s)\n", dropped, orphan.Kind, orphan.Name, orphan.Reason)
+	}
+	fmt.Fprintf(out, "%d backups kept, %d %s\n", res.Kept, res.Removed, map[bool]string{true: "to remove", false: "removed"}[o.DryRun])
+	return err
 }

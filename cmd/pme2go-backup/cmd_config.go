@@ -1,8 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
+	"io"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -14,18 +15,22 @@ func configCommand() *cli.Command {
 		Usage: "print the effective configuration with each value's source (secrets redacted)",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: func(c *cli.Context) error {
-			cfg, _, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			if c.Bool("json") {
-				return printJSON(os.Stdout, cfg.Effective())
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			for _, e := range cfg.Effective() {
-				fmt.Fprintf(tw, "%s=%s\t# %s\n", e.Key, e.Value, e.Source)
-			}
-			return tw.Flush()
+			return runConfig(c.Context, commonOf(c), c.App.Writer)
 		},
 	}
+}
+
+func runConfig(_ context.Context, o common, out io.Writer) error {
+	cfg, _, err := o.load()
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		return printJSON(out, cfg.Effective())
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	for _, e := range cfg.Effective() {
+		fmt.Fprintf(tw, "%s=%s\t# %s\n", e.Key, e.Value, e.Source)
+	}
+	return tw.Flush()
 }

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
+	"io"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
+
+type fullOpts struct {
+	common
+	ops.FullOptions
+}
 
 func fullCommand() *cli.Command {
 	return &cli.Command{
@@ -16,30 +22,33 @@ func fullCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "database", Usage: "back up only `DB` (repeatable; default DB_NAME)"},
 			&cli.StringFlag{Name: "trigger", Value: "manual", Usage: "recorded in the manifest (manual, scheduled, …)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			cfg, log, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			pp := newProgress(os.Stderr)
-			res, err := backup.Full(c.Context, cfg, backup.Options{
-				Trigger: c.String("trigger"), Databases: c.StringSlice("database"), Log: log,
-				Progress: func(p backup.Progress) {
-					if p.Phase != "done" {
-						pp.update(p.Phase, p.Database, p.Done, p.Total)
-					}
-				},
-			})
-			pp.finish()
-			if err != nil {
-				return fmt.Errorf("full backup failed: %w", err)
-			}
-			fmt.Printf("%s\t%s\t%s\n", res.Path, humanBytes(res.Size), res.Duration.Round(1e6))
-			for _, w := range res.Manifest.Warnings {
-				log.Warn(w)
-			}
-			return nil
+			return runFull(c.Context, fullOpts{commonOf(c), ops.FullOptions{
+				Databases: c.StringSlice("database"), Trigger: c.String("trigger")}}, c.App.Writer)
 		},
 	}
+}
+
+func runFull(ctx context.Context, o fullOpts, out io.Writer) error {
+	cfg, log, err := o.load()
+	if err != nil {
+		return err
+	}
+	o.Log = log
+	pp := newProgress(o.Stderr)
+	res, err := ops.Full(ctx, cfg, o.FullOptions, pp.report)
+	pp.finish()
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		log.Warn(w)
+	}
+	if o.JSON {
+		return printJSON(out, res)
+	}
+	_, err = fmt.Fprintf(out, "%s\t%s\t%.3fs\n", res.Path, humanBytes(res.Size), res.Duration)
+	return err
 }

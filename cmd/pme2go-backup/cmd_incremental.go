@@ -1,12 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pme2go/pme2go-backup/engine/incremental"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
+
+type incrementalOpts struct {
+	common
+	ops.IncrementalOptions
+}
 
 func incrementalCommand() *cli.Command {
 	return &cli.Command{
@@ -15,22 +22,31 @@ func incrementalCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "database", Usage: "only `DB` (repeatable; default DB_NAME)"},
 			&cli.StringFlag{Name: "trigger", Value: "manual", Usage: "recorded in the manifest (manual, scheduled, …)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			cfg, log, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			res, err := incremental.Take(c.Context, cfg, incremental.Options{
-				Databases: c.StringSlice("database"), Trigger: c.String("trigger"), Log: log,
-			})
-			for _, r := range res {
-				fmt.Printf("%s\t%s\t%d transactions\t%s..%s\n", r.Path, r.Database, r.TxCount, r.StartLSN, r.EndLSN)
-			}
-			if err != nil {
-				return fmt.Errorf("incremental backup failed: %w", err)
-			}
-			return nil
+			return runIncremental(c.Context, incrementalOpts{commonOf(c), ops.IncrementalOptions{
+				Databases: c.StringSlice("database"), Trigger: c.String("trigger")}}, c.App.Writer)
 		},
 	}
+}
+
+func runIncremental(ctx context.Context, o incrementalOpts, out io.Writer) error {
+	cfg, log, err := o.load()
+	if err != nil {
+		return err
+	}
+	o.Log = log
+	pp := newProgress(o.Stderr)
+	res, err := ops.Incremental(ctx, cfg, o.IncrementalOptions, pp.report)
+	pp.finish()
+	if o.JSON && err == nil {
+		return printJSON(out, res)
+	}
+	if res != nil && !o.JSON {
+		for _, a := range res.Archives {
+			fmt.Fprintf(out, "%s\t%s\t%d transactions\t%s..%s\n", a.Path, a.Database, a.Transactions, a.StartLSN, a.EndLSN)
+		}
+	}
+	return err
 }

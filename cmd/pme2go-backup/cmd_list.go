@@ -1,55 +1,76 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
+	"io"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
+
+type listOpts struct {
+	common
+	ops.ListOptions
+}
 
 func listCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "list",
-		Usage: "list backups (reads the manifests beside the archives, never decompresses)",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Usage: "list backups with their warnings (reads the manifests beside the archives, never decompresses)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "type", Usage: "only `TYPE` backups: full or incremental"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+		},
 		Action: func(c *cli.Context) error {
-			cfg, _, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			all, err := catalog.List(cfg.BackupDir)
-			if err != nil {
-				return err
-			}
-			if c.Bool("json") {
-				if all == nil {
-					all = []catalog.Backup{}
-				}
-				return printJSON(os.Stdout, all)
-			}
-			printBackups(all)
-			return nil
+			return runList(c.Context, listOpts{commonOf(c), ops.ListOptions{Type: c.String("type")}}, c.App.Writer)
 		},
 	}
 }
 
-func printBackups(all []catalog.Backup) {
+func runList(ctx context.Context, o listOpts, out io.Writer) error {
+	if o.Type != "" && o.Type != "full" && o.Type != "incremental" {
+		return usageError{fmt.Sprintf("--type must be full or incremental, not %q", o.Type)}
+	}
+	cfg, _, err := o.load()
+	if err != nil {
+		return err
+	}
+	res, err := ops.List(ctx, cfg, o.ListOptions, nil)
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		return printJSON(out, res)
+	}
+	printBackups(out, res)
+	return nil
+}
+
+// printBackups prints a table of backups, each one's warnings and problem
+// below it; safety backups taken by a restore are marked.
+func printBackups(out io.Writer, all []ops.Backup) {
 	if len(all) == 0 {
-		fmt.Println("no backups")
+		fmt.Fprintln(out, "no backups")
 		return
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TYPE\tTIME (UTC)\tSIZE\tDATABASES\tNAME")
 	for _, b := range all {
-		name := b.Name
-		if b.Problem != "" {
-			name += "  (" + b.Problem + ")"
+		typ := b.Type
+		if b.Safety {
+			typ += " (safety)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", b.Type, b.Timestamp.Format("2006-01-02 15:04:05"), humanBytes(b.Size), strings.Join(b.Databases, ","), name)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", typ, b.Timestamp.UTC().Format("2006-01-02 15:04:05"), humanBytes(b.Size), strings.Join(b.Databases, ","), b.Name)
+		if b.Problem != "" {
+			fmt.Fprintf(tw, "\t\t\t\t  problem: %s\n", b.Problem)
+		}
+		for _, w := range b.Warnings {
+			fmt.Fprintf(tw, "\t\t\t\t  warning: %s\n", w)
+		}
 	}
 	tw.Flush()
 }

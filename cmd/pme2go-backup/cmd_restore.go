@@ -1,16 +1,20 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"os"
+	"io"
 	"strconv"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pme2go/pme2go-backup/engine/apply"
-	"github.com/pme2go/pme2go-backup/engine/restore"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
+
+type restoreOpts struct {
+	common
+	ops.RestoreOptions
+}
 
 func restoreCommand() *cli.Command {
 	return &cli.Command{
@@ -35,49 +39,45 @@ func restoreCommand() *cli.Command {
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
 			&cli.BoolFlag{Name: "json", Usage: "print the plan or result as JSON"},
 		},
-		ArgsUsage: " ",
+		ArgsUsage: "[true|false after --restore-logs]",
 		Action: func(c *cli.Context) error {
 			restoreLogs, err := seedBoolArg(c, "restore-logs")
 			if err != nil {
 				return err
 			}
-			target, err := apply.ParseTarget(apply.TargetSpec{
-				Time: c.String("target-time"), LSN: c.String("target-lsn"), Xid: c.String("target-xid"),
-				Name: c.String("target-name"), Latest: c.Bool("latest"), Exclusive: c.Bool("target-exclusive"),
-			})
-			var tp *apply.Target
-			switch {
-			case err == nil:
-				tp = &target
-			case !errors.Is(err, apply.ErrNoTarget):
-				return usageError{err.Error()}
-			case c.String("backup") == "":
-				return usageError{"restore needs --backup, or a target (--target-time, --target-lsn, --target-xid, --target-name, --latest)"}
-			}
-			if c.Bool("resume") && tp == nil {
-				return usageError{"--resume continues a point-in-time restore; give the same target again"}
-			}
-			cfg, log, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			res, err := restore.Run(c.Context, cfg, restore.Options{
-				Target: tp, Resume: c.Bool("resume"),
-				Backup: c.String("backup"), TargetDB: c.String("target-db"), Databases: c.StringSlice("database"),
+			return runRestore(c.Context, restoreOpts{commonOf(c), ops.RestoreOptions{
+				Backup: c.String("backup"), Resume: c.Bool("resume"),
+				Target: ops.RestoreTarget{Time: c.String("target-time"), LSN: c.String("target-lsn"), Xid: c.String("target-xid"),
+					Name: c.String("target-name"), Latest: c.Bool("latest"), Exclusive: c.Bool("target-exclusive")},
+				TargetDB: c.String("target-db"), Databases: c.StringSlice("database"),
 				Force: c.Bool("force"), NoSafetyBackup: c.Bool("no-safety-backup"), NoOwner: c.Bool("no-owner"),
-				RestoreGlobals: c.Bool("restore-globals"), RestoreLogs: restoreLogs, DryRun: c.Bool("dry-run"), Log: log,
-				Progress: func(step string) { fmt.Fprintln(os.Stderr, step) },
-			})
-			if err != nil {
-				return fmt.Errorf("restore failed: %w", err)
-			}
-			if c.Bool("json") {
-				return printJSON(os.Stdout, res)
-			}
-			printPlan(res, c.Bool("dry-run"))
-			return nil
+				RestoreGlobals: c.Bool("restore-globals"), RestoreLogs: restoreLogs, DryRun: c.Bool("dry-run"),
+			}}, c.App.Writer)
 		},
 	}
+}
+
+func runRestore(ctx context.Context, o restoreOpts, out io.Writer) error {
+	cfg, log, err := o.load()
+	if err != nil {
+		return err
+	}
+	o.Log = log
+	pp := newProgress(o.Stderr)
+	res, err := ops.Restore(ctx, cfg, o.RestoreOptions, pp.report)
+	pp.finish()
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		printJSON(out, res)
+	} else {
+		printRestore(out, res)
+	}
+	if res.HasDifferences() {
+		return differencesError{len(res.Differences)}
+	}
+	return nil
 }
 
 // seedBoolArg accepts the seed's form "--restore-logs true" as well as the
@@ -95,50 +95,5 @@ func seedBoolArg(c *cli.Context, name string) (bool, error) {
 		return b, nil
 	default:
 		return false, usageError{fmt.Sprintf("unexpected arguments %q", args)}
-	}
-}
-
-func printPlan(res *restore.Result, dry bool) {
-	p := res.Plan
-	head := "Restored"
-	if dry {
-		head = "Would restore"
-	}
-	fmt.Printf("%s from %s:\n", head, p.Archive)
-	if res.PITR != nil {
-		for _, line := range res.PITR.Describe() {
-			fmt.Printf("  %s\n", line)
-		}
-	}
-	for _, s := range p.Steps {
-		state := "new database"
-		if s.TargetExists && s.TargetEmpty {
-			state = "empty database, replaced"
-		} else if s.TargetExists {
-			state = "database with data, replaced"
-			if s.SafetyBackup {
-				state += " after a safety backup"
-			}
-		}
-		fmt.Printf("  %s -> %s (%s)\n", s.Source, s.Target, state)
-	}
-	if p.Globals {
-		fmt.Println("  globals.sql (roles, tablespaces)")
-	}
-	for _, sb := range res.SafetyBackups {
-		fmt.Printf("  safety backup: %s\n", sb)
-	}
-	for _, l := range res.RestoredLogs {
-		fmt.Printf("  log restored: %s\n", l)
-	}
-	if r := res.Replay; r != nil && !dry {
-		rate := ""
-		if s := r.Duration.Seconds(); s > 0 {
-			rate = fmt.Sprintf(", %.0f rows/s", float64(r.Rows)/s)
-		}
-		fmt.Printf("  replayed %d transactions (%d rows%s), %d sequences set\n", r.Applied, r.Rows, rate, r.Sequences)
-	}
-	if !dry {
-		fmt.Printf("done in %s\n", res.Duration.Round(1e6))
 	}
 }

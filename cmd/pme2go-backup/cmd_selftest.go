@@ -1,13 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
+	"io"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pme2go/pme2go-backup/engine/selftest"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
+
+type testOpts struct {
+	common
+	ops.SelfTestOptions
+}
 
 func testCommand() *cli.Command {
 	return &cli.Command{
@@ -15,27 +21,29 @@ func testCommand() *cli.Command {
 		Usage: "check connection, privileges, client tools, wal_level and the backup directory",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: func(c *cli.Context) error {
-			cfg, _, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			findings := selftest.Run(c.Context, cfg)
-			if c.Bool("json") {
-				if err := printJSON(os.Stdout, findings); err != nil {
-					return err
-				}
-			} else {
-				for _, f := range findings {
-					fmt.Printf("%-5s %-22s %s\n", f.Status, f.Check, f.Message)
-					if f.Fix != "" && f.Status != selftest.OK {
-						fmt.Printf("      %-22s fix: %s\n", "", f.Fix)
-					}
-				}
-			}
-			if selftest.Failed(findings) {
-				return cli.Exit("self-test failed", exitFailure)
-			}
-			return nil
+			return runTest(c.Context, testOpts{common: commonOf(c)}, c.App.Writer)
 		},
 	}
+}
+
+func runTest(ctx context.Context, o testOpts, out io.Writer) error {
+	cfg, _, err := o.load()
+	if err != nil {
+		return err
+	}
+	res, err := ops.SelfTest(ctx, cfg, o.SelfTestOptions, nil)
+	if res == nil {
+		return err
+	}
+	if o.JSON {
+		printJSON(out, res)
+		return err
+	}
+	for _, f := range res.Findings {
+		fmt.Fprintf(out, "%-5s %-22s %s\n", f.Status, f.Check, f.Message)
+		if f.Fix != "" && f.Status != "ok" {
+			fmt.Fprintf(out, "      %-22s fix: %s\n", "", f.Fix)
+		}
+	}
+	return err
 }

@@ -1,17 +1,18 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
+	"context"
+	"io"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pme2go/pme2go-backup/engine/archive"
-	"github.com/pme2go/pme2go-backup/engine/changeset"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
+
+type showChangesOpts struct {
+	common
+	ops.ShowChangesOptions
+}
 
 func showChangesCommand() *cli.Command {
 	return &cli.Command{
@@ -22,35 +23,16 @@ func showChangesCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return usageError{"show-changes needs one incremental archive or segment file"}
 			}
-			src := c.Args().First()
-			segs := []string{src}
-			if _, isArchive := archive.CodecFromName(src); isArchive && !strings.HasSuffix(src, ".changes") {
-				tmp, err := os.MkdirTemp("", "pme2go-show-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(tmp)
-				if _, err := archive.Extract(c.Context, src, tmp); err != nil {
-					return fmt.Errorf("extract %s: %w", src, err)
-				}
-				segs, _ = filepath.Glob(filepath.Join(tmp, "changes", "*"))
-				sort.Strings(segs)
-				if len(segs) == 0 {
-					return fmt.Errorf("%s holds no change set (changes/); is it an incremental archive?", src)
-				}
-			}
-			for _, p := range segs {
-				r, err := changeset.Open(p)
-				if err != nil {
-					return err
-				}
-				err = changeset.RenderSQL(os.Stdout, r)
-				r.Close()
-				if err != nil {
-					return fmt.Errorf("render %s: %w", filepath.Base(p), err)
-				}
-			}
-			return nil
+			return runShowChanges(c.Context, showChangesOpts{commonOf(c), ops.ShowChangesOptions{Source: c.Args().First()}}, c.App.Writer)
 		},
 	}
+}
+
+func runShowChanges(ctx context.Context, o showChangesOpts, out io.Writer) error {
+	// A segment file or an archive path needs no configuration; a backup
+	// name is resolved in BACKUP_DIR when the configuration loads.
+	cfg, _, _ := o.load()
+	o.Out = out
+	_, err := ops.ShowChanges(ctx, cfg, o.ShowChangesOptions, nil)
+	return err
 }

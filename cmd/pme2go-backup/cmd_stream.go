@@ -1,13 +1,18 @@
 package main
 
 import (
-	"errors"
-	"sync"
+	"context"
+	"io"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pme2go/pme2go-backup/engine/capture"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
+
+type streamOpts struct {
+	common
+	ops.StreamOptions
+}
 
 func streamCommand() *cli.Command {
 	return &cli.Command{
@@ -15,33 +20,25 @@ func streamCommand() *cli.Command {
 		Usage: "capture changes continuously (every open chain, one per database) until interrupted",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "database", Usage: "only `DB` (repeatable; default DB_NAME)"},
+			&cli.BoolFlag{Name: "json", Usage: "print what was captured as JSON when stopped"},
 		},
 		Action: func(c *cli.Context) error {
-			cfg, log, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
-			dbs := c.StringSlice("database")
-			if len(dbs) == 0 {
-				dbs = cfg.DBNames
-			}
-			var wg sync.WaitGroup
-			errs := make([]error, len(dbs))
-			for i, db := range dbs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs[i] = capture.Follow(c.Context, cfg, db, capture.Options{Log: log,
-						Progress: func(p capture.Progress) {
-							log.Debug("changes stored", "database", p.Database, "position", p.Position, "transactions", p.TxCount)
-						}})
-					if errs[i] != nil {
-						log.Error("capture stopped", "database", db, "error", errs[i])
-					}
-				}()
-			}
-			wg.Wait()
-			return errors.Join(errs...)
+			return runStream(c.Context, streamOpts{commonOf(c), ops.StreamOptions{Databases: c.StringSlice("database")}}, c.App.Writer)
 		},
 	}
+}
+
+func runStream(ctx context.Context, o streamOpts, out io.Writer) error {
+	cfg, log, err := o.load()
+	if err != nil {
+		return err
+	}
+	o.Log = log
+	res, err := ops.Stream(ctx, cfg, o.StreamOptions, func(e ops.ProgressEvent) {
+		log.Debug("changes stored", "database", e.Object, "position", e.Message, "transactions", e.Done)
+	})
+	if o.JSON && err == nil {
+		return printJSON(out, res)
+	}
+	return err
 }

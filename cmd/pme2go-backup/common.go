@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,15 +13,76 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
-// loadConfig reads the configuration named by --config (or the default) with
-// the environment's overrides and logs its warnings.
-func loadConfig(c *cli.Context) (*config.Config, *slog.Logger, error) {
-	log := newLogger(c.String("log-level"))
-	cfg, err := config.Load(c.String("config"), os.LookupEnv)
+// common holds what every command takes: --config, --log-level, --json,
+// and where diagnostics go.
+type common struct {
+	ConfigPath string
+	LogLevel   string
+	JSON       bool
+	Stderr     io.Writer
+}
+
+// globalFlags are accepted before the command name and, for --config and
+// --log-level, after it too.
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "configuration `FILE` (default /etc/pme2go-backup/pme2go-backup.conf)"},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+	}
+}
+
+// wrap gives a command the global flags, usage errors with exit status 2,
+// a check that it got no arguments it does not take (ArgsUsage ""), and the
+// JSON error object on failure with --json.
+func wrap(cmd *cli.Command) {
+	cmd.Flags = append(cmd.Flags, globalFlags()...)
+	cmd.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err.Error()} }
+	action := cmd.Action
+	cmd.Action = func(c *cli.Context) error {
+		if cmd.ArgsUsage == "" && c.NArg() > 0 {
+			return usageError{fmt.Sprintf("%s takes no arguments, got %q", cmd.Name, c.Args().Slice())}
+		}
+		err := action(c)
+		if err != nil && c.Bool("json") {
+			printJSON(c.App.Writer, jsonError(err))
+		}
+		return err
+	}
+}
+
+// commonOf reads the common options; a flag given after the command name
+// wins over the same flag before it.
+func commonOf(c *cli.Context) common {
+	g := common{LogLevel: "info", JSON: c.Bool("json"), Stderr: c.App.ErrWriter}
+	lineage := c.Lineage()
+	for i := len(lineage) - 1; i >= 0; i-- { // root first, command last
+		x := lineage[i]
+		if x.Command == nil && x.App == nil {
+			continue
+		}
+		for _, name := range x.LocalFlagNames() {
+			switch name {
+			case "config":
+				g.ConfigPath = x.String("config")
+			case "log-level":
+				g.LogLevel = x.String("log-level")
+			}
+		}
+	}
+	return g
+}
+
+// load reads the configuration named by --config (or the default) with the
+// environment's overrides and logs its warnings.
+func (g common) load() (*config.Config, *slog.Logger, error) {
+	log := newLogger(g.Stderr, g.LogLevel)
+	cfg, err := config.Load(g.ConfigPath, os.LookupEnv)
 	if err != nil {
-		return nil, log, err
+		return nil, log, &errs.Error{Code: errs.Config, Err: err}
 	}
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
@@ -28,12 +90,12 @@ func loadConfig(c *cli.Context) (*config.Config, *slog.Logger, error) {
 	return cfg, log, nil
 }
 
-func newLogger(level string) *slog.Logger {
+func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -42,7 +104,51 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+// jsonError is the error object printed with --json on failure; the fix's
+// text is worded with this CLI's flags.
+func jsonError(err error) errs.JSON {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return errs.JSON{Error: errs.JSONBody{Code: errs.Usage, Message: err.Error()}}
+	}
+	j := errs.ToJSON(err)
+	if f := j.Error.Fix; f != nil {
+		j.Error.Fix = &errs.Fix{Action: f.Action, Text: cliFix(f)}
+	}
+	return j
+}
+
+// cliFix words a fix with this CLI's flags; "" when there is none.
+func cliFix(f *ops.Fix) string {
+	if f == nil {
+		return ""
+	}
+	words := map[errs.Action]string{
+		errs.ActForce:          "pass --force to replace it (a safety backup is taken first unless --no-safety-backup), or --target-db NAME to restore beside it",
+		errs.ActResume:         "rerun the same restore with --resume to continue it",
+		errs.ActNoResume:       "rerun without --resume",
+		errs.ActChooseDatabase: "choose one with --database",
+		errs.ActTargetDB:       "restore beside it with --target-db NAME",
+		errs.ActLatest:         "use --latest for the newest state",
+		errs.ActIncremental:    "run pme2go-backup incremental to archive newer changes",
+		errs.ActFullBackup:     "run pme2go-backup full to take a new full backup",
+		errs.ActRestoreGlobals: "rerun with --restore-globals to create the roles first, or with --no-owner",
+		errs.ActNoOwner:        "rerun with --no-owner",
+		errs.ActNoBackup:       "leave out --backup and let the target choose the full backup",
+	}[f.Action]
+	switch {
+	case words == "":
+		return f.Text
+	case f.Text == "" || strings.Contains(words, f.Text):
+		return words
+	}
+	return words + " (" + f.Text + ")"
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
 
 // humanBytes renders n as B, KiB, MiB, GiB or TiB.
 func humanBytes(n int64) string {
@@ -56,41 +162,4 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
-}
-
-// progressPrinter shows a progress bar on a terminal and plain lines (one per
-// phase and per tenth) otherwise.
-type progressPrinter struct {
-	w        *os.File
-	tty      bool
-	phase    string
-	lastTick int64
-}
-
-func newProgress(w *os.File) *progressPrinter { return &progressPrinter{w: w, tty: isTerminal(w)} }
-
-func (p *progressPrinter) update(phase, what string, done, total int64) {
-	frac := 0.0
-	if total > 0 {
-		frac = float64(done) / float64(total)
-		if frac > 1 {
-			frac = 1
-		}
-	}
-	if p.tty {
-		bar := strings.Repeat("#", int(frac*30)) + strings.Repeat(".", 30-int(frac*30))
-		fmt.Fprintf(p.w, "\r\033[K[%s] %3.0f%% %s %s %s/%s", bar, frac*100, phase, what, humanBytes(done), humanBytes(total))
-		return
-	}
-	tick := int64(frac * 10)
-	if phase != p.phase || tick != p.lastTick {
-		fmt.Fprintf(p.w, "%s %s: %.0f%% (%s of %s)\n", phase, what, frac*100, humanBytes(done), humanBytes(total))
-	}
-	p.phase, p.lastTick = phase, tick
-}
-
-func (p *progressPrinter) finish() {
-	if p.tty {
-		fmt.Fprint(p.w, "\r\033[K")
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
 
@@ -95,7 +96,8 @@ func Find(dir, ref string) (Backup, error) {
 			return b, nil
 		}
 	}
-	return Backup{}, fmt.Errorf("backup %q not found (neither a file nor a name in %s); see pme2go-backup list", ref, dir)
+	return Backup{}, errs.New(errs.NotFound, fmt.Sprintf("backup %q not found (neither a file nor a name in %s)", ref, dir)).
+		WithFix("", "name a backup as the list of backups shows it, or give the archive's path")
 }
 
 func stripExt(name string) string {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/pme2go/pme2go-backup/engine/errs"
 )
 
 // ErrBusy is returned (wrapped) when another process holds the lock.
@@ -34,7 +36,8 @@ func TryAcquire(path, what string) (*Lock, error) {
 		f.Close()
 		pid := strings.TrimSpace(string(buf[:n]))
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s already running (pid %s); wait for it or stop it: %w", what, pid, ErrBusy)
+			return nil, &errs.Error{Code: errs.Busy, Message: fmt.Sprintf("%s already running (pid %s)", what, pid), Err: ErrBusy,
+				Fix: &errs.Fix{Action: errs.ActWait, Text: "wait for it to finish, or stop it"}}
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

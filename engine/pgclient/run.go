@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/errs"
 )
 
 // Run runs the client program with the target's environment for db,
@@ -46,9 +48,24 @@ func (tool *Tool) Run(ctx context.Context, log *slog.Logger, t Target, db string
 		if msg == "" {
 			msg = "no message"
 		}
-		return fmt.Errorf("%s of database %s failed (%v): %s", tool.Name, db, err, msg)
+		return &errs.Error{Code: toolCode(tool.Name, msg), Message: fmt.Sprintf("%s of database %s failed (%v): %s", tool.Name, db, err, msg)}
 	}
 	return nil
+}
+
+// toolCode is the error code of a failed client program: ENOSPC when it
+// ran out of space, else PG_DUMP_ERR for pg_dump and pg_dumpall,
+// PG_RESTORE_ERR for pg_restore, FAILED for others.
+func toolCode(name, msg string) errs.Code {
+	switch {
+	case strings.Contains(msg, "No space left on device"):
+		return errs.ENOSPC
+	case name == "pg_dump" || name == "pg_dumpall":
+		return errs.PgDumpErr
+	case name == "pg_restore":
+		return errs.PgRestoreErr
+	}
+	return errs.Failed
 }
 
 // relay copies r to the log, one record per line, and returns a function

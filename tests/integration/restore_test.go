@@ -49,6 +49,14 @@ func TestRestoreOverExistingDatabase(t *testing.T) {
 		t.Fatalf("log not restored: %q %v", got, err)
 	}
 
+	// list marks the safety backup as such, in text and in JSON.
+	if r := runCLI(t, env, "list"); r.code != 0 || strings.Count(r.stdout, "full (safety)") != 1 {
+		t.Fatalf("list does not mark the safety backup:\n%s%s", r.stdout, r.stderr)
+	}
+	if r := runCLI(t, env, "list", "--json"); !strings.Contains(r.stdout, `"safety": true`) || !strings.Contains(r.stdout, `"trigger": "safety"`) {
+		t.Fatalf("list --json does not mark the safety backup:\n%s", r.stdout)
+	}
+
 	// The safety backup holds the damaged state: restoring it elsewhere shows it.
 	names := listed(t, env)
 	r = runCLI(t, env, "restore", "--backup", names[1], "--target-db", "damaged")

@@ -1,0 +1,128 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/incremental"
+	"github.com/pme2go/pme2go-backup/engine/progress"
+)
+
+// FullOptions tune a full backup.
+type FullOptions struct {
+	// Databases to back up; default the configuration's DB_NAME.
+	Databases []string `json:"databases,omitempty"`
+	// Trigger is recorded in the manifest: "manual" (default), "scheduled", …
+	Trigger string       `json:"trigger,omitempty"`
+	Log     *slog.Logger `json:"-"`
+}
+
+// FullResult describes a written full backup.
+type FullResult struct {
+	Name      string    `json:"name"`
+	Path      string    `json:"path"`
+	Size      int64     `json:"size"`     // archive bytes
+	Duration  float64   `json:"duration"` // seconds
+	Timestamp time.Time `json:"timestamp"`
+	Databases []string  `json:"databases"`
+	ChainID   string    `json:"chainId,omitempty"`
+	StartLSN  LSN       `json:"startLsn,omitempty"` // where the dump meets the change stream
+	Warnings  []string  `json:"warnings"`
+}
+
+// Full takes a full backup of the configured databases (or opts.Databases)
+// into BACKUP_DIR/full. With wal_level=logical it starts a new chain per
+// database, dumped at the chain's slot snapshot. Progress phases: "dump"
+// (bytes, estimated from the databases' size), "archive" (bytes), "done".
+// Errors: BUSY when another backup holds the directory lock, CONN_ERR,
+// PG_DUMP_ERR, ENOSPC, EACCES. On error nothing is left that List shows.
+func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress) (*FullResult, error) {
+	res, err := backup.Full(ctx, cfg, backup.Options{
+		Trigger: opts.Trigger, Databases: opts.Databases, Log: logger(opts.Log),
+		Progress: backupProgress(p),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("full backup failed: %w", err)
+	}
+	return fullResult(res), nil
+}
+
+func fullResult(res *backup.Result) *FullResult {
+	m := res.Manifest
+	out := &FullResult{Name: baseName(res.Path), Path: res.Path, Size: res.Size, Duration: seconds(res.Duration),
+		Warnings: []string{}}
+	if m != nil {
+		out.Timestamp, out.Databases, out.ChainID, out.StartLSN = m.Timestamp, m.Databases, m.ChainID, parseLSN(m.StartLSN)
+		out.Warnings = append(out.Warnings, m.Warnings...)
+	}
+	return out
+}
+
+// backupProgress adapts backup.Progress to the common shape.
+func backupProgress(p Progress) func(backup.Progress) {
+	return func(b backup.Progress) {
+		p.Report(progress.Event{Phase: b.Phase, Object: b.Database, Done: b.Done, Total: b.Total, Unit: progress.Bytes})
+	}
+}
+
+// IncrementalOptions tune an incremental backup.
+type IncrementalOptions struct {
+	// Databases to seal; default DB_NAME.
+	Databases []string     `json:"databases,omitempty"`
+	Trigger   string       `json:"trigger,omitempty"`
+	Log       *slog.Logger `json:"-"`
+}
+
+// IncrementalArchive is one written incremental archive.
+type IncrementalArchive struct {
+	Name         string `json:"name"`
+	Path         string `json:"path"`
+	Database     string `json:"database"`
+	ChainID      string `json:"chainId"`
+	Transactions int64  `json:"transactions"`
+	StartLSN     LSN    `json:"startLsn"`
+	EndLSN       LSN    `json:"endLsn"`
+}
+
+// IncrementalResult lists the archives an incremental backup wrote (one per
+// database with an open chain, plus leftovers of older chains).
+type IncrementalResult struct {
+	Archives []IncrementalArchive `json:"archives"`
+	Duration float64              `json:"duration"` // seconds
+}
+
+// Incremental seals the changes captured since the last backup of each open
+// chain into incremental archives. Progress: phase "seal" per database,
+// then "done" with the number of archives. A partial failure returns the
+// archives written and the error. Errors: BUSY, and NOT_FOUND when no
+// configured database has an open chain (take a full backup first).
+func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOptions, p Progress) (*IncrementalResult, error) {
+	start := time.Now()
+	dbs := opts.Databases
+	if len(dbs) == 0 {
+		dbs = cfg.DBNames
+	}
+	p.Report(progress.Event{Phase: "seal", Total: int64(len(dbs)), Unit: progress.Databases})
+	res, err := incremental.Take(ctx, cfg, incremental.Options{Databases: opts.Databases, Trigger: opts.Trigger, Log: logger(opts.Log)})
+	out := &IncrementalResult{Archives: []IncrementalArchive{}}
+	for _, r := range res {
+		out.Archives = append(out.Archives, IncrementalArchive{Name: baseName(r.Path), Path: r.Path, Database: r.Database,
+			ChainID: r.Chain, Transactions: r.TxCount, StartLSN: parseLSN(r.StartLSN), EndLSN: parseLSN(r.EndLSN)})
+	}
+	out.Duration = seconds(time.Since(start))
+	p.Report(progress.Event{Phase: "done", Done: int64(len(out.Archives)), Total: int64(len(out.Archives)), Unit: progress.Archives})
+	if err != nil {
+		if errs.CodeOf(err) == errs.Failed && errors.Is(err, incremental.ErrNoChain) {
+			err = &errs.Error{Code: errs.NotFound, Message: "no open chain", Err: err,
+				Fix: &errs.Fix{Action: errs.ActFullBackup, Text: "take a full backup first (needs wal_level = logical and a role with REPLICATION)"}}
+		}
+		return out, fmt.Errorf("incremental backup failed: %w", err)
+	}
+	return out, nil
+}

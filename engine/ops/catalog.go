@@ -1,0 +1,82 @@
+package ops
+
+import (
+	"context"
+	"path/filepath"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/config"
+)
+
+// Backup is one archive as List shows it (from its sidecar manifest; no
+// archive is decompressed).
+type Backup struct {
+	Name      string    `json:"name"`
+	Path      string    `json:"path"`
+	Type      string    `json:"type"` // "full" or "incremental"
+	Timestamp time.Time `json:"timestamp"`
+	Size      int64     `json:"size"` // bytes
+	Databases []string  `json:"databases,omitempty"`
+	// Trigger is why it was taken: "manual", "scheduled", "safety" (taken by
+	// a restore before it replaced a database), …
+	Trigger string `json:"trigger,omitempty"`
+	// Safety is true for the safety backup a restore took of the database it replaced.
+	Safety   bool   `json:"safety,omitempty"`
+	ChainID  string `json:"chainId,omitempty"`
+	Previous string `json:"previous,omitempty"`
+	StartLSN LSN    `json:"startLsn,omitempty"`
+	EndLSN   LSN    `json:"endLsn,omitempty"`
+	// FirstCommitTime and LastCommitTime bound the transactions of an
+	// incremental archive.
+	FirstCommitTime *time.Time `json:"firstCommitTime,omitempty"`
+	LastCommitTime  *time.Time `json:"lastCommitTime,omitempty"`
+	Transactions    int64      `json:"transactions,omitempty"`
+	// Warnings are the non-fatal problems met while taking the backup.
+	Warnings []string `json:"warnings"`
+	// Problem says why the backup cannot be used as listed (e.g. its
+	// manifest is missing); empty when fine.
+	Problem string `json:"problem,omitempty"`
+}
+
+func fromCatalog(b catalog.Backup) Backup {
+	out := Backup{Name: b.Name, Path: b.Path, Type: b.Type, Timestamp: b.Timestamp, Size: b.Size,
+		Databases: b.Databases, ChainID: b.ChainID, Previous: b.Previous, Problem: b.Problem, Warnings: []string{}}
+	if m := b.Manifest; m != nil {
+		if t, ok := m.Metadata["trigger"].(string); ok {
+			out.Trigger = t
+			out.Safety = t == "safety"
+		}
+		out.StartLSN, out.EndLSN = parseLSN(m.StartLSN), parseLSN(m.EndLSN)
+		out.FirstCommitTime, out.LastCommitTime, out.Transactions = m.FirstCommitTime, m.LastCommitTime, m.TxCount
+		out.Warnings = append(out.Warnings, m.Warnings...)
+	}
+	return out
+}
+
+// ListOptions tune List.
+type ListOptions struct {
+	// Type keeps only "full" or "incremental" backups; empty: all.
+	Type string `json:"type,omitempty"`
+}
+
+// ListResult is every backup, oldest first. It encodes as a JSON array.
+type ListResult []Backup
+
+// List returns the backups in BACKUP_DIR, oldest first, with each backup's
+// warnings; a backup whose manifest cannot be read is listed with a Problem.
+func List(ctx context.Context, cfg *config.Config, opts ListOptions, _ Progress) (ListResult, error) {
+	all, err := catalog.List(cfg.BackupDir)
+	if err != nil {
+		return nil, err
+	}
+	out := ListResult{}
+	for _, b := range all {
+		if opts.Type == "" || b.Type == opts.Type {
+			out = append(out, fromCatalog(b))
+		}
+	}
+	return out, ctx.Err()
+}
+
+func baseName(path string) string { return filepath.Base(path) }

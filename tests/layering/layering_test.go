@@ -1,0 +1,101 @@
+// Package layering checks the import rules of DESIGN.md ("Layout"): engine
+// imports nothing of cmd, daemon or dbusapi (nor D-Bus, systemd or HTTP
+// code), and outside engine only the front door (engine/ops) and the
+// config, error, LSN, progress and version types are imported. `make lint`
+// runs it.
+package layering
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/pme2go/pme2go-backup"
+
+// frontDoor lists the engine packages code outside engine may import.
+var frontDoor = map[string]bool{
+	module + "/engine/ops":      true,
+	module + "/engine/config":   true,
+	module + "/engine/errs":     true,
+	module + "/engine/lsn":      true,
+	module + "/engine/progress": true,
+	module + "/engine/version":  true,
+}
+
+// forbiddenInEngine are import path prefixes engine must never reach.
+var forbiddenInEngine = []string{
+	module + "/cmd/", module + "/daemon", module + "/dbusapi",
+	"github.com/godbus/", "github.com/coreos/go-systemd", "net/http",
+}
+
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	out, err := exec.Command("go", "list", "-json", "-deps=false", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var all []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, p)
+	}
+	return all
+}
+
+// Violations returns one line per broken rule.
+func violations(all []pkg) []string {
+	var out []string
+	for _, p := range all {
+		inEngine := strings.HasPrefix(p.ImportPath, module+"/engine/")
+		if inEngine {
+			// Deps: everything reached, directly or not.
+			for _, d := range p.Deps {
+				for _, f := range forbiddenInEngine {
+					if strings.HasPrefix(d, f) {
+						out = append(out, fmt.Sprintf("%s reaches %s (engine must not depend on it)", p.ImportPath, d))
+					}
+				}
+			}
+			continue
+		}
+		if strings.HasPrefix(p.ImportPath, module+"/tests/") {
+			continue // tests cross packages by design
+		}
+		for _, d := range p.Imports {
+			if strings.HasPrefix(d, module+"/engine/") && !frontDoor[d] {
+				out = append(out, fmt.Sprintf("%s imports %s (outside engine use engine/ops and its types only)", p.ImportPath, d))
+			}
+		}
+	}
+	return out
+}
+
+func TestLayering(t *testing.T) {
+	for _, v := range violations(listPackages(t)) {
+		t.Error(v)
+	}
+}
+
+// TestCheckCatchesViolations proves the check can fail.
+func TestCheckCatchesViolations(t *testing.T) {
+	bad := []pkg{
+		{ImportPath: module + "/engine/backup", Deps: []string{module + "/daemon/jobs"}},
+		{ImportPath: module + "/cmd/pme2go-backup", Imports: []string{module + "/engine/restore"}},
+		{ImportPath: module + "/cmd/pme2go-backup", Imports: []string{module + "/engine/ops"}},
+	}
+	if v := violations(bad); len(v) != 2 {
+		t.Fatalf("violations = %q, want 2", v)
+	}
+}
