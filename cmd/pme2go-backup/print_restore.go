@@ -34,6 +34,17 @@ func printRestore(out io.Writer, res *ops.RestoreResult) {
 	if res.Globals {
 		fmt.Fprintln(out, "  globals.sql (roles, tablespaces)")
 	}
+	ended := map[string]int{}
+	for _, s := range res.EndedSessions {
+		ended[s.Database]++
+	}
+	for _, s := range res.Databases {
+		if n, ok := ended[s.Target]; ok {
+			fmt.Fprintf(out, "  %s: new connections refused and %d session(s) ended before it was replaced (pids and applications in the log)\n", s.Target, n)
+		} else if s.TargetExists && !s.TargetEmpty && !res.DryRun {
+			fmt.Fprintf(out, "  %s: new connections refused before it was replaced; no session was open\n", s.Target)
+		}
+	}
 	for _, sb := range res.SafetyBackups {
 		fmt.Fprintf(out, "  safety backup: %s\n", sb)
 	}

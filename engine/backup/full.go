@@ -49,6 +49,21 @@ type Options struct {
 	// Locked says the caller already holds the backup directory lock (a
 	// restore taking its safety backup).
 	Locked bool
+	// DumpFrom maps a database name of Databases to the database actually
+	// dumped, when that database is reachable under another name for the
+	// moment: a restore --force renames the database it replaces to a
+	// private name, so that nothing but its safety backup can connect, and
+	// records the backup under the original name. The dump's own table of
+	// contents then names the private name (manifest metadata dumpedAs:<db>).
+	DumpFrom map[string]string
+}
+
+// source is the database to connect to for the database recorded as db.
+func (o Options) source(db string) string {
+	if s := o.DumpFrom[db]; s != "" {
+		return s
+	}
+	return db
 }
 
 // Result describes a written backup.
@@ -97,7 +112,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	}
 
 	target := pgclient.FromConfig(cfg)
-	conn, err := target.Connect(ctx, dbs[0])
+	conn, err := target.Connect(ctx, opts.source(dbs[0]))
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +127,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	}
 	var total int64
 	for _, db := range dbs {
-		n, err := pgclient.DatabaseSize(ctx, conn, db)
+		n, err := pgclient.DatabaseSize(ctx, conn, opts.source(db))
 		if err != nil {
 			return nil, fmt.Errorf("%w; check DB_NAME", err)
 		}
@@ -153,13 +168,16 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	var done int64
 	for _, db := range dbs {
 		progress(Progress{Phase: "dump", Database: db, Done: done, Total: total})
-		if err := dumpDatabase(ctx, log, target, tools["pg_dump"], cfg.Jobs, db, filepath.Join(staging, "database", db), opts.Snapshot, m); err != nil {
+		if src := opts.source(db); src != db {
+			m.Metadata["dumpedAs:"+db] = src
+		}
+		if err := dumpDatabase(ctx, log, target, tools["pg_dump"], cfg.Jobs, opts.source(db), filepath.Join(staging, "database", db), opts.Snapshot, m); err != nil {
 			if strings.Contains(err.Error(), "No space left on device") {
 				return nil, fmt.Errorf("no space left in %s while dumping %s: free some space or point BACKUP_DIR to a larger file system: %w", dir, db, err)
 			}
 			return nil, err
 		}
-		n, _ := pgclient.DatabaseSize(ctx, conn, db)
+		n, _ := pgclient.DatabaseSize(ctx, conn, opts.source(db))
 		done += n
 		m.Files["database:"+db] = "database/" + db + "/"
 	}
@@ -173,10 +191,10 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		}
 	}
 	dumped := time.Now()
-	if err := dumpGlobals(ctx, log, target, tools["pg_dumpall"], srv, dbs[0], filepath.Join(staging, "globals.sql"), m); err != nil {
+	if err := dumpGlobals(ctx, log, target, tools["pg_dumpall"], srv, opts.source(dbs[0]), filepath.Join(staging, "globals.sql"), m); err != nil {
 		return nil, err
 	}
-	if err := writeInfo(ctx, conn, cfg, target, srv, tools, dbs, staging, m); err != nil {
+	if err := writeInfo(ctx, conn, cfg, target, srv, tools, dbs, opts.source, staging, m); err != nil {
 		return nil, err
 	}
 

@@ -60,7 +60,7 @@ type DatabaseStats struct {
 	Tables    []TableStat `json:"tables"`
 }
 
-func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target pgclient.Target, srv *pgclient.ServerInfo, tools map[string]*pgclient.Tool, dbs []string, staging string, m *archive.Manifest) error {
+func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target pgclient.Target, srv *pgclient.ServerInfo, tools map[string]*pgclient.Tool, dbs []string, source func(string) string, staging string, m *archive.Manifest) error {
 	host, _ := os.Hostname()
 	si := SystemInfo{
 		Hostname: host, OS: osName(), Kernel: readTrim("/proc/sys/kernel/osrelease"), Arch: runtime.GOARCH,
@@ -72,7 +72,7 @@ func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target p
 	}
 	ad := AppData{Databases: map[string]DatabaseStats{}, Configuration: cfg.Sanitized()}
 	for _, db := range dbs {
-		st, err := databaseStats(ctx, target, db)
+		st, err := databaseStats(ctx, target, source(db))
 		if err != nil {
 			return err
 		}

@@ -62,9 +62,12 @@ type RestoreResult struct {
 	Databases     []RestoredDatabase `json:"databases"`
 	Globals       bool               `json:"globals"`
 	SafetyBackups []string           `json:"safetyBackups"`
-	RestoredLogs  []string           `json:"restoredLogs"`
-	PointInTime   *PointInTime       `json:"pointInTime,omitempty"`
-	Replay        *ReplayStats       `json:"replay,omitempty"`
+	// EndedSessions are the sessions a restore with Force ended in the
+	// databases it replaced, before their safety backups.
+	EndedSessions []EndedSession `json:"endedSessions"`
+	RestoredLogs  []string       `json:"restoredLogs"`
+	PointInTime   *PointInTime   `json:"pointInTime,omitempty"`
+	Replay        *ReplayStats   `json:"replay,omitempty"`
 	// Differences name what the restored database holds differently from
 	// the source at the target, and why; empty when the restore is exact.
 	Differences []Difference `json:"differences"`
@@ -78,6 +81,14 @@ type RestoredDatabase struct {
 	TargetExists bool   `json:"targetExists"`
 	TargetEmpty  bool   `json:"targetEmpty"`
 	SafetyBackup bool   `json:"safetyBackup"`
+}
+
+// EndedSession is a session of a replaced database that restore ended.
+type EndedSession struct {
+	Database    string `json:"database"`
+	PID         int32  `json:"pid"`
+	User        string `json:"user"`
+	Application string `json:"application"`
 }
 
 // PointInTime is the plan of a point-in-time restore.
@@ -189,6 +200,10 @@ func restoreResult(res *restore.Result, dry bool) *RestoreResult {
 		}
 	}
 	out.SafetyBackups = append(out.SafetyBackups, res.SafetyBackups...)
+	out.EndedSessions = []EndedSession{}
+	for _, s := range res.EndedSessions {
+		out.EndedSessions = append(out.EndedSessions, EndedSession{Database: s.Database, PID: s.PID, User: s.User, Application: s.Application})
+	}
 	out.RestoredLogs = append(out.RestoredLogs, res.RestoredLogs...)
 	if pp := res.PITR; pp != nil {
 		pit := &PointInTime{Database: pp.Database, Target: pp.TargetText, ChainID: pp.ChainID,

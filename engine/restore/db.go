@@ -15,7 +15,6 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/backup"
-	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
@@ -70,7 +69,7 @@ func inspectTarget(ctx context.Context, target pgclient.Target, maint *pgx.Conn,
 // the change sets are replayed into it before the swap, and a replay that
 // fails or is interrupted leaves it in place for Options.Resume; rp.resume
 // skips creating it and pg_restore.
-func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, dumpDir string, props backup.DatabaseStats, rp *replayer) error {
+func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, dumpDir string, props backup.DatabaseStats, rp *replayer, res *Result) error {
 	fresh := scratchName(st.Target, "restore")
 	if rp != nil {
 		fresh = pitrScratchName(st.Target)
@@ -113,11 +112,11 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 		keep = false
 	}
 	if st.TargetExists {
-		if err := endChainOf(ctx, cfg, st.Target, opts); err != nil {
+		if err := replaceDatabase(ctx, cfg, maint, fresh, st, opts, res); err != nil {
+			keep = rp != nil
 			return err
 		}
-	}
-	if err := swap(ctx, maint, fresh, st, opts); err != nil {
+	} else if err := renameDatabase(ctx, maint, fresh, st.Target); err != nil {
 		keep = rp != nil
 		return err
 	}
@@ -184,6 +183,15 @@ func createDatabase(ctx context.Context, maint *pgx.Conn, name string, p backup.
 	return nil
 }
 
+// renameDatabase gives the restored database fresh the name of a target
+// that does not exist.
+func renameDatabase(ctx context.Context, maint *pgx.Conn, fresh, target string) error {
+	if _, err := maint.Exec(ctx, "ALTER DATABASE "+ident(fresh)+" RENAME TO "+ident(target)); err != nil {
+		return fmt.Errorf("rename restored database to %s: %w", target, err)
+	}
+	return nil
+}
+
 func dropDatabase(ctx context.Context, maint *pgx.Conn, name string, log *slog.Logger) {
 	if _, err := maint.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
 		log.Warn("could not drop scratch database; drop it by hand", "database", name, "error", err)
@@ -192,55 +200,6 @@ func dropDatabase(ctx context.Context, maint *pgx.Conn, name string, log *slog.L
 
 func quoteLit(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
-}
-
-// endChainOf ends the open change-capture chain of a database about to be
-// replaced: its slot belongs to the old database (and would keep it from
-// being dropped), and changes of the restored database continue no chain.
-// The next full backup starts a new one.
-func endChainOf(ctx context.Context, cfg *config.Config, db string, opts Options) error {
-	st, err := chain.OpenFor(cfg, db)
-	if err != nil || st == nil {
-		return err
-	}
-	reason := fmt.Sprintf("database %s was replaced by a restore; take a new full backup to start a new chain", db)
-	if err := chain.End(ctx, cfg, st, reason); err != nil {
-		return fmt.Errorf("end the change-capture chain %s of %s before replacing it: %w", st.ID, db, err)
-	}
-	opts.Log.Warn("change capture chain ended", "chain", st.ID, "database", db, "reason", reason)
-	return nil
-}
-
-// swap renames the restored database to the target's name in one
-// transaction, then drops the replaced one.
-func swap(ctx context.Context, maint *pgx.Conn, fresh string, st Step, opts Options) error {
-	tx, err := maint.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("swap in restored database: %w", err)
-	}
-	defer tx.Rollback(context.Background())
-	old := ""
-	if st.TargetExists {
-		if opts.Force {
-			if _, err := maint.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, st.Target); err != nil {
-				return fmt.Errorf("disconnect sessions of %s: %w", st.Target, err)
-			}
-		}
-		old = scratchName(st.Target, "old")
-		if _, err := tx.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{st.Target}.Sanitize()+" RENAME TO "+pgx.Identifier{old}.Sanitize()); err != nil {
-			return fmt.Errorf("replace database %s (is it in use? stop the application or pass --force): %w", st.Target, err)
-		}
-	}
-	if _, err := tx.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{fresh}.Sanitize()+" RENAME TO "+pgx.Identifier{st.Target}.Sanitize()); err != nil {
-		return fmt.Errorf("rename restored database to %s: %w", st.Target, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("swap in restored database %s: %w", st.Target, err)
-	}
-	if old != "" {
-		dropDatabase(ctx, maint, old, opts.Log)
-	}
-	return nil
 }
 
 // readProps reads each database's encoding, locale and owner recorded in

@@ -79,6 +79,9 @@ type Result struct {
 	PITR          *apply.Plan  `json:",omitempty"`
 	Replay        *apply.Stats `json:",omitempty"`
 	SafetyBackups []string
+	// EndedSessions are the sessions of replaced databases that restore
+	// --force ended before the safety backup (see replace.go).
+	EndedSessions []Session `json:",omitempty"`
 	RestoredLogs  []string
 	Duration      time.Duration
 }
@@ -155,20 +158,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	}
 	props := readProps(filepath.Join(work, "application_data.json"))
 	for _, st := range plan.Steps {
-		if st.SafetyBackup && resumeDB == "" {
-			opts.Progress("safety backup of " + st.Target)
-			sb, err := backup.Full(ctx, cfg, backup.Options{Trigger: "safety", Databases: []string{st.Target}, Locked: true, Log: opts.Log})
-			if err != nil {
-				return nil, fmt.Errorf("safety backup of %s failed, nothing was restored: %w", st.Target, err)
-			}
-			res.SafetyBackups = append(res.SafetyBackups, sb.Path)
-		}
 		opts.Progress(fmt.Sprintf("restore %s into %s", st.Source, st.Target))
 		var rp *replayer
 		if pitr != nil {
 			rp = &replayer{plan: pitr, opts: opts, resume: resumeDB != "", res: res}
 		}
-		if err := restoreDatabase(ctx, cfg, target, opts, st, filepath.Join(work, "database", st.Source), props[st.Source], rp); err != nil {
+		if err := restoreDatabase(ctx, cfg, target, opts, st, filepath.Join(work, "database", st.Source), props[st.Source], rp, res); err != nil {
 			return res, err
 		}
 	}

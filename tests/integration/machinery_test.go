@@ -82,6 +82,13 @@ func TestRestoredDatabaseCarriesNoMachinery(t *testing.T) {
 		check(t, "pitr_copy")
 		pgharness.CompareDatabases(t, c, "app", "pitr_copy")
 	})
+	t.Run("pitr-force", func(t *testing.T) {
+		if r := runCLI(t, env, "restore", "--latest", "--force"); r.code != 0 {
+			t.Fatalf("restore --latest --force: %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		check(t, "app")
+		pgharness.CompareDatabases(t, c, "pitr_copy", "app")
+	})
 	t.Run("force", func(t *testing.T) {
 		if r := runCLI(t, env, "restore", "--backup", path, "--force"); r.code != 0 {
 			t.Fatalf("restore --force: %d\n%s%s", r.code, r.stdout, r.stderr)
