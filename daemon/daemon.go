@@ -1,0 +1,399 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/godbus/dbus/v5"
+
+	"github.com/pme2go/pme2go-backup/dbusapi"
+)
+
+// Daemon is pme2go-backupd: it owns org.pme2go.Backup1 on the system bus
+// and runs jobs. Fill the fields, then call Run.
+type Daemon struct {
+	Engine   Engine
+	Version  string
+	StateDir string // BACKUP_DIR/state: the job history lives here
+	Log      *slog.Logger
+	Notify   *Notifier
+	Beats    *Heartbeats
+
+	BusAddress string // empty: the system bus (DBUS_SYSTEM_BUS_ADDRESS or the default socket)
+	Group      string // group allowed without polkit (dbusapi.DefaultGroup)
+	Polkit     string // "auto", "on", "off"
+
+	// IdleTimeout, when positive, makes the daemon exit after that long
+	// with no job, no call, no streaming and no scheduler (bus activation
+	// starts it again).
+	IdleTimeout time.Duration
+	HistorySize int
+
+	// Schedules maps a job kind (full, incremental, cleanup) to a cron
+	// schedule; non-empty runs the built-in scheduler (--scheduler).
+	Schedules map[string]Schedule
+
+	jobs     *Jobs
+	server   *dbusapi.Server
+	beat     time.Duration // how often the loops beat (well under the watchdog interval)
+	mu       sync.Mutex
+	lastCall time.Time
+	state    dbusapi.ManagerState
+	nudge    chan struct{}
+}
+
+// Schedule computes the next activation after a time (engine/schedule's
+// *Cron satisfies it).
+type Schedule interface {
+	Next(time.Time) time.Time
+	String() string
+}
+
+// ErrNameTaken is returned when another process owns the bus name.
+var ErrNameTaken = errors.New("the bus name " + dbusapi.BusName + " is already owned (is another pme2go-backupd running?)")
+
+func (d *Daemon) connect(ctx context.Context) (*dbus.Conn, error) {
+	opts := []dbus.ConnOption{dbus.WithIncomingInterceptor(func(m *dbus.Message) {
+		if m.Type == dbus.TypeMethodCall {
+			d.mu.Lock()
+			d.lastCall = time.Now()
+			d.mu.Unlock()
+		}
+	})}
+	if d.BusAddress != "" {
+		return dbus.Connect(d.BusAddress, opts...)
+	}
+	return dbus.ConnectSystemBus(opts...)
+}
+
+// Run runs the daemon until ctx is cancelled (SIGTERM), the idle timeout
+// passes, or the bus connection is lost. Running jobs are cancelled at the
+// end and waited for.
+func (d *Daemon) Run(ctx context.Context) error {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.Notify == nil {
+		d.Notify = &Notifier{Log: d.Log}
+	}
+	if d.Beats == nil {
+		d.Beats = &Heartbeats{}
+	}
+	d.nudge = make(chan struct{}, 1)
+	d.lastCall = time.Now()
+	d.beat = time.Second
+	if f := d.Notify.WatchdogEnabled; f != nil || os.Getenv("WATCHDOG_USEC") != "" {
+		if f == nil {
+			f = sd.SdWatchdogEnabled
+		}
+		if iv, err := f(false); err == nil && iv > 0 && iv/4 < d.beat {
+			d.beat = iv / 4
+		}
+	}
+
+	hist, err := OpenHistory(d.StateDir, d.HistorySize)
+	if err != nil {
+		d.Log.Warn("job history", "error", err)
+	}
+	conn, err := d.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to the system bus: %w", err)
+	}
+	defer conn.Close()
+
+	// Jobs get their own context: cancelled when the daemon stops, after
+	// the name is released, so that their last signals still go out.
+	jobCtx, cancelJobs := context.WithCancel(context.Background())
+	defer cancelJobs()
+	d.jobs = NewJobs(jobCtx, d.Engine, hist, d.Log)
+	auth := &dbusapi.Authorizer{Conn: conn, Group: d.Group, Polkit: d.Polkit, Log: d.Log}
+	d.server = dbusapi.NewServer(jobCtx, conn, backend{d}, auth, d.Log)
+	d.jobs.Observe(d.server)
+	d.jobs.OnChange(d.poke)
+	if err := d.server.Export(d.Version); err != nil {
+		return err
+	}
+	d.refresh(ctx)
+	reply, err := conn.RequestName(dbusapi.BusName, dbus.NameFlagDoNotQueue)
+	if err != nil {
+		return fmt.Errorf("request bus name %s: %w", dbusapi.BusName, err)
+	}
+	if reply != dbus.RequestNameReplyPrimaryOwner && reply != dbus.RequestNameReplyAlreadyOwner {
+		return ErrNameTaken
+	}
+	d.Log.Info("ready", "bus_name", dbusapi.BusName, "version", d.Version)
+	d.Notify.Ready(d.statusLine())
+
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	go d.Notify.Watchdog(loopCtx, d.Beats)
+	if len(d.Schedules) > 0 {
+		go d.scheduler(loopCtx)
+	}
+	why := d.mainLoop(loopCtx, conn)
+	stopLoops()
+
+	d.Log.Info("stopping", "reason", why)
+	d.setState("stopping")
+	d.Notify.Stopping("stopping: " + why)
+	_, _ = conn.ReleaseName(dbusapi.BusName)
+	cancelJobs()
+	d.jobs.Wait()
+	d.Log.Info("stopped")
+	if why == "bus connection lost" {
+		return errors.New("the bus connection was lost")
+	}
+	return nil
+}
+
+// mainLoop refreshes the properties and status line, watches the bus
+// connection and the idle timer; it returns why it stopped.
+func (d *Daemon) mainLoop(ctx context.Context, conn *dbus.Conn) string {
+	tick := time.NewTicker(d.beat)
+	defer tick.Stop()
+	refreshEvery := 30 * time.Second
+	lastRefresh := time.Now()
+	for {
+		d.Beats.Beat("main")
+		select {
+		case <-ctx.Done():
+			return "signal"
+		case <-d.nudge:
+			d.refresh(ctx)
+			lastRefresh = time.Now()
+		case <-tick.C:
+			if !conn.Connected() {
+				return "bus connection lost"
+			}
+			if time.Since(lastRefresh) >= refreshEvery {
+				d.refresh(ctx)
+				lastRefresh = time.Now()
+			} else {
+				d.updateRunning()
+			}
+			if d.idle() {
+				return "idle"
+			}
+		}
+	}
+}
+
+func (d *Daemon) poke() {
+	select {
+	case d.nudge <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Daemon) idle() bool {
+	if d.IdleTimeout <= 0 || len(d.Schedules) > 0 || len(d.jobs.Running()) > 0 {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.state.Streaming && time.Since(d.lastCall) >= d.IdleTimeout
+}
+
+// refresh recomputes the Manager's properties from the archives and jobs.
+func (d *Daemon) refresh(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := d.Engine.ListBackups(cctx)
+	d.mu.Lock()
+	if err == nil {
+		d.state.LastFull, d.state.LastFullTime, d.state.LastIncremental, d.state.LastIncrTime = "", time.Time{}, "", time.Time{}
+		for _, b := range list {
+			if b.Type == "full" && !b.Time.Before(d.state.LastFullTime) {
+				d.state.LastFull, d.state.LastFullTime = b.Path, b.Time
+			}
+			if b.Type == "incremental" && !b.Time.Before(d.state.LastIncrTime) {
+				d.state.LastIncremental, d.state.LastIncrTime = b.Path, b.Time
+			}
+		}
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.Log.Warn("list backups", "error", err)
+	}
+	d.updateRunning()
+}
+
+// updateRunning refreshes the job list, State and the status line.
+func (d *Daemon) updateRunning() {
+	running := d.jobs.Running()
+	d.mu.Lock()
+	d.state.Jobs = d.state.Jobs[:0]
+	for _, j := range running {
+		d.state.Jobs = append(d.state.Jobs, j.ID)
+	}
+	if d.state.State != "stopping" {
+		switch {
+		case len(running) > 0:
+			d.state.State = "running"
+		case d.state.Streaming:
+			d.state.State = "streaming"
+		default:
+			d.state.State = "idle"
+		}
+	}
+	d.state.NextScheduled = d.nextRuns(time.Now())
+	st := d.state
+	st.Jobs = append([]uint64(nil), d.state.Jobs...)
+	d.mu.Unlock()
+	d.server.SetManagerState(st)
+	d.Notify.Status(d.statusLine())
+}
+
+func (d *Daemon) setState(s string) {
+	d.mu.Lock()
+	d.state.State = s
+	st := d.state
+	d.mu.Unlock()
+	d.server.SetManagerState(st)
+}
+
+// statusLine is the STATUS= text: what the daemon is doing.
+func (d *Daemon) statusLine() string {
+	running := d.jobs.Running()
+	if len(running) > 0 {
+		var parts []string
+		for _, j := range running {
+			p := fmt.Sprintf("job %d %s: %s", j.ID, j.Kind, j.Phase)
+			if j.ProgressValid {
+				p += fmt.Sprintf(" %.0f%%", j.Progress*100)
+			}
+			parts = append(parts, p)
+		}
+		return "running " + strings.Join(parts, "; ")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := "idle"
+	if d.state.Streaming {
+		s = "streaming"
+	}
+	if d.state.LastFull != "" {
+		s += "; last full backup " + d.state.LastFullTime.UTC().Format(time.RFC3339)
+	}
+	return s
+}
+
+// nextRuns is the NextScheduled property: the built-in scheduler's next
+// activations.
+func (d *Daemon) nextRuns(now time.Time) map[string]time.Time {
+	out := map[string]time.Time{}
+	for kind, s := range d.Schedules {
+		out[kind] = s.Next(now)
+	}
+	return out
+}
+
+// scheduler starts the scheduled jobs (hosts without systemd timers). A
+// run that finds its databases busy is skipped and logged.
+func (d *Daemon) scheduler(ctx context.Context) {
+	defer d.Beats.Forget("scheduler")
+	next := d.nextRuns(time.Now())
+	for kind, t := range next {
+		d.Log.Info("scheduled", "backup_type", kind, "schedule", d.Schedules[kind].String(), "next", t.Format(time.RFC3339))
+	}
+	tick := time.NewTicker(d.beat)
+	defer tick.Stop()
+	for {
+		d.Beats.Beat("scheduler")
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			kinds := make([]string, 0, len(next))
+			for k := range next {
+				kinds = append(kinds, k)
+			}
+			sort.Strings(kinds) // cleanup, full, incremental: a stable order
+			for _, kind := range kinds {
+				if t := next[kind]; t.IsZero() || now.Before(t) {
+					continue
+				}
+				next[kind] = d.Schedules[kind].Next(now)
+				req := dbusapi.JobRequest{Kind: kind, Trigger: "scheduled", Caller: dbusapi.Caller{UID: uint32(os.Getuid())}}
+				if j, err := d.jobs.StartJob(req); err != nil {
+					d.Log.Warn("scheduled job skipped", "backup_type", kind, "error_code", dbusapi.AsError(err).Code, "error", err)
+				} else {
+					d.Log.Info("scheduled job started", "backup_type", kind, "job", j.ID)
+				}
+			}
+		}
+	}
+}
+
+// backend implements dbusapi.Backend over the daemon.
+type backend struct{ d *Daemon }
+
+func (b backend) StartJob(req dbusapi.JobRequest) (dbusapi.JobInfo, error) {
+	return b.d.jobs.StartJob(req)
+}
+
+func (b backend) CancelJob(id uint64, by dbusapi.Caller) error { return b.d.jobs.CancelJob(id, by) }
+
+func (b backend) ListBackups(ctx context.Context) ([]dbusapi.BackupEntry, error) {
+	return b.d.Engine.ListBackups(ctx)
+}
+
+func (b backend) Mark(ctx context.Context, name string) (string, error) {
+	return b.d.Engine.Mark(ctx, name)
+}
+
+func (b backend) Status(ctx context.Context) (map[string]any, error) {
+	d := b.d
+	eng, err := d.Engine.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	engJSON, _ := json.Marshal(eng)
+	d.mu.Lock()
+	st := d.state
+	d.mu.Unlock()
+	var jobs []dbus.ObjectPath
+	for _, j := range d.jobs.Running() {
+		jobs = append(jobs, j.Path())
+	}
+	if jobs == nil {
+		jobs = []dbus.ObjectPath{}
+	}
+	var hist []map[string]any
+	if d.jobs.History != nil {
+		for _, r := range d.jobs.History.Records() {
+			m := map[string]any{"id": r.ID, "kind": r.Kind, "state": r.State, "startedAt": r.StartedAt,
+				"finishedAt": r.FinishedAt, "duration": r.Duration, "bytes": r.Bytes, "result": r.Result,
+				"errorCode": r.ErrorCode, "error": r.Error, "trigger": r.Trigger, "startedByUid": r.StartedByUID}
+			if len(r.Databases) > 0 {
+				m["databases"] = r.Databases
+			}
+			hist = append(hist, m)
+		}
+	}
+	if hist == nil {
+		hist = []map[string]any{}
+	}
+	return map[string]any{
+		"version":           d.Version,
+		"state":             st.State,
+		"databases":         d.Engine.Databases(),
+		"jobs":              jobs,
+		"history":           hist,
+		"nextScheduled":     st.NextScheduled,
+		"streaming":         st.Streaming,
+		"streamingLagBytes": st.StreamingLagBytes,
+		"lastFullBackup":    st.LastFull,
+		"lastIncremental":   st.LastIncremental,
+		"engine":            string(engJSON),
+	}, nil
+}

@@ -1,0 +1,486 @@
+package dbusapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+	"github.com/godbus/dbus/v5/prop"
+)
+
+// Backend is what the exported objects need from the daemon (declared here,
+// implemented by the daemon's job manager). StartJob must call the server's
+// JobStarted before it returns, so that the job's object exists when the
+// caller receives its path.
+type Backend interface {
+	StartJob(req JobRequest) (JobInfo, error)
+	CancelJob(id uint64, by Caller) error
+	ListBackups(ctx context.Context) ([]BackupEntry, error)
+	Status(ctx context.Context) (map[string]any, error)
+	Mark(ctx context.Context, name string) (string, error)
+}
+
+// KeepFinishedJobs is how many finished job objects stay exported (so that a
+// client can read a short job's outcome after it ended).
+const KeepFinishedJobs = 32
+
+// callTimeout bounds the synchronous methods (D-Bus clients wait 25 s by
+// default).
+const callTimeout = 24 * time.Second
+
+// Server exports the Manager object and one object per job on a bus
+// connection.
+type Server struct {
+	conn    *dbus.Conn
+	backend Backend
+	auth    *Authorizer
+	log     *slog.Logger
+	ctx     context.Context
+
+	mu       sync.Mutex
+	jobs     map[uint64]*jobObject
+	finished []uint64
+	mprops   *prop.Properties
+	mstate   ManagerState
+}
+
+type jobObject struct {
+	s     *Server
+	id    uint64
+	props *prop.Properties
+	info  JobInfo
+}
+
+// NewServer prepares a server; Export makes it visible. ctx bounds every
+// call the server makes (authorization, backend calls).
+func NewServer(ctx context.Context, conn *dbus.Conn, backend Backend, auth *Authorizer, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{conn: conn, backend: backend, auth: auth, log: log, ctx: ctx, jobs: map[uint64]*jobObject{},
+		mstate: ManagerState{State: "idle"}}
+}
+
+// Export exports the Manager object (its methods, properties and
+// introspection). Request the bus name after it returns.
+func (s *Server) Export(version string) error {
+	if err := s.conn.Export(managerObj{s}, ManagerPath, ManagerIface); err != nil {
+		return fmt.Errorf("export manager: %w", err)
+	}
+	props, err := prop.Export(s.conn, ManagerPath, prop.Map{ManagerIface: managerProps(version, s.mstate)})
+	if err != nil {
+		return fmt.Errorf("export manager properties: %w", err)
+	}
+	s.mprops = props
+	if err := s.conn.Export(introspectable(func() string {
+		var children []string
+		s.mu.Lock()
+		if len(s.jobs) > 0 {
+			children = []string{"job"}
+		}
+		s.mu.Unlock()
+		return objectXML(ManagerIface, children)
+	}), ManagerPath, introIface); err != nil {
+		return fmt.Errorf("export introspection: %w", err)
+	}
+	return nil
+}
+
+type introspectable func() string
+
+func (f introspectable) Introspect() (string, *dbus.Error) { return f(), nil }
+
+func constProp(v any) *prop.Prop { return &prop.Prop{Value: v, Emit: prop.EmitConst} }
+
+// prop's own emission is off (EmitFalse); the server emits one
+// PropertiesChanged per update carrying every changed property.
+func varProp(v any) *prop.Prop { return &prop.Prop{Value: v, Emit: prop.EmitFalse} }
+
+func managerValues(st ManagerState) map[string]any {
+	next := map[string]uint64{}
+	for k, t := range st.NextScheduled {
+		next[k] = usec(t)
+	}
+	jobs := make([]dbus.ObjectPath, 0, len(st.Jobs))
+	for _, id := range st.Jobs {
+		jobs = append(jobs, JobPath(id))
+	}
+	return map[string]any{
+		"State":                          st.State,
+		"Jobs":                           jobs,
+		"LastFullBackup":                 st.LastFull,
+		"LastFullBackupTimestamp":        usec(st.LastFullTime),
+		"LastIncrementalBackup":          st.LastIncremental,
+		"LastIncrementalBackupTimestamp": usec(st.LastIncrTime),
+		"Streaming":                      st.Streaming,
+		"StreamingLagBytes":              st.StreamingLagBytes,
+		"RecoveryWindowStart":            usec(st.WindowStart),
+		"RecoveryWindowEnd":              usec(st.WindowEnd),
+		"NextScheduled":                  next,
+	}
+}
+
+func managerProps(version string, st ManagerState) map[string]*prop.Prop {
+	m := map[string]*prop.Prop{"Version": constProp(version)}
+	for k, v := range managerValues(st) {
+		m[k] = varProp(v)
+	}
+	return m
+}
+
+func jobValues(j JobInfo) map[string]any {
+	dbs := j.Databases
+	if dbs == nil {
+		dbs = []string{}
+	}
+	errName, errMsg := "", ""
+	if j.Error != nil {
+		errName, errMsg = j.Error.Name(), j.Error.Error()
+	}
+	return map[string]any{
+		"Kind":          j.Kind,
+		"State":         j.State,
+		"Phase":         j.Phase,
+		"Progress":      j.Progress,
+		"ProgressValid": j.ProgressValid,
+		"Bytes":         j.Bytes,
+		"StartedByUID":  j.StartedByUID,
+		"Databases":     dbs,
+		"Cancelable":    j.Cancelable,
+		"StartedAt":     usec(j.StartedAt),
+		"FinishedAt":    usec(j.FinishedAt),
+		"Result":        j.Result,
+		"ResultJSON":    j.ResultJSON,
+		"ErrorName":     errName,
+		"ErrorMessage":  errMsg,
+	}
+}
+
+var constJobProps = map[string]bool{"Kind": true, "StartedByUID": true, "Databases": true, "StartedAt": true}
+
+// update sets the changed values of iface on props and emits one
+// PropertiesChanged signal listing them.
+func (s *Server) update(path dbus.ObjectPath, props *prop.Properties, iface string, values map[string]any) {
+	changed := map[string]dbus.Variant{}
+	for k, v := range values {
+		if reflect.DeepEqual(props.GetMust(iface, k), v) {
+			continue
+		}
+		props.SetMust(iface, k, v)
+		changed[k] = dbus.MakeVariant(v)
+	}
+	if len(changed) == 0 {
+		return
+	}
+	if err := s.conn.Emit(path, propsIface+".PropertiesChanged", iface, changed, []string{}); err != nil {
+		s.log.Debug("emit PropertiesChanged", "path", string(path), "error", err)
+	}
+}
+
+// SetManagerState updates the Manager's properties (PropertiesChanged for
+// those that changed).
+func (s *Server) SetManagerState(st ManagerState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mstate = st
+	if s.mprops != nil {
+		s.update(ManagerPath, s.mprops, ManagerIface, managerValues(st))
+	}
+}
+
+// JobStarted exports the job's object and, for backups, emits BackupStarted.
+func (s *Server) JobStarted(j JobInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := j.Path()
+	jo := &jobObject{s: s, id: j.ID, info: j}
+	m := map[string]*prop.Prop{}
+	for k, v := range jobValues(j) {
+		if constJobProps[k] {
+			m[k] = constProp(v)
+		} else {
+			m[k] = varProp(v)
+		}
+	}
+	props, err := prop.Export(s.conn, path, prop.Map{JobIface: m})
+	if err != nil {
+		s.log.Error("export job properties", "job", j.ID, "error", err)
+		return
+	}
+	jo.props = props
+	if err := s.conn.Export(jobMethods{jo}, path, JobIface); err != nil {
+		s.log.Error("export job", "job", j.ID, "error", err)
+	}
+	_ = s.conn.Export(introspectable(func() string { return objectXML(JobIface, nil) }), path, introIface)
+	s.jobs[j.ID] = jo
+	if isBackup(j.Kind) {
+		_ = s.conn.Emit(ManagerPath, ManagerIface+".BackupStarted", j.Kind, usec(j.StartedAt), path)
+	}
+}
+
+func isBackup(kind string) bool { return kind == KindFull || kind == KindIncremental }
+
+// JobUpdated publishes a running job's new state (PropertiesChanged).
+func (s *Server) JobUpdated(j JobInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	jo, ok := s.jobs[j.ID]
+	if !ok {
+		return
+	}
+	jo.info = j
+	s.update(j.Path(), jo.props, JobIface, jobValues(j))
+}
+
+// JobFinished publishes a job's outcome: its properties, its Completed
+// signal and, for backups, BackupCompleted or BackupFailed. Old finished
+// jobs beyond KeepFinishedJobs are unexported.
+func (s *Server) JobFinished(j JobInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	jo, ok := s.jobs[j.ID]
+	if !ok {
+		return
+	}
+	jo.info = j
+	path := j.Path()
+	s.update(path, jo.props, JobIface, jobValues(j))
+	success := j.State == JobSucceeded
+	errName, msg := "", ""
+	if j.Error != nil {
+		errName, msg = j.Error.Name(), j.Error.Error()
+	}
+	_ = s.conn.Emit(path, JobIface+".Completed", success, errName, msg)
+	if isBackup(j.Kind) {
+		if success {
+			_ = s.conn.Emit(ManagerPath, ManagerIface+".BackupCompleted", j.Kind, usec(j.FinishedAt), j.Result,
+				j.Duration().Seconds(), j.Bytes, path)
+		} else {
+			code := CodeFailed
+			if j.Error != nil {
+				code = j.Error.Code
+			}
+			_ = s.conn.Emit(ManagerPath, ManagerIface+".BackupFailed", j.Kind, usec(j.FinishedAt), code, msg, path)
+		}
+	}
+	s.finished = append(s.finished, j.ID)
+	for len(s.finished) > KeepFinishedJobs {
+		old := s.finished[0]
+		s.finished = s.finished[1:]
+		p := JobPath(old)
+		_ = s.conn.Export(nil, p, JobIface)
+		_ = s.conn.Export(nil, p, propsIface)
+		_ = s.conn.Export(nil, p, introIface)
+		delete(s.jobs, old)
+	}
+}
+
+// guard turns a panic in a method into an error reply, so that every method
+// replies exactly once and the daemon keeps running.
+func (s *Server) guard(method string, derr **dbus.Error) {
+	if r := recover(); r != nil {
+		s.log.Error("panic in method", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		*derr = toDBus(Errorf(CodeFailed, "", fmt.Sprintf("%s: internal error", method)))
+	}
+}
+
+func (s *Server) authorize(msg dbus.Message, action string) (Caller, context.Context, context.CancelFunc, *dbus.Error) {
+	ctx, cancel := context.WithTimeout(s.ctx, callTimeout)
+	sender, _ := msg.Headers[dbus.FieldSender].Value().(string)
+	interactive := msg.Flags&0x4 != 0 // ALLOW_INTERACTIVE_AUTHORIZATION
+	c, err := s.auth.Authorize(ctx, sender, action, interactive)
+	if err != nil {
+		cancel()
+		return c, nil, nil, toDBus(err)
+	}
+	return c, ctx, cancel, nil
+}
+
+type managerObj struct{ s *Server }
+
+func (m managerObj) start(msg dbus.Message, action string, req JobRequest) (dbus.ObjectPath, *dbus.Error) {
+	c, _, cancel, derr := m.s.authorize(msg, action)
+	if derr != nil {
+		return "/", derr
+	}
+	defer cancel()
+	req.Caller = c
+	j, err := m.s.backend.StartJob(req)
+	if err != nil {
+		m.s.log.Info("job refused", "kind", req.Kind, "caller_uid", c.UID, "error_code", AsError(err).Code, "error", err)
+		return "/", toDBus(err)
+	}
+	m.s.log.Info("job started", "job", j.ID, "kind", req.Kind, "caller_uid", c.UID, "admin", true)
+	return j.Path(), nil
+}
+
+// StartBackup implements org.pme2go.Backup1.Manager.StartBackup.
+func (m managerObj) StartBackup(msg dbus.Message, kind string, opts map[string]dbus.Variant) (p dbus.ObjectPath, derr *dbus.Error) {
+	defer m.s.guard("StartBackup", &derr)
+	if kind != KindFull && kind != KindIncremental {
+		return "/", toDBus(Errorf(CodeInvalidArgs, `use "full" or "incremental"`, fmt.Sprintf("StartBackup: unknown kind %q", kind)))
+	}
+	d := newOptionDecoder("StartBackup", opts, map[string]string{"databases": "as", "trigger": "s"})
+	if d.err != nil {
+		return "/", toDBus(d.err)
+	}
+	trigger := d.str("trigger")
+	if trigger == "" {
+		trigger = "manual"
+	}
+	return m.start(msg, ActionBackup, JobRequest{Kind: kind, Databases: d.strs("databases"), Trigger: trigger})
+}
+
+var restoreOptions = map[string]string{
+	"target-time": "s", "target-lsn": "s", "target-xid": "s", "target-name": "s", "latest": "b",
+	"target-exclusive": "b", "target-db": "s", "databases": "as", "force": "b", "no-safety-backup": "b",
+	"restore-logs": "b", "restore-globals": "b", "no-owner": "b", "resume": "b", "dry-run": "b",
+}
+
+// Restore implements org.pme2go.Backup1.Manager.Restore.
+func (m managerObj) Restore(msg dbus.Message, backup string, opts map[string]dbus.Variant) (p dbus.ObjectPath, derr *dbus.Error) {
+	defer m.s.guard("Restore", &derr)
+	d := newOptionDecoder("Restore", opts, restoreOptions)
+	if d.err != nil {
+		return "/", toDBus(d.err)
+	}
+	ro := RestoreOptions{
+		TargetTime: d.str("target-time"), TargetLSN: d.str("target-lsn"), TargetXid: d.str("target-xid"),
+		TargetName: d.str("target-name"), Latest: d.boolean("latest"), TargetExclusive: d.boolean("target-exclusive"),
+		TargetDB: d.str("target-db"), Force: d.boolean("force"), NoSafetyBackup: d.boolean("no-safety-backup"),
+		RestoreLogs: d.boolean("restore-logs"), RestoreGlobals: d.boolean("restore-globals"), NoOwner: d.boolean("no-owner"),
+		Resume: d.boolean("resume"),
+	}
+	if backup == "" && !ro.HasTarget() {
+		return "/", toDBus(Errorf(CodeInvalidArgs, `name an archive, or give "target-time", "target-lsn", "target-xid", "target-name" or "latest"`,
+			"Restore: no backup and no target"))
+	}
+	return m.start(msg, ActionRestore, JobRequest{Kind: KindRestore, Backup: backup, Restore: ro,
+		Databases: d.strs("databases"), DryRun: d.boolean("dry-run")})
+}
+
+// Cleanup implements org.pme2go.Backup1.Manager.Cleanup.
+func (m managerObj) Cleanup(msg dbus.Message, opts map[string]dbus.Variant) (p dbus.ObjectPath, derr *dbus.Error) {
+	defer m.s.guard("Cleanup", &derr)
+	d := newOptionDecoder("Cleanup", opts, map[string]string{"dry-run": "b"})
+	if d.err != nil {
+		return "/", toDBus(d.err)
+	}
+	return m.start(msg, ActionManage, JobRequest{Kind: KindCleanup, DryRun: d.boolean("dry-run")})
+}
+
+// Verify implements org.pme2go.Backup1.Manager.Verify.
+func (m managerObj) Verify(msg dbus.Message, backup string) (p dbus.ObjectPath, derr *dbus.Error) {
+	defer m.s.guard("Verify", &derr)
+	return m.start(msg, ActionBackup, JobRequest{Kind: KindVerify, Backup: backup})
+}
+
+// backupTuple is one ListBackups entry, (ssstta{sv}).
+type backupTuple struct {
+	Name    string
+	Type    string
+	Path    string
+	Time    uint64
+	Size    uint64
+	Details map[string]dbus.Variant
+}
+
+// ListBackups implements org.pme2go.Backup1.Manager.ListBackups.
+func (m managerObj) ListBackups(msg dbus.Message) (out []backupTuple, derr *dbus.Error) {
+	defer m.s.guard("ListBackups", &derr)
+	_, ctx, cancel, derr := m.s.authorize(msg, ActionRead)
+	if derr != nil {
+		return nil, derr
+	}
+	defer cancel()
+	list, err := m.s.backend.ListBackups(ctx)
+	if err != nil {
+		return nil, toDBus(err)
+	}
+	out = make([]backupTuple, 0, len(list))
+	for _, b := range list {
+		size := uint64(0)
+		if b.Size > 0 {
+			size = uint64(b.Size)
+		}
+		out = append(out, backupTuple{b.Name, b.Type, b.Path, usec(b.Time), size, toVariantMap(b.Details)})
+	}
+	return out, nil
+}
+
+// GetStatus implements org.pme2go.Backup1.Manager.GetStatus.
+func (m managerObj) GetStatus(msg dbus.Message) (out map[string]dbus.Variant, derr *dbus.Error) {
+	defer m.s.guard("GetStatus", &derr)
+	_, ctx, cancel, derr := m.s.authorize(msg, ActionRead)
+	if derr != nil {
+		return nil, derr
+	}
+	defer cancel()
+	st, err := m.s.backend.Status(ctx)
+	if err != nil {
+		return nil, toDBus(err)
+	}
+	return toVariantMap(st), nil
+}
+
+// Mark implements org.pme2go.Backup1.Manager.Mark.
+func (m managerObj) Mark(msg dbus.Message, name string) (lsn string, derr *dbus.Error) {
+	defer m.s.guard("Mark", &derr)
+	if name == "" {
+		return "", toDBus(Errorf(CodeInvalidArgs, "give the mark a name", "Mark: empty name"))
+	}
+	c, ctx, cancel, derr := m.s.authorize(msg, ActionBackup)
+	if derr != nil {
+		return "", derr
+	}
+	defer cancel()
+	lsn, err := m.s.backend.Mark(ctx, name)
+	if err != nil {
+		return "", toDBus(err)
+	}
+	m.s.log.Info("mark written", "mark", name, "lsn", lsn, "caller_uid", c.UID, "admin", true)
+	return lsn, nil
+}
+
+type jobMethods struct{ jo *jobObject }
+
+// Cancel implements org.pme2go.Backup1.Job.Cancel. The job's starter needs
+// the action that started it; anyone else needs ActionManage.
+func (j jobMethods) Cancel(msg dbus.Message) (derr *dbus.Error) {
+	s := j.jo.s
+	defer s.guard("Cancel", &derr)
+	s.mu.Lock()
+	info := j.jo.info
+	s.mu.Unlock()
+	sender, _ := msg.Headers[dbus.FieldSender].Value().(string)
+	ctx, cancel := context.WithTimeout(s.ctx, callTimeout)
+	defer cancel()
+	var uid uint32
+	if err := s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetConnectionUnixUser", 0, sender).Store(&uid); err != nil {
+		return toDBus(Errorf(CodeNotAuthorized, "", "cannot identify the caller"))
+	}
+	action := ActionManage
+	if uid == info.StartedByUID {
+		action = ActionBackup
+		if info.Kind == KindRestore {
+			action = ActionRestore
+		} else if info.Kind == KindCleanup {
+			action = ActionManage
+		}
+	}
+	c, _, cancel2, derr := s.authorize(msg, action)
+	if derr != nil {
+		return derr
+	}
+	defer cancel2()
+	if err := s.backend.CancelJob(info.ID, c); err != nil {
+		return toDBus(err)
+	}
+	s.log.Info("job cancel requested", "job", info.ID, "caller_uid", c.UID, "admin", true)
+	return nil
+}
