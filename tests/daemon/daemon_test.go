@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -268,8 +269,17 @@ func TestDaemonOverBus(t *testing.T) {
 		if strings.Join(after, "\n") != strings.Join(before, "\n") {
 			t.Fatalf("files left by the cancelled job:\nbefore %v\nafter  %v", before, after)
 		}
-		if out, _ := exec.Command("pgrep", "-x", "pg_dump").Output(); len(out) > 0 {
-			t.Fatalf("pg_dump still running: %s", out)
+		if out, _ := exec.Command("pgrep", "-P", strconv.Itoa(d.cmd.Process.Pid)).Output(); len(out) > 0 {
+			t.Fatalf("child processes of the daemon still running after the cancellation: %s", out)
+		}
+		// pg_dump's sessions end with it (its parallel workers included).
+		for i := 0; ; i++ {
+			if n := sessions(t, c, "pg_dump"); n == 0 {
+				break
+			} else if i == 50 {
+				t.Fatalf("%d pg_dump sessions still open 5 s after the cancellation", n)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 		if n := slots(t, c); n != slotsBefore {
 			t.Errorf("replication slots: %d after the cancelled backup, %d before", n, slotsBefore)
@@ -405,6 +415,16 @@ func TestDaemonOverBus(t *testing.T) {
 			t.Fatalf("history file: %v", err)
 		}
 	})
+}
+
+func sessions(t *testing.T, c *pgharness.Cluster, app string) int {
+	conn := c.Conn(t, "postgres")
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()", app).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func slots(t *testing.T, c *pgharness.Cluster) int {
