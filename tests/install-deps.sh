@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need when it is missing: the PostgreSQL
-# server and client, xz and zstd. Uses apt-get on Debian/Ubuntu; elsewhere it
+# server and client, xz and zstd, systemd-analyze. Uses apt-get on Debian/Ubuntu; elsewhere it
 # only reports what is missing.
 set -euo pipefail
 
@@ -16,6 +16,8 @@ command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+# Unit checks (tests/units): systemd-analyze.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
