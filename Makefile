@@ -8,12 +8,13 @@ LDFLAGS  := -X github.com/pme2go/pme2go-backup/engine/version.Version=$(VERSION)
 BIN      := bin
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps test test-short bench demo lint fmt clean
+.PHONY: all build deps test test-short bench demo lint fmt clean package system-test
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/pme2go-backup ./cmd/pme2go-backup
+	$(if $(wildcard cmd/pme2go-backupd/*.go),$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/pme2go-backupd ./cmd/pme2go-backupd)
 
 deps:
 	bash tests/install-deps.sh
@@ -34,6 +35,23 @@ bench: deps build
 
 demo: deps build
 	bash tests/demo.sh
+
+# deb and rpm packages in $(BIN)/packages, built by a pinned nfpm installed in
+# $(BIN)/tools (newer nfpm releases do not build here).
+NFPM_VERSION := v2.45.2
+NFPM := $(BIN)/tools/nfpm-$(NFPM_VERSION)
+
+$(NFPM):
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	mv $(BIN)/tools/nfpm $@
+
+package: $(NFPM)
+	GO='$(GO)' LDFLAGS='$(LDFLAGS)' bash packaging/build-packages.sh $(NFPM) $(BIN)/packages
+
+# The packages installed into a booted Debian root file system (systemd-nspawn);
+# see tests/system. Run by .ci/run after make test.
+system-test: deps package
+	$(GO) test -count=1 -timeout 15m -v ./tests/system/
 
 # gofmt, go vet, and the layering check of DESIGN.md (tests/layering): engine
 # never imports cmd, daemon or dbusapi; outside engine only engine/ops and its
