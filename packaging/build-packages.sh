@@ -38,6 +38,7 @@ esac
 export PKG_VERSION
 
 rm -rf "$stage"
+rm -f "$out"/pme2go-backup[_-]*.deb "$out"/pme2go-backup-*.rpm
 mkdir -p "$stage/man" "$out"
 
 GO=${GO:-go}
