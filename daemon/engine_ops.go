@@ -6,22 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/apply"
-	"github.com/pme2go/pme2go-backup/engine/archive"
-	"github.com/pme2go/pme2go-backup/engine/backup"
-	"github.com/pme2go/pme2go-backup/engine/catalog"
-	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
-	"github.com/pme2go/pme2go-backup/engine/incremental"
-	"github.com/pme2go/pme2go-backup/engine/pgclient"
-	"github.com/pme2go/pme2go-backup/engine/restore"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
-// This file is the only one that knows the engine's packages: it adapts
-// them to the Engine interface.
+// This file is the only one that knows the engine: it adapts the engine's
+// front door (engine/ops) to the Engine interface.
 
 // engineAdapter runs operations in process with a configuration.
 type engineAdapter struct {
@@ -29,14 +22,29 @@ type engineAdapter struct {
 	log *slog.Logger
 }
 
-// NewEngine returns the Engine backed by the engine's packages.
+// NewEngine returns the Engine backed by the engine's front door.
 func NewEngine(cfg *config.Config, log *slog.Logger) Engine {
 	return &engineAdapter{cfg: cfg, log: log}
 }
 
 func (e *engineAdapter) Databases() []string { return append([]string(nil), e.cfg.DBNames...) }
 
-// engineError gives an engine error its code.
+// fixText words a front-door fix for D-Bus callers: the option names of the
+// API ("force", "target-db", ...) rather than a CLI's flags.
+func fixText(f *ops.Fix) (text, action string) {
+	if f == nil {
+		return "", ""
+	}
+	action = string(f.Action)
+	text = f.Text
+	if text == "" && action != "" {
+		text = fmt.Sprintf("repeat with the %q option", action)
+	}
+	return text, action
+}
+
+// engineError converts a front-door error to the API's error (same code,
+// message and fix).
 func engineError(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
@@ -45,28 +53,12 @@ func engineError(ctx context.Context, err error) error {
 	if errors.As(err, &de) {
 		return de
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("%w: %w", ctx.Err(), err)
+	if ctx.Err() != nil && !errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
 	}
-	var ce *config.Error
-	msg := err.Error()
-	switch {
-	case errors.As(err, &ce):
-		return dbusapi.Errorf("CONFIG", "correct the configuration key named", msg)
-	case errors.Is(err, restore.ErrNotEmpty):
-		return dbusapi.Errorf("NOT_EMPTY", `pass "force" (a safety backup is taken first), or choose another "target-db"`, msg)
-	case strings.Contains(msg, "no such file") || strings.Contains(msg, "not found"):
-		return dbusapi.Errorf("ENOENT", "check the name with ListBackups", msg)
-	case strings.Contains(msg, "permission denied"):
-		return dbusapi.Errorf("EACCES", "check the ownership and mode of BACKUP_DIR", msg)
-	case strings.Contains(msg, "no space left"):
-		return dbusapi.Errorf("ENOSPC", "free space in BACKUP_DIR or lower BACKUP_RETENTION_DAYS", msg)
-	case strings.Contains(msg, "pg_dump"):
-		return dbusapi.Errorf("PG_DUMP_ERR", "see the daemon's log for pg_dump's message", msg)
-	case strings.Contains(msg, "connect"):
-		return dbusapi.Errorf("CONN_ERR", "check DB_HOST, DB_PORT, DB_USER and the password source", msg)
-	}
-	return dbusapi.Errorf(dbusapi.CodeFailed, "", msg)
+	c := ops.Classify(err)
+	text, action := fixText(c.Fix)
+	return &dbusapi.Error{Code: string(c.Code), Message: err.Error(), Fix: text, Action: action}
 }
 
 func (e *engineAdapter) Validate(req dbusapi.JobRequest) error {
@@ -93,129 +85,83 @@ func (e *engineAdapter) Validate(req dbusapi.JobRequest) error {
 	return nil
 }
 
+// progressOf adapts the front door's progress events. A full backup's dump
+// counts for the first half and its archive for the second.
+func progressOf(kind string, progress func(Progress)) ops.Progress {
+	return func(ev ops.ProgressEvent) {
+		p := Progress{Phase: strings.TrimSpace(ev.Phase + " " + ev.Object)}
+		if f, ok := ev.Fraction(); ok {
+			p.Fraction, p.Valid = f, true
+			if kind == dbusapi.KindFull {
+				switch ev.Phase {
+				case "dump":
+					p.Fraction = f / 2
+				case "archive":
+					p.Fraction = 0.5 + f/2
+				}
+			}
+		}
+		if ev.Unit == "bytes" && ev.Done > 0 {
+			p.Bytes = uint64(ev.Done)
+		}
+		progress(p)
+	}
+}
+
 func (e *engineAdapter) Run(ctx context.Context, req dbusapi.JobRequest, progress func(Progress)) (Outcome, error) {
-	out, err := e.run(ctx, req, progress)
+	out, err := e.run(ctx, req, progressOf(req.Kind, progress))
 	return out, engineError(ctx, err)
 }
 
-func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, progress func(Progress)) (Outcome, error) {
+func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.Progress) (Outcome, error) {
 	switch req.Kind {
 	case dbusapi.KindFull:
-		res, err := backup.Full(ctx, e.cfg, backup.Options{Trigger: req.Trigger, Databases: req.Databases, Log: e.log,
-			Progress: func(p backup.Progress) {
-				pr := Progress{Phase: strings.TrimSpace(p.Phase + " " + p.Database), Bytes: uint64(max(p.Done, 0))}
-				if p.Total > 0 {
-					// dump is the first half, archive the second.
-					f := float64(p.Done) / float64(p.Total)
-					if p.Phase == "archive" {
-						f = 0.5 + f/2
-					} else {
-						f /= 2
-					}
-					pr.Fraction, pr.Valid = f, true
-				}
-				progress(pr)
-			}})
+		res, err := ops.Full(ctx, e.cfg, ops.FullOptions{Databases: req.Databases, Trigger: req.Trigger, Log: e.log}, p)
 		if err != nil {
 			return Outcome{}, err
 		}
-		return Outcome{Path: res.Path, Size: res.Size, Result: map[string]any{"path": res.Path, "size": res.Size, "duration": res.Duration.Seconds()}}, nil
+		return Outcome{Path: res.Path, Size: res.Size, Result: res}, nil
 	case dbusapi.KindIncremental:
-		progress(Progress{Phase: "seal"})
-		res, err := incremental.Take(ctx, e.cfg, incremental.Options{Databases: req.Databases, Trigger: req.Trigger, Log: e.log})
-		if err != nil {
-			return Outcome{}, err
-		}
+		res, err := ops.Incremental(ctx, e.cfg, ops.IncrementalOptions{Databases: req.Databases, Trigger: req.Trigger, Log: e.log}, p)
 		out := Outcome{Result: res}
-		for _, r := range res {
-			out.Path = r.Path
+		if res != nil {
+			for _, a := range res.Archives {
+				out.Path = a.Path
+			}
 		}
-		return out, nil
+		return out, err
 	case dbusapi.KindRestore:
-		var tp *apply.Target
 		ro := req.Restore
-		t, err := apply.ParseTarget(apply.TargetSpec{Time: ro.TargetTime, LSN: ro.TargetLSN, Xid: ro.TargetXid,
-			Name: ro.TargetName, Latest: ro.Latest, Exclusive: ro.TargetExclusive})
-		switch {
-		case err == nil:
-			tp = &t
-		case !errors.Is(err, apply.ErrNoTarget):
-			return Outcome{}, dbusapi.Errorf(dbusapi.CodeInvalidArgs, "", err.Error())
-		}
-		res, err := restore.Run(ctx, e.cfg, restore.Options{Backup: req.Backup, Target: tp, Resume: ro.Resume,
-			TargetDB: ro.TargetDB, Databases: req.Databases, Force: ro.Force, NoSafetyBackup: ro.NoSafetyBackup,
-			NoOwner: ro.NoOwner, RestoreGlobals: ro.RestoreGlobals, RestoreLogs: ro.RestoreLogs, DryRun: req.DryRun,
-			Log: e.log, Progress: func(step string) { progress(Progress{Phase: step}) }})
+		res, err := ops.Restore(ctx, e.cfg, ops.RestoreOptions{Backup: req.Backup,
+			Target: ops.RestoreTarget{Time: ro.TargetTime, LSN: ro.TargetLSN, Xid: ro.TargetXid, Name: ro.TargetName,
+				Latest: ro.Latest, Exclusive: ro.TargetExclusive},
+			Resume: ro.Resume, TargetDB: ro.TargetDB, Databases: req.Databases, Force: ro.Force,
+			NoSafetyBackup: ro.NoSafetyBackup, NoOwner: ro.NoOwner, RestoreGlobals: ro.RestoreGlobals,
+			RestoreLogs: ro.RestoreLogs, DryRun: req.DryRun, Log: e.log}, p)
 		if err != nil {
 			return Outcome{}, err
 		}
-		return Outcome{Path: res.Plan.Archive, Result: res}, nil
+		return Outcome{Path: res.Archive, Result: res}, nil
 	case dbusapi.KindVerify:
-		all, err := catalog.List(e.cfg.BackupDir)
-		if err != nil {
-			return Outcome{}, err
-		}
-		var targets []catalog.Backup
+		var backups []string
 		if req.Backup != "" {
-			b, err := catalog.Find(e.cfg.BackupDir, req.Backup)
-			if err != nil {
-				return Outcome{}, err
-			}
-			targets = []catalog.Backup{b}
-		} else {
-			targets = all
+			backups = []string{req.Backup}
 		}
-		type verified struct {
-			Name     string   `json:"name"`
-			OK       bool     `json:"ok"`
-			Problems []string `json:"problems,omitempty"`
+		res, err := ops.Verify(ctx, e.cfg, ops.VerifyOptions{Backups: backups}, p)
+		out := Outcome{Result: res}
+		if res != nil && len(res.Archives) == 1 {
+			out.Path = res.Archives[0].Path
 		}
-		var report []verified
-		var bad []string
-		for i, b := range targets {
-			progress(Progress{Phase: "verify " + b.Name, Fraction: float64(i) / float64(len(targets)), Valid: true})
-			rep, err := archive.Verify(ctx, b.Path)
-			if err != nil {
-				return Outcome{}, err
-			}
-			v := verified{Name: b.Name, OK: rep.OK()}
-			for _, p := range rep.Problems {
-				v.Problems = append(v.Problems, p.String())
-			}
-			if !v.OK {
-				bad = append(bad, b.Name)
-			}
-			report = append(report, v)
-		}
-		out := Outcome{Result: report}
-		if len(targets) == 1 {
-			out.Path = targets[0].Path
-		}
-		if len(bad) > 0 {
-			return out, dbusapi.Errorf("CORRUPT", "restore from another backup; take a new full backup", fmt.Sprintf("%d archive(s) failed verification: %s", len(bad), strings.Join(bad, ", ")))
-		}
-		return out, nil
+		return out, err
 	case dbusapi.KindCleanup:
-		all, err := catalog.List(e.cfg.BackupDir)
-		if err != nil {
-			return Outcome{}, err
-		}
-		plan := catalog.Plan(all, e.cfg.RetentionDays, time.Now())
-		var errs []error
-		if !req.DryRun {
-			for _, d := range plan {
-				if !d.Keep {
-					errs = append(errs, catalog.Remove(d.Backup))
-				}
-			}
-		}
-		return Outcome{Result: plan}, errors.Join(errs...)
+		res, err := ops.Cleanup(ctx, e.cfg, ops.CleanupOptions{DryRun: req.DryRun, Log: e.log}, p)
+		return Outcome{Result: res}, err
 	}
 	return Outcome{}, dbusapi.Errorf(dbusapi.CodeInvalidArgs, "", "unknown job kind "+req.Kind)
 }
 
 func (e *engineAdapter) ListBackups(ctx context.Context) ([]dbusapi.BackupEntry, error) {
-	all, err := catalog.List(e.cfg.BackupDir)
+	all, err := ops.List(ctx, e.cfg, ops.ListOptions{}, nil)
 	if err != nil {
 		return nil, engineError(ctx, err)
 	}
@@ -225,14 +171,35 @@ func (e *engineAdapter) ListBackups(ctx context.Context) ([]dbusapi.BackupEntry,
 		if len(b.Databases) > 0 {
 			d["databases"] = b.Databases
 		}
-		if b.ChainID != "" {
-			d["chain"] = b.ChainID
+		str := func(k, v string) {
+			if v != "" {
+				d[k] = v
+			}
 		}
-		if b.Previous != "" {
-			d["previous"] = b.Previous
+		str("chain", b.ChainID)
+		str("previous", b.Previous)
+		str("problem", b.Problem)
+		str("trigger", b.Trigger)
+		if b.StartLSN != 0 {
+			d["startLsn"] = b.StartLSN.String()
 		}
-		if b.Problem != "" {
-			d["problem"] = b.Problem
+		if b.EndLSN != 0 {
+			d["endLsn"] = b.EndLSN.String()
+		}
+		if b.FirstCommitTime != nil {
+			d["firstCommitTime"] = *b.FirstCommitTime
+		}
+		if b.LastCommitTime != nil {
+			d["lastCommitTime"] = *b.LastCommitTime
+		}
+		if b.Transactions > 0 {
+			d["transactions"] = b.Transactions
+		}
+		if b.Safety {
+			d["safety"] = true
+		}
+		if len(b.Warnings) > 0 {
+			d["warnings"] = b.Warnings
 		}
 		out = append(out, dbusapi.BackupEntry{Name: b.Name, Type: b.Type, Path: b.Path, Time: b.Timestamp, Size: b.Size, Details: d})
 	}
@@ -240,31 +207,24 @@ func (e *engineAdapter) ListBackups(ctx context.Context) ([]dbusapi.BackupEntry,
 }
 
 func (e *engineAdapter) Status(ctx context.Context) (any, error) {
-	all, err := catalog.List(e.cfg.BackupDir)
+	res, err := ops.Status(ctx, e.cfg, ops.StatusOptions{}, nil)
 	if err != nil {
 		return nil, engineError(ctx, err)
 	}
-	return map[string]any{"backupDir": e.cfg.BackupDir, "databases": e.cfg.DBNames, "backups": len(all)}, nil
+	return res, nil
 }
 
 func (e *engineAdapter) Mark(ctx context.Context, name string) (string, error) {
-	var parts []string
-	for _, db := range e.cfg.DBNames {
-		conn, err := pgclient.FromConfig(e.cfg).Connect(ctx, db)
-		if err != nil {
-			return "", engineError(ctx, err)
-		}
-		var lsn string
-		err = conn.QueryRow(ctx, `SELECT pg_logical_emit_message(true, $1, $2)::text`, changeset.MarkPrefix, name).Scan(&lsn)
-		conn.Close(context.Background())
-		if err != nil {
-			return "", engineError(ctx, fmt.Errorf("mark %s in %s: %w", name, db, err))
-		}
-		parts = append(parts, db+"="+lsn)
+	res, err := ops.Mark(ctx, e.cfg, ops.MarkOptions{Name: name}, nil)
+	if err != nil {
+		return "", engineError(ctx, err)
 	}
-	if len(parts) == 1 {
-		_, lsn, _ := strings.Cut(parts[0], "=")
-		return lsn, nil
+	if len(res.Marks) == 1 {
+		return res.Marks[0].LSN.String(), nil
+	}
+	parts := make([]string, 0, len(res.Marks))
+	for _, m := range res.Marks {
+		parts = append(parts, m.Database+"="+m.LSN.String())
 	}
 	return strings.Join(parts, ","), nil
 }

@@ -202,7 +202,7 @@ func jobFromProps(id uint64, p map[string]dbus.Variant) JobInfo {
 		}
 	}
 	var started, finished uint64
-	var errName, errMsg string
+	var errName, errMsg, errCode string
 	get("Kind", &j.Kind)
 	get("State", &j.State)
 	get("Phase", &j.Phase)
@@ -218,9 +218,13 @@ func jobFromProps(id uint64, p map[string]dbus.Variant) JobInfo {
 	get("ResultJSON", &j.ResultJSON)
 	get("ErrorName", &errName)
 	get("ErrorMessage", &errMsg)
+	get("ErrorCode", &errCode)
 	j.StartedAt, j.FinishedAt = fromUsec(started), fromUsec(finished)
 	if errName != "" {
-		j.Error = &Error{Code: codeFromName(errName), Message: errMsg}
+		j.Error = &Error{Code: errCode, Message: errMsg}
+		if errCode == "" {
+			j.Error.Code = codeFromName(errName)
+		}
 		if j.Error.Code == "" {
 			j.Error.Code = CodeFailed
 		}

@@ -8,17 +8,18 @@ import (
 	"github.com/godbus/dbus/v5"
 )
 
-// Error codes used by the daemon itself; the engine's codes (the seed's
-// ENOENT, EACCES, ENOSPC, CONN_ERR, PG_DUMP_ERR and the front door's own)
-// pass through unchanged.
+// Error codes the daemon itself uses; they are the engine's codes
+// (engine/errs) where one exists. The engine's codes (the seed's ENOENT,
+// EACCES, ENOSPC, CONN_ERR, PG_DUMP_ERR and the front door's own) pass
+// through unchanged.
 const (
 	CodeNotAuthorized = "NOT_AUTHORIZED"
 	CodeBusy          = "BUSY"
-	CodeInvalidArgs   = "INVALID_ARGS"
-	CodeCancelled     = "CANCELLED"
+	CodeInvalidArgs   = "USAGE" // malformed arguments
+	CodeCancelled     = "CANCELED"
 	CodeNoSuchJob     = "NO_SUCH_JOB"
 	CodeFailed        = "FAILED"
-	CodeUnavailable   = "UNAVAILABLE"
+	CodeUnavailable   = "UNAVAILABLE" // the daemon cannot be reached (client side) or is stopping
 )
 
 // errorNames maps codes to the last element of their D-Bus error name. A code
@@ -31,22 +32,26 @@ var errorNames = map[string]string{
 	CodeNoSuchJob:     "NoSuchJob",
 	CodeFailed:        "Failed",
 	CodeUnavailable:   "Unavailable",
-	"ENOENT":          "NotFound",
-	"EACCES":          "AccessDenied",
+	"ENOENT":          "NoSuchFile",
+	"EACCES":          "PermissionDenied",
 	"ENOSPC":          "NoSpace",
 	"CONN_ERR":        "ConnectionFailed",
 	"PG_DUMP_ERR":     "DumpFailed",
-	"USAGE":           "InvalidArgs",
+	"PG_RESTORE_ERR":  "RestoreFailed",
+	"NOT_FOUND":       "NotFound",
 }
 
 // Error is a failure as the API reports it: a code (the same in CLI output,
 // D-Bus error names, REST bodies, logs and the man pages), a human message
 // and the fix. It is sent as the D-Bus error ErrorPrefix+Name() with the
-// body (s text, s code, s fix), text being the message followed by the fix.
+// body (s text, s code, s fix, s action), text being the message followed by
+// the fix, action the engine's machine-readable fix ("force", "target-db",
+// ...; see engine/errs) or "".
 type Error struct {
 	Code    string
 	Message string
 	Fix     string
+	Action  string
 }
 
 func (e *Error) Error() string {
@@ -92,7 +97,7 @@ func codeFromName(name string) string {
 		return ""
 	}
 	for code, n := range errorNames {
-		if n == suffix && code != "USAGE" {
+		if n == suffix {
 			return code
 		}
 	}
@@ -117,7 +122,7 @@ func AsError(err error) *Error {
 // toDBus converts err for sending.
 func toDBus(err error) *dbus.Error {
 	e := AsError(err)
-	return dbus.NewError(e.Name(), []any{e.Error(), e.Code, e.Fix})
+	return dbus.NewError(e.Name(), []any{e.Error(), e.Code, e.Fix, e.Action})
 }
 
 // FromDBus converts an error received from the daemon back into an *Error
@@ -151,6 +156,9 @@ func FromDBus(err error) *Error {
 				e.Code = code
 			}
 			e.Fix = fix
+			if len(de.Body) >= 4 {
+				e.Action, _ = de.Body[3].(string)
+			}
 			if fix != "" {
 				e.Message = strings.TrimSuffix(text, "\nFix: "+fix)
 			}

@@ -138,11 +138,12 @@ func jobValues(j JobInfo) map[string]any {
 	if dbs == nil {
 		dbs = []string{}
 	}
-	errName, errMsg := "", ""
+	errName, errMsg, errCode := "", "", ""
 	if j.Error != nil {
-		errName, errMsg = j.Error.Name(), j.Error.Error()
+		errName, errMsg, errCode = j.Error.Name(), j.Error.Error(), j.Error.Code
 	}
 	return map[string]any{
+		"ErrorCode":     errCode,
 		"Kind":          j.Kind,
 		"State":         j.State,
 		"Phase":         j.Phase,

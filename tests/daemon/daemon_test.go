@@ -405,8 +405,11 @@ func TestDaemonOverBus(t *testing.T) {
 		if err != nil || j.State != dbusapi.JobSucceeded {
 			t.Fatalf("verify: %+v %v %v", j, j.Error, err)
 		}
-		var rep []map[string]any
-		if err := json.Unmarshal([]byte(j.ResultJSON), &rep); err != nil || len(rep) < 2 {
+		var rep struct {
+			Archives []struct{ OK bool } `json:"archives"`
+			Failed   int                 `json:"failed"`
+		}
+		if err := json.Unmarshal([]byte(j.ResultJSON), &rep); err != nil || len(rep.Archives) < 2 || rep.Failed != 0 {
 			t.Fatalf("verify result: %s %v", j.ResultJSON, err)
 		}
 		_ = d2
