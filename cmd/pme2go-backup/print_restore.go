@@ -58,6 +58,9 @@ func printRestore(out io.Writer, res *ops.RestoreResult) {
 		}
 		fmt.Fprintf(out, "  replayed %d transactions (%d rows%s), %d sequences set\n", r.Transactions, r.Rows, rate, r.Sequences)
 	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(out, "  note: %s\n", n)
+	}
 	for _, d := range res.Differences {
 		fmt.Fprintf(out, "  DIFFERS: %s: %s\n", d.Object, d.Message)
 	}

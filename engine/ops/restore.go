@@ -66,8 +66,12 @@ type RestoreResult struct {
 	// databases it replaced, before their safety backups.
 	EndedSessions []EndedSession `json:"endedSessions"`
 	RestoredLogs  []string       `json:"restoredLogs"`
-	PointInTime   *PointInTime   `json:"pointInTime,omitempty"`
-	Replay        *ReplayStats   `json:"replay,omitempty"`
+	// Notes say what the operator should know about the restored
+	// databases (database settings applied under another name, or not
+	// applied).
+	Notes       []string     `json:"notes"`
+	PointInTime *PointInTime `json:"pointInTime,omitempty"`
+	Replay      *ReplayStats `json:"replay,omitempty"`
 	// Differences name what the restored database holds differently from
 	// the source at the target, and why; empty when the restore is exact.
 	Differences []Difference `json:"differences"`
@@ -200,6 +204,7 @@ func restoreResult(res *restore.Result, dry bool) *RestoreResult {
 		}
 	}
 	out.SafetyBackups = append(out.SafetyBackups, res.SafetyBackups...)
+	out.Notes = append([]string{}, res.Notes...)
 	out.EndedSessions = []EndedSession{}
 	for _, s := range res.EndedSessions {
 		out.EndedSessions = append(out.EndedSessions, EndedSession{Database: s.Database, PID: s.PID, User: s.User, Application: s.Application})

@@ -111,13 +111,22 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 		}
 		keep = false
 	}
+	notes, err := restoreSettings(ctx, cfg, target, maint, opts, st, dumpDir, fresh)
+	res.Notes = append(res.Notes, notes...)
+	if err != nil {
+		return err
+	}
 	if st.TargetExists {
-		if err := replaceDatabase(ctx, cfg, maint, fresh, st, opts, res); err != nil {
-			keep = rp != nil
-			return err
+		err = replaceDatabase(ctx, cfg, maint, fresh, st, opts, res)
+	} else {
+		err = renameDatabase(ctx, maint, fresh, st.Target)
+	}
+	if err != nil {
+		if rp != nil {
+			// Kept for --resume, which recognises it by its mark.
+			keep = true
+			markScratch(context.WithoutCancel(ctx), maint, fresh, rp.plan)
 		}
-	} else if err := renameDatabase(ctx, maint, fresh, st.Target); err != nil {
-		keep = rp != nil
 		return err
 	}
 	swapped = true
@@ -193,6 +202,8 @@ func renameDatabase(ctx context.Context, maint *pgx.Conn, fresh, target string) 
 }
 
 func dropDatabase(ctx context.Context, maint *pgx.Conn, name string, log *slog.Logger) {
+	// A template (IS_TEMPLATE restored from the dump) cannot be dropped.
+	maint.Exec(ctx, "ALTER DATABASE "+ident(name)+" IS_TEMPLATE false")
 	if _, err := maint.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
 		log.Warn("could not drop scratch database; drop it by hand", "database", name, "error", err)
 	}

@@ -238,7 +238,6 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 	swapped = false
 	// The replaced database: closed again, no longer a template, dropped.
 	setAllowConnections(ctx, maint, old, false)
-	maint.Exec(ctx, "ALTER DATABASE "+ident(old)+" IS_TEMPLATE false")
 	dropDatabase(ctx, maint, old, opts.Log)
 	return nil
 }

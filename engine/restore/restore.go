@@ -82,8 +82,12 @@ type Result struct {
 	// EndedSessions are the sessions of replaced databases that restore
 	// --force ended before the safety backup (see replace.go).
 	EndedSessions []Session `json:",omitempty"`
-	RestoredLogs  []string
-	Duration      time.Duration
+	// Notes are what the operator should know about the restored databases
+	// (settings applied under another name, settings that could not be
+	// applied).
+	Notes        []string `json:",omitempty"`
+	RestoredLogs []string
+	Duration     time.Duration
 }
 
 // Run restores a full backup according to opts.
