@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -154,7 +155,7 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 	for _, l := range left {
 		opts.Log.Info("pme2go-backup object left out of the restore", "database", st.Target, "entry", l)
 	}
-	args := []string{"-w", "--exit-on-error", "--jobs=" + strconv.Itoa(cfg.Jobs), "--dbname=" + fresh, "--use-list=" + list}
+	args := []string{"-w", "--exit-on-error", "--jobs=" + strconv.Itoa(cfg.Jobs), "--dbname=" + conninfoDB(fresh), "--use-list=" + list}
 	if opts.NoOwner {
 		args = append(args, "--no-owner", "--no-acl")
 	}
@@ -164,11 +165,23 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 	return nil
 }
 
+// conninfoDB is a libpq connection string naming database db: --dbname
+// takes a name with "=" in it for a connection string itself.
+func conninfoDB(db string) string {
+	return "dbname='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(db) + "'"
+}
+
 // scratchName builds a database name derived from db that fits in 63 bytes.
 func scratchName(db, what string) string {
-	suffix := fmt.Sprintf("_pme2go_%s_%d", what, time.Now().UnixNano()%1e9)
-	if len(db)+len(suffix) > 63 {
-		db = db[:63-len(suffix)]
+	return fitName(db, fmt.Sprintf("_pme2go_%s_%d", what, time.Now().UnixNano()%1e9))
+}
+
+// fitName appends suffix to db, first cutting db (at a character boundary)
+// so that the whole fits in PostgreSQL's 63 bytes of a name.
+func fitName(db, suffix string) string {
+	for len(db)+len(suffix) > 63 {
+		_, size := utf8.DecodeLastRuneInString(db)
+		db = db[:len(db)-size]
 	}
 	return db + suffix
 }

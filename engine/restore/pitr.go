@@ -74,11 +74,7 @@ func buildPITR(ctx context.Context, cfg *config.Config, opts *Options) (*apply.P
 // pitrScratchName is the fixed name of the database a point-in-time
 // restore into target replays into, so that --resume finds it.
 func pitrScratchName(target string) string {
-	const suffix = "_pme2go_pitr"
-	if len(target)+len(suffix) > 63 {
-		target = target[:63-len(suffix)]
-	}
-	return target + suffix
+	return fitName(target, "_pme2go_pitr")
 }
 
 // scratchMark is the database comment that ties a scratch database to its

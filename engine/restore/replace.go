@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -172,6 +173,11 @@ func renameBoth(ctx context.Context, maint *pgx.Conn, a, a2, b, b2 string) error
 // it was (same name, same connection setting) and fresh still exists under
 // its own name.
 func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, fresh string, st Step, opts Options, res *Result) (err error) {
+	// A prepared transaction keeps a database from being renamed, and is
+	// neither committed nor rolled back: nobody's decision to take here.
+	if err := checkPrepared(ctx, maint, st.Target); err != nil {
+		return err
+	}
 	var lk *lockout
 	if opts.Force {
 		opts.Progress("refuse new connections to " + st.Target + " and end its sessions")
@@ -239,6 +245,25 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 	// The replaced database: closed again, no longer a template, dropped.
 	setAllowConnections(ctx, maint, old, false)
 	dropDatabase(ctx, maint, old, opts.Log)
+	return nil
+}
+
+// checkPrepared refuses a database holding prepared transactions, naming
+// them, before anything is changed.
+func checkPrepared(ctx context.Context, maint *pgx.Conn, db string) error {
+	rows, err := maint.Query(ctx, `SELECT format('%s (owner %s, prepared %s ago)', gid, owner, date_trunc('second', now() - prepared))
+	     FROM pg_prepared_xacts WHERE database = $1 ORDER BY prepared`, db)
+	if err != nil {
+		return fmt.Errorf("list prepared transactions of %s: %w", db, err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list prepared transactions of %s: %w", db, err)
+	}
+	if len(list) > 0 {
+		return fmt.Errorf("database %s holds %d prepared transaction(s), which keep it from being replaced: %s; end each with COMMIT PREPARED 'gid' or ROLLBACK PREPARED 'gid' in database %s, then retry (nothing was changed)",
+			db, len(list), strings.Join(list, ", "), db)
+	}
 	return nil
 }
 

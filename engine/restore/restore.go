@@ -230,6 +230,11 @@ func makePlan(ctx context.Context, target pgclient.Target, b catalog.Backup, opt
 		if err != nil {
 			return nil, err
 		}
+		if st.TargetExists {
+			if err := checkPrepared(ctx, maint, st.Target); err != nil {
+				return nil, err
+			}
+		}
 		if st.TargetExists && !st.TargetEmpty {
 			if !opts.Force {
 				return nil, fmt.Errorf("database %s holds data: %w; pass --force to replace it (a safety backup is taken first unless --no-safety-backup) or --target-db NAME to restore beside it", st.Target, ErrNotEmpty)

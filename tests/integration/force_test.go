@@ -268,7 +268,12 @@ func TestForceRestoreLosesNoCommit(t *testing.T) {
 	t.Run("swap held up by a prepared transaction", func(t *testing.T) {
 		c.Exec(t, "app", `BEGIN; INSERT INTO w (id) VALUES (-2); PREPARE TRANSACTION 'held'`)
 		defer c.Exec(t, "app", `ROLLBACK PREPARED 'held'`)
-		failing(t, env, "replace database app", "prepared")
+		// Refused before anything is done, naming the transaction and the fix.
+		app := c.Conn(t, "app")
+		failing(t, env, "prepared transaction", "held", "ROLLBACK PREPARED")
+		if _, err := app.Exec(context.Background(), `SELECT 1`); err != nil {
+			t.Fatalf("a session was ended by a restore refused for a prepared transaction: %v", err)
+		}
 	})
 	if n := len(listed(t, env)); n != 2 {
 		t.Errorf("failed restores left backups: %d listed, want 2", n)

@@ -1,0 +1,73 @@
+package integration
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/pme2go/pme2go-backup/tests/pgharness"
+)
+
+// databases lists the cluster's databases, comma-joined.
+func databases(t *testing.T, c *pgharness.Cluster) string {
+	t.Helper()
+	var s string
+	if err := c.Conn(t, "postgres").QueryRow(context.Background(), `SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database`).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestRestoreNamesAndRefusals: database names that need quoting (quotes,
+// "=", spaces, multibyte characters filling the 63 bytes of a name) restore
+// into --target-db and over the original with --force; a --target-db that
+// holds data is refused without --force and left as it was; a pg_restore
+// that fails into a new --target-db leaves no database behind.
+func TestRestoreNamesAndRefusals(t *testing.T) {
+	c := pgharness.Start(t)
+	const src = `it's "q"=1`
+	c.CreateDB(t, src)
+	c.Exec(t, src, `CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 500) g`)
+	c.CreateDB(t, "pristine")
+	c.Exec(t, "pristine", `CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 500) g`)
+	env := cfgEnv(t, c, []string{src})
+	path := takeBackup(t, env)
+
+	for _, name := range []string{`copy "x"=y's`, strings.Repeat("é", 31)} {
+		t.Run("target-db "+name[:6], func(t *testing.T) {
+			if r := runCLI(t, env, "restore", "--backup", path, "--target-db", name); r.code != 0 {
+				t.Fatalf("restore into %q: %d\n%s%s", name, r.code, r.stdout, r.stderr)
+			}
+			pgharness.CompareDatabases(t, c, src, name)
+		})
+	}
+	t.Run("force over a quoted name", func(t *testing.T) {
+		c.Exec(t, src, `DELETE FROM items WHERE id > 100`)
+		if r := runCLI(t, env, "restore", "--backup", path, "--force"); r.code != 0 {
+			t.Fatalf("restore --force: %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		pgharness.CompareDatabases(t, c, "pristine", src)
+	})
+	t.Run("non-empty target-db without force", func(t *testing.T) {
+		c.Exec(t, "pristine", `INSERT INTO items VALUES (-1, 'mine')`)
+		before := databases(t, c)
+		expectFailure(t, runCLI(t, env, "restore", "--backup", path, "--target-db", "pristine"), "holds data", "--force", "--target-db")
+		var n int
+		c.Conn(t, "pristine").QueryRow(context.Background(), `SELECT count(*) FROM items WHERE id = -1`).Scan(&n)
+		if n != 1 || databases(t, c) != before {
+			t.Fatalf("refused restore changed something: row %d, databases %s (before %s)", n, databases(t, c), before)
+		}
+	})
+	t.Run("pg_restore fails into a new target-db", func(t *testing.T) {
+		before := databases(t, c)
+		e := map[string]string{}
+		for k, v := range env {
+			e[k] = v
+		}
+		e["PG_BINDIR"] = fakeBinDir(t, c, "pg_restore")
+		expectFailure(t, runCLI(t, e, "restore", "--backup", path, "--target-db", "never"), "failure provoked", "not changed")
+		if after := databases(t, c); after != before {
+			t.Fatalf("failed restore left databases: %s (before %s)", after, before)
+		}
+	})
+}
