@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
-	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
@@ -64,9 +63,9 @@ func engineError(ctx context.Context, err error) error {
 func (e *engineAdapter) Validate(req dbusapi.JobRequest) error {
 	if req.Kind == dbusapi.KindRestore {
 		ro := req.Restore
-		_, err := apply.ParseTarget(apply.TargetSpec{Time: ro.TargetTime, LSN: ro.TargetLSN, Xid: ro.TargetXid,
-			Name: ro.TargetName, Latest: ro.Latest, Exclusive: ro.TargetExclusive})
-		if err != nil && !errors.Is(err, apply.ErrNoTarget) {
+		err := ops.RestoreTarget{Time: ro.TargetTime, LSN: ro.TargetLSN, Xid: ro.TargetXid,
+			Name: ro.TargetName, Latest: ro.Latest, Exclusive: ro.TargetExclusive}.Validate()
+		if err != nil {
 			return dbusapi.Errorf(dbusapi.CodeInvalidArgs, "", err.Error())
 		}
 	}

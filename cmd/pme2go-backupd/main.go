@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 	"io"
 	"log/slog"
 	"os"
@@ -22,7 +23,6 @@ import (
 	"github.com/pme2go/pme2go-backup/daemon"
 	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/config"
-	"github.com/pme2go/pme2go-backup/engine/schedule"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
 
@@ -138,7 +138,7 @@ func run(args []string) int {
 			if expr == "" {
 				continue
 			}
-			c, err := schedule.Parse(expr)
+			c, err := ops.ParseSchedule(expr)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "pme2go-backupd:", err)
 				return exitUsage

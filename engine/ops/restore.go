@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -29,6 +30,18 @@ type RestoreTarget struct {
 // IsZero reports whether no target is set (a plain restore of one backup).
 func (t RestoreTarget) IsZero() bool {
 	return t.Time == "" && t.LSN == "" && t.Xid == "" && t.Name == "" && !t.Latest && !t.Exclusive
+}
+
+// Validate checks the target's syntax without touching any server or
+// archive: a malformed time, LSN or xid, or contradictory targets, is an
+// error; no target at all is not.
+func (t RestoreTarget) Validate() error {
+	_, err := apply.ParseTarget(apply.TargetSpec{Time: t.Time, LSN: t.LSN, Xid: t.Xid,
+		Name: t.Name, Latest: t.Latest, Exclusive: t.Exclusive})
+	if err != nil && !errors.Is(err, apply.ErrNoTarget) {
+		return err
+	}
+	return nil
 }
 
 // RestoreOptions describe one restore.
