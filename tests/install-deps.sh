@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need when it is missing: the PostgreSQL
-# server and client, xz and zstd, systemd-analyze. Uses apt-get on Debian/Ubuntu; elsewhere it
+# server and client, xz and zstd, systemd-analyze, lintian, rpm, mandoc,
+# debootstrap and systemd-nspawn. Uses apt-get on Debian/Ubuntu; elsewhere it
 # only reports what is missing.
 set -euo pipefail
 
@@ -18,6 +19,13 @@ command -v tar >/dev/null 2>&1 || missing+=(tar)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 # Unit checks (tests/units): systemd-analyze.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# Package checks (tests/packages), man pages (tests/manpages), the booted
+# system test (tests/system, make system-test).
+command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+command -v rpm >/dev/null 2>&1 || missing+=(rpm)
+command -v mandoc >/dev/null 2>&1 || missing+=(mandoc)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
