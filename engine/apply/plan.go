@@ -58,8 +58,19 @@ type Plan struct {
 	LastCommitTime time.Time            `json:"lastCommitTime"` // its commit time
 	StopLSN        uint64               `json:"-"`              // resolved LSN of an xid or name target
 	Sequences      *changeset.Sequences `json:"-"`              // from the last archive used
-	segments       []segment
-	prepared       bool
+
+	// Window is the chain's recovery window as far as the plan's archives
+	// reach; ChainEnd is set when the chain ended (replay never goes past
+	// it); Gap is set for --latest when the state reached is older than
+	// the newest backup activity of the database.
+	Window   *Window   `json:"recoveryWindow,omitempty"`
+	ChainEnd *ChainEnd `json:"chainEnd,omitempty"`
+	Gap      *Gap      `json:"gap,omitempty"`
+	// LargeObjects says how exact the restored large objects are (filled
+	// by ApplyLargeObjects).
+	LargeObjects *LargeObjectsReport `json:"largeObjects,omitempty"`
+	segments     []segment
+	prepared     bool
 }
 
 // MarshalJSON renders the archive with its LSN range as X/Y text.
@@ -221,6 +232,9 @@ func assemble(all []catalog.Backup, db string, full Archive, t Target) (*Plan, e
 			break
 		}
 		p.Incrementals = append(p.Incrementals, a)
+		if e := chainEndOf(chainID, a.Manifest); e != nil {
+			p.ChainEnd = e
+		}
 		expect, prev = a.EndLSN, a.Name
 		if l, err := ParseLSN(a.Manifest.LastCommitLSN); err == nil && a.Manifest.TxCount > 0 {
 			lastCommit = l
@@ -233,7 +247,56 @@ func assemble(all []catalog.Backup, db string, full Archive, t Target) (*Plan, e
 			}
 		}
 	}
+	p.Window = p.window(expect, lastTime)
+	if t.Kind == Latest {
+		p.Gap = latestGap(all, p)
+	}
 	return p, checkReach(p, t, expect, lastCommit, lastTime, broken)
+}
+
+// latestGap compares the state --latest reaches with the newest backup
+// activity of the database (the newest archive, restore safety backups
+// left out): a chain that ended, or newer archives that belong to no
+// usable chain, make --latest older than that activity.
+func latestGap(all []catalog.Backup, p *Plan) *Gap {
+	reached := p.Window.To
+	used := map[string]bool{p.Full.Name: true}
+	newestUsed := p.Full.Manifest.Timestamp
+	for _, a := range p.Incrementals {
+		used[a.Name] = true
+		if a.Manifest.Timestamp.After(newestUsed) {
+			newestUsed = a.Manifest.Timestamp
+		}
+	}
+	var act time.Time
+	unused := ""
+	for _, b := range all {
+		m := b.Manifest
+		if m == nil || !containsDB(m, p.Database) || isSafety(m) {
+			continue
+		}
+		if m.Timestamp.After(act) {
+			act = m.Timestamp
+		}
+		if !used[b.Name] && m.Timestamp.After(newestUsed) && unused == "" {
+			unused = b.Name
+		}
+	}
+	if !act.After(reached) {
+		return nil
+	}
+	g := &Gap{Reached: reached, LastActivity: act, Seconds: act.Sub(reached).Seconds()}
+	switch e := p.ChainEnd; {
+	case e != nil:
+		g.Reason = "chain " + e.ChainID + " ended: " + e.Reason
+		g.Fix = FixNewerFull
+	case unused != "":
+		g.Reason = "newer backup " + unused + " belongs to no usable chain"
+		g.Fix = FixNewerFull
+	default:
+		return nil
+	}
+	return g
 }
 
 // needs reports whether the target lies beyond what the archives so far
@@ -248,20 +311,39 @@ func needs(p *Plan, t Target, lastCommit uint64, lastTime time.Time) bool {
 	return true
 }
 
-// checkReach refuses targets past the newest captured point.
+// checkReach refuses targets past the chain's end or past the newest
+// point the archived stream is known complete up to (the recovery window).
 func checkReach(p *Plan, t Target, end, lastCommit uint64, lastTime time.Time, ended string) error {
+	if e := p.ChainEnd; e != nil {
+		past := false
+		switch t.Kind {
+		case Time:
+			past = !e.Time.IsZero() && t.Time.After(e.Time)
+		case LSN:
+			past = t.LSN >= e.lsn
+		}
+		if past {
+			return pastEnd(p, t)
+		}
+	}
 	past := false
 	switch t.Kind {
 	case Time:
-		past = lastTime.IsZero() || t.Time.After(lastTime)
-		if lastTime.IsZero() && !t.Time.After(p.Full.consistentTime(p.Database)) {
-			past = false
-		}
+		past = t.Time.After(p.Window.To)
 	case LSN:
 		past = t.LSN > end
 	}
 	if !past {
 		return nil
+	}
+	if p.Window != nil && t.Kind == Time {
+		msg := fmt.Sprintf("target %s is after the recovery window of chain %s (%s .. %s): the archived change sets are not known complete past %s",
+			t, p.ChainID, p.Window.From.UTC().Format(time.RFC3339Nano), p.Window.To.UTC().Format(time.RFC3339Nano), p.Window.To.UTC().Format(time.RFC3339Nano))
+		if ended != "" && ended != "sealed" {
+			msg += "; the chain ended before the target (" + ended + ")"
+			return &TargetError{Code: CodeChainEnded, Message: msg, Fixes: []string{FixNewerFull}, Window: p.Window}
+		}
+		return &TargetError{Code: CodeTargetPastWindow, Message: msg, Fixes: []string{FixIncremental}, Window: p.Window}
 	}
 	newest := fmt.Sprintf("LSN %s", changeset.FormatLSN(end))
 	if !lastTime.IsZero() {
@@ -274,4 +356,14 @@ func checkReach(p *Plan, t Target, end, lastCommit uint64, lastTime time.Time, e
 		msg += "; run pme2go-backup incremental to archive newer changes, or use --latest"
 	}
 	return fmt.Errorf("%s; nothing was restored", msg)
+}
+
+// pastEnd is the refusal of a target past the chain's end.
+func pastEnd(p *Plan, t Target) error {
+	e := p.ChainEnd
+	msg := fmt.Sprintf("target %s is past the end of chain %s: the chain ended before the target (%s); its change sets are exact only up to LSN %s", t, e.ChainID, e.Reason, e.LSN)
+	if !e.Time.IsZero() {
+		msg += " (time " + e.Time.UTC().Format(time.RFC3339Nano) + ")"
+	}
+	return &TargetError{Code: CodeChainEnded, Message: msg, Fixes: []string{FixNewerFull, FixCaptureDDL}, End: e, Window: p.Window}
 }

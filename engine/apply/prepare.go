@@ -46,6 +46,7 @@ func (p *Plan) Prepare(ctx context.Context, workDir string) error {
 	c := &counter{p: p}
 	decide := p.decider(0)
 	if p.Target.Kind == Xid || p.Target.Kind == Name {
+		// Find the target even past a chain end, to refuse it by name.
 		decide = func(*changeset.Begin) action { return doApply }
 	}
 	if err := p.walk(ctx, decide, c); err != nil {
@@ -53,6 +54,9 @@ func (p *Plan) Prepare(ctx context.Context, workDir string) error {
 	}
 	if (p.Target.Kind == Xid || p.Target.Kind == Name) && !c.found {
 		return errNotFound
+	}
+	if e := p.ChainEnd; e != nil && c.found && p.StopLSN >= e.lsn {
+		return pastEnd(p, p.Target)
 	}
 	if c.found {
 		p.trim(c.foundArchive)
@@ -145,6 +149,7 @@ func (p *Plan) Describe() []string {
 	for _, a := range p.Incrementals {
 		out = append(out, fmt.Sprintf("incremental %s (%s..%s, %d transactions)", a.Name, changeset.FormatLSN(a.StartLSN), changeset.FormatLSN(a.EndLSN), a.Manifest.TxCount))
 	}
+	out = append(out, p.describeReach()...)
 	if p.TxCount == 0 {
 		out = append(out, "no transaction to replay: the result is the full backup")
 	} else {

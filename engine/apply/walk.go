@@ -129,6 +129,9 @@ func (p *Plan) decider(resumeLSN uint64) func(b *changeset.Begin) action {
 		if b.FinalLSN <= resumeLSN {
 			return doSkip
 		}
+		if e := p.ChainEnd; e != nil && b.FinalLSN >= e.lsn {
+			return doStop // the chain is exact only before its end
+		}
 		switch t.Kind {
 		case Time:
 			if b.CommitTime.After(t.Time) || (t.Exclusive && b.CommitTime.Equal(t.Time)) {

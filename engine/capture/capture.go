@@ -189,13 +189,22 @@ func drain(ctx context.Context, cfg *config.Config, st *chain.State, opts Option
 		return nil, err
 	}
 	defer s.close()
-	target, token, err := s.drainTarget(ctx)
+	// The catalog is read before the drain position, so that once the
+	// stream reaches it, every DDL message committed before the read has
+	// arrived; the seal decides (proveCatalog).
+	if seal {
+		if s.pendingPrint, err = chain.ReadCatalog(ctx, s.conn); err != nil {
+			return nil, err
+		}
+	}
+	target, token, t0, err := s.drainTarget(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.stream(ctx, target, token); err != nil {
 		return nil, err
 	}
+	s.noteComplete(target, t0)
 	res := &Result{TxCount: s.stored}
 	if seal {
 		if res.Sealed, err = s.seal(ctx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	pgc "github.com/jackc/pgx/v5/pgconn"
@@ -110,6 +111,7 @@ func (s *session) streamFailed(ctx context.Context, err error) error {
 // the chain broken with reason and drops its slot and publication.
 func (s *session) endChain(ctx context.Context, reason string) error {
 	ctx = context.WithoutCancel(ctx)
+	s.ending = true
 	if s.repl != nil {
 		s.repl.Close(ctx)
 		s.repl = nil
@@ -125,6 +127,15 @@ func (s *session) endChain(ctx context.Context, reason string) error {
 				s.opts.Log.Warn("could not seal the segment of an ending chain", "chain", s.st.ID, "error", err)
 			}
 		}
+	}
+	// Unless the cause named an earlier point, the change sets are exact
+	// up to what was stored.
+	endTime := s.completeAt(s.pos)
+	if endTime.IsZero() || endTime.Before(s.lastCommitTime) {
+		endTime = s.lastCommitTime
+	}
+	if err := s.st.SetEnd(s.pos, endTime); err != nil {
+		s.opts.Log.Warn("could not record where the chain ends", "chain", s.st.ID, "error", err)
 	}
 	if err := chain.End(ctx, s.cfg, s.st, reason); err != nil {
 		s.opts.Log.Warn("chain ended but its slot could not be dropped; run `pme2go-backup cleanup`", "chain", s.st.ID, "error", err)
@@ -154,21 +165,31 @@ func (s *session) reopenWhole() error {
 // drainTarget returns the position Drain must reach: the LSN of a drain
 // message emitted now (PostgreSQL 14+, with its token) or the current WAL
 // insert position.
-func (s *session) drainTarget(ctx context.Context) (uint64, string, error) {
+//
+// It also returns the server's clock read in a statement before: every
+// transaction that committed at or before that time has a commit record
+// before the returned position (its commit time is taken just before its
+// commit record is written), so once the stream has passed the position,
+// the stream is complete up to that time.
+func (s *session) drainTarget(ctx context.Context) (uint64, string, time.Time, error) {
 	var lsn string
+	var now time.Time
+	if err := s.conn.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now); err != nil {
+		return 0, "", now, fmt.Errorf("read the server's clock: %w", err)
+	}
 	if s.version >= 140000 {
 		var b [8]byte
 		rand.Read(b[:])
 		token := hex.EncodeToString(b[:])
 		if err := s.conn.QueryRow(ctx, `SELECT pg_logical_emit_message(false, $1, $2)::text`, drainPrefix, token).Scan(&lsn); err != nil {
-			return 0, "", fmt.Errorf("mark the drain position: %w", err)
+			return 0, "", now, fmt.Errorf("mark the drain position: %w", err)
 		}
 		l, err := chain.ParseLSN(lsn)
-		return l, token, err
+		return l, token, now, err
 	}
 	if err := s.conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn); err != nil {
-		return 0, "", fmt.Errorf("read the current WAL position: %w", err)
+		return 0, "", now, fmt.Errorf("read the current WAL position: %w", err)
 	}
 	l, err := chain.ParseLSN(lsn)
-	return l, "", err
+	return l, "", now, err
 }

@@ -62,9 +62,10 @@ func Sequences(ctx context.Context, conn *pgx.Conn) (changeset.Sequences, error)
 // drain message carrying Token, emitted just before the request), so that
 // the sealed segment holds every transaction committed before the request.
 type sealRequest struct {
-	PID   int    `json:"pid"`
-	LSN   string `json:"lsn"`
-	Token string `json:"token"`
+	PID   int       `json:"pid"`
+	LSN   string    `json:"lsn"`
+	Token string    `json:"token"`
+	Time  time.Time `json:"time,omitzero"` // server clock read just before the drain message
 }
 
 func newSealRequest(ctx context.Context, cfg *config.Config, st *chain.State) ([]byte, error) {
@@ -78,11 +79,11 @@ func newSealRequest(ctx context.Context, cfg *config.Config, st *chain.State) ([
 		return nil, fmt.Errorf("server version: %w", err)
 	}
 	s := &session{conn: conn, version: version}
-	lsn, token, err := s.drainTarget(ctx)
+	lsn, token, t, err := s.drainTarget(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(sealRequest{PID: os.Getpid(), LSN: chain.FormatLSN(lsn), Token: token})
+	return json.Marshal(sealRequest{PID: os.Getpid(), LSN: chain.FormatLSN(lsn), Token: token, Time: t})
 }
 
 // seal seals the open segment at the confirmed position and starts the
@@ -99,6 +100,14 @@ func (s *session) sealSegment(ctx context.Context, next bool) (string, error) {
 	if err := s.sync(); err != nil {
 		return "", err
 	}
+	if err := s.proveCatalog(ctx, "seal"); err != nil {
+		return "", err
+	}
+	path := filepath.Join(s.st.SegmentsDir(), SegmentName(s.segStart))
+	los, err := s.captureLargeObjects(ctx, path)
+	if err != nil {
+		return "", err
+	}
 	seq, err := Sequences(ctx, s.conn)
 	if err != nil {
 		return "", err
@@ -107,18 +116,26 @@ func (s *session) sealSegment(ctx context.Context, next bool) (string, error) {
 		return "", err
 	}
 	at := max(s.pos, s.segStart, s.w.LastEndLSN())
-	if err := s.w.Seal(at); err != nil {
+	complete := s.completeAt(at)
+	if err := s.w.SealComplete(at, complete); err != nil {
 		return "", err
 	}
-	path := filepath.Join(s.st.SegmentsDir(), SegmentName(s.segStart))
 	s.w.Close()
 	s.w = nil
 	if err := s.st.Reload(); err != nil {
 		return "", err
 	}
 	s.st.NextSegmentLSN = chain.FormatLSN(at)
+	if !complete.IsZero() {
+		s.st.CompleteLSN, s.st.CompleteTime = chain.FormatLSN(s.completeLSN), complete
+	}
 	if err := s.st.Save(); err != nil {
 		return "", err
+	}
+	if los != nil {
+		if err := s.st.SaveLargeObjects(los); err != nil {
+			return "", err
+		}
 	}
 	s.pos = at
 	if next {

@@ -97,6 +97,15 @@ type session struct {
 	dirtyFrom  int64
 	stored     int64
 	req        *pendingSeal
+
+	catalog        *chain.CatalogPrint // last proven catalog
+	pendingPrint   *chain.CatalogPrint // read, verdict waiting for the stream (CAPTURE_DDL)
+	ending         bool                // the chain is being ended: no more proofs
+	probe          *probe              // window probe in flight
+	probeToken     string
+	completeLSN    uint64    // the stream is complete up to here …
+	completeTime   time.Time // … and this server time
+	lastCommitTime time.Time
 }
 
 func open(ctx context.Context, cfg *config.Config, st *chain.State, opts Options) (*session, error) {
@@ -111,6 +120,12 @@ func open(ctx context.Context, cfg *config.Config, st *chain.State, opts Options
 	var err error
 	if s.schema, err = st.LoadSchema(); err != nil {
 		return nil, err
+	}
+	if s.catalog, err = st.LoadCatalog(); err != nil {
+		return nil, err
+	}
+	if l, _ := chain.ParseLSN(st.CompleteLSN); l != 0 {
+		s.completeLSN, s.completeTime = l, st.CompleteTime
 	}
 	if s.conn, err = pgclient.FromConfig(cfg).Connect(ctx, st.Database); err != nil {
 		return nil, err

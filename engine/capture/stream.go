@@ -43,6 +43,18 @@ func (s *session) stream(ctx context.Context, target uint64, token string) error
 	nextHealth := time.Now().Add(s.opts.HealthInterval)
 	nextSealCheck := time.Now()
 	reached := false
+	// While streaming, the catalog is first proven once the stream has
+	// caught up with the position at start (the first probe), so that the
+	// changes before a schema change are stored before the chain ends.
+	proofDue, firstProof := false, target == 0
+	if target == 0 {
+		if err := s.startProbe(ctx); err != nil {
+			return err
+		}
+		if s.probe == nil {
+			proofDue, firstProof = true, false
+		}
+	}
 	for {
 		now := time.Now()
 		if !s.inTx {
@@ -79,6 +91,26 @@ func (s *session) stream(ctx context.Context, target uint64, token string) error
 				return err
 			}
 			nextHealth = now.Add(s.opts.HealthInterval)
+			proofDue = true
+		}
+		if s.checkProbe() && firstProof {
+			proofDue, firstProof = true, false
+		}
+		if proofDue && !s.inTx && target == 0 {
+			// While streaming: prove the catalog unchanged and extend the
+			// recovery window every HealthInterval.
+			proofDue = false
+			if err := s.proveCatalog(ctx, "streaming"); err != nil {
+				return err
+			}
+			if err := s.saveComplete(); err != nil {
+				return err
+			}
+			if s.probe == nil {
+				if err := s.startProbe(ctx); err != nil {
+					return err
+				}
+			}
 		}
 		wait := 500 * time.Millisecond
 		if s.dirty {
@@ -179,10 +211,13 @@ func (s *session) serveSealRequest(ctx context.Context) error {
 			return nil // being written; read it next time
 		}
 		target, _ := chain.ParseLSN(req.LSN)
-		s.req = &pendingSeal{target: target, token: req.Token, since: time.Now()}
+		s.req = &pendingSeal{target: target, token: req.Token, since: time.Now(), time: req.Time}
 	}
 	if !s.req.reached && s.pos < s.req.target && time.Since(s.req.since) < SealWait {
 		return nil
+	}
+	if (s.req.reached || s.pos >= s.req.target) && !s.req.time.IsZero() {
+		s.noteComplete(s.req.target, s.req.time)
 	}
 	s.req = nil
 	path, err := s.seal(ctx)
@@ -202,6 +237,7 @@ type pendingSeal struct {
 	token   string
 	reached bool
 	since   time.Time
+	time    time.Time // server clock before the drain message
 }
 
 // writeRelations writes the definitions of the given relations into the

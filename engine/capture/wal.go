@@ -45,6 +45,7 @@ func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData, token s
 				return false, err
 			}
 			s.stored++
+			s.lastCommitTime = c.CommitTime
 		}
 		s.inTx, s.skip = false, false
 		s.pendingEnd = max(s.pendingEnd, uint64(c.TransactionEndLSN))
@@ -145,7 +146,16 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 // schemaChange ends the chain: the segment keeps every whole transaction
 // before the change and is sealed there, so a final incremental can still
 // archive it.
+//
+// Without DDL capture the change may be older than this transaction: the
+// chain is then exact only up to the last point where the catalog was
+// proven unchanged.
 func (s *session) schemaChange(ctx context.Context, table string) error {
-	reason := fmt.Sprintf("schema change of %s at %s; take a new full backup", table, chain.FormatLSN(s.begin.FinalLSN))
-	return s.endChain(ctx, reason)
+	lsn, t := s.begin.FinalLSN, s.begin.CommitTime.Add(-time.Microsecond)
+	if !s.st.CaptureDDL && s.catalog != nil && s.catalog.Position() < lsn {
+		lsn, t = s.catalog.Position(), s.catalog.Time
+	}
+	reason := fmt.Sprintf("schema change of %s at %s (change sets exact up to LSN %s); take a new full backup (and set CAPTURE_DDL so that schema changes travel in the change sets)",
+		table, chain.FormatLSN(s.begin.FinalLSN), chain.FormatLSN(lsn))
+	return s.endChainAt(ctx, reason, lsn, t)
 }

@@ -179,6 +179,9 @@ func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.Pg
 	if err == nil {
 		err = st.SaveSchema(sc)
 	}
+	if err == nil {
+		err = st.snapshotExtras(ctx, conn, res.SnapshotName, res.ConsistentPoint)
+	}
 	if err != nil {
 		repl.Close(context.Background())
 		return fail(err)

@@ -92,8 +92,15 @@ type State struct {
 	// that made the chain; "" for chains made before identities existed.
 	Installation string `json:"installation,omitempty"`
 	// EndLSN is where a broken chain ended: changes at or past it are not
-	// in the chain ("" when unknown: the end of what was captured).
-	EndLSN string `json:"endLsn,omitempty"`
+	// in the chain ("" when unknown: the end of what was captured); its
+	// change sets are exact for transactions whose commit LSN is below it,
+	// and for time targets up to EndTime. Restores refuse targets past them.
+	EndLSN  string    `json:"endLsn,omitempty"`
+	EndTime time.Time `json:"endTime,omitzero"`
+	// CompleteLSN and CompleteTime: the stream is known complete up to
+	// this position and server time (last seal or streaming flush).
+	CompleteLSN  string    `json:"completeLsn,omitempty"`
+	CompleteTime time.Time `json:"completeTime,omitzero"`
 
 	dir string
 }

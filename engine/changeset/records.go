@@ -140,6 +140,10 @@ type Seal struct {
 	FirstCommitTime time.Time `json:"firstCommitTime"`
 	LastCommitLSN   uint64    `json:"lastCommitLsn"`
 	LastCommitTime  time.Time `json:"lastCommitTime"`
+	// CompleteTime is the server time up to which the stream is known
+	// complete at NextLSN: every transaction that committed at or before
+	// it is in this or an earlier segment. Zero when not known.
+	CompleteTime time.Time `json:"completeTime,omitzero"`
 }
 
 // RecordType implements Record.

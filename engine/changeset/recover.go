@@ -39,7 +39,11 @@ func (w *Writer) WriteSequences(s Sequences) error {
 
 // Seal ends the segment: it writes a Seal record naming nextLSN, the exact
 // LSN where the next segment begins, and syncs. No record can follow.
-func (w *Writer) Seal(nextLSN uint64) error {
+func (w *Writer) Seal(nextLSN uint64) error { return w.SealComplete(nextLSN, time.Time{}) }
+
+// SealComplete is Seal recording complete, the server time up to which the
+// stream is known complete at nextLSN (Seal.CompleteTime).
+func (w *Writer) SealComplete(nextLSN uint64, complete time.Time) error {
 	if err := w.usable("seal segment", false); err != nil {
 		return err
 	}
@@ -49,7 +53,10 @@ func (w *Writer) Seal(nextLSN uint64) error {
 	}
 	s := Seal{NextLSN: nextLSN, TxCount: w.txCount,
 		FirstCommitLSN: w.first.CommitLSN, FirstCommitTime: w.first.CommitTime,
-		LastCommitLSN: w.last.CommitLSN, LastCommitTime: w.last.CommitTime}
+		LastCommitLSN: w.last.CommitLSN, LastCommitTime: w.last.CommitTime, CompleteTime: complete.UTC()}
+	if complete.IsZero() {
+		s.CompleteTime = time.Time{}
+	}
 	j, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("changeset: encode seal: %w", err)

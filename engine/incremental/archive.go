@@ -101,6 +101,7 @@ func archiveSealed(ctx context.Context, cfg *config.Config, st *chain.State, opt
 		if err := os.Remove(s.path); err != nil {
 			return nil, fmt.Errorf("remove archived segment %s: %w", s.path, err)
 		}
+		os.RemoveAll(capture.LargeObjectsDir(s.path))
 	}
 	opts.Log.Info("incremental backup completed", "database", st.Database, "chain", st.ID, "backup", filepath.Base(path), "transactions", m.TxCount, "start", m.StartLSN, "end", m.EndLSN)
 	return &Result{Database: st.Database, Chain: st.ID, Path: path, TxCount: m.TxCount, StartLSN: m.StartLSN, EndLSN: m.EndLSN}, nil
@@ -139,6 +140,25 @@ func manifestFor(cfg *config.Config, st *chain.State, segs []*segInfo, opts Opti
 	if st.Status != chain.StatusOpen && st.Reason != "" {
 		m.Warnings = append(m.Warnings, "last archive of chain "+st.ID+": "+st.Reason)
 	}
+	last := segs[len(segs)-1].seal
+	if !last.CompleteTime.IsZero() {
+		// The recovery window: time targets up to it are exact.
+		m.Metadata[MetaCompleteTime] = last.CompleteTime.UTC().Format(time.RFC3339Nano)
+	}
+	if st.Status == chain.StatusBroken && st.EndLSN != "" {
+		m.Metadata[MetaChainEndLSN] = st.EndLSN
+		if !st.EndTime.IsZero() {
+			m.Metadata[MetaChainEndTime] = st.EndTime.UTC().Format(time.RFC3339Nano)
+		}
+		m.Metadata[MetaChainEndReason] = st.Reason
+	}
+	for _, s := range segs {
+		if idx, err := capture.ReadLargeObjectIndex(capture.LargeObjectsDir(s.path)); err == nil && idx != nil {
+			m.Files["largeObjects"] = "largeobjects/"
+			m.Metadata[MetaLargeObjects] = len(idx.Objects)
+			m.Metadata[MetaLargeObjectsTime] = idx.Taken.UTC().Format(time.RFC3339Nano)
+		}
+	}
 	return m
 }
 
@@ -171,6 +191,9 @@ func write(ctx context.Context, cfg *config.Config, m *archive.Manifest, segs []
 	defer w.Abort()
 	for _, s := range segs {
 		if err := w.AddFile("changes/"+filepath.Base(s.path), s.path); err != nil {
+			return "", err
+		}
+		if err := addLargeObjects(w, s.path); err != nil {
 			return "", err
 		}
 	}
@@ -222,4 +245,43 @@ func addLogs(ctx context.Context, cfg *config.Config, w *archive.Writer, m *arch
 		m.Files["logs"] = "logs/"
 	}
 	return ctx.Err()
+}
+
+// Manifest metadata keys of incremental archives.
+const (
+	// MetaCompleteTime: server time (RFC 3339) up to which the change sets
+	// of the archive's chain are complete at its EndLSN.
+	MetaCompleteTime = "completeTime"
+	// MetaChainEndLSN, MetaChainEndTime, MetaChainEndReason: in the last
+	// archive of a chain that ended (broken), the point up to which its
+	// change sets are exact, and why it ended.
+	MetaChainEndLSN    = "chainEndLsn"
+	MetaChainEndTime   = "chainEndTime"
+	MetaChainEndReason = "chainEndReason"
+	// MetaLargeObjects and MetaLargeObjectsTime: how many large objects the
+	// archive's last state lists, and when that state was taken.
+	MetaLargeObjects     = "largeObjects"
+	MetaLargeObjectsTime = "largeObjectsTime"
+)
+
+// addLargeObjects adds the large objects captured with the segment at
+// path, as largeobjects/<segment>/index.json and largeobjects/<segment>/<oid>.
+func addLargeObjects(w *archive.Writer, path string) error {
+	dir := capture.LargeObjectsDir(path)
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("large objects of %s: %w", filepath.Base(path), err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if err := w.AddFile("largeobjects/"+filepath.Base(path)+"/"+e.Name(), filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -145,6 +145,11 @@ func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) e
 	r.opts.Progress(fmt.Sprintf("replay %d transactions into %s", r.plan.TxCount, db))
 	st, err := apply.Replay(ctx, conn, r.plan, apply.ReplayOptions{Resume: r.resume, OnCommit: r.opts.OnReplayCommit, Log: r.opts.Log})
 	r.res.Replay = st
+	if err == nil {
+		// Large objects are not in the change stream: put back the state
+		// the last archive recorded (r.plan.LargeObjects reports it).
+		_, err = apply.ApplyLargeObjects(ctx, conn, r.plan)
+	}
 	if err != nil {
 		return fmt.Errorf("%w (scratch database %s kept; the target database was not changed)", err, db)
 	}

@@ -160,6 +160,7 @@ type point struct {
 	time string // clock_timestamp() as timestamptz text
 	lsn  string // pg_current_wal_insert_lsn()
 	sums map[string]pgharness.TableSum
+	seqs map[string]int64 // sequence values (last_value, or start - increment when never called)
 }
 
 func record(t *testing.T, c *pgharness.Cluster, conn *pgx.Conn, db string) point {
@@ -170,7 +171,48 @@ func record(t *testing.T, c *pgharness.Cluster, conn *pgx.Conn, db string) point
 		t.Fatal(err)
 	}
 	p.sums = sums(t, c, db)
+	p.seqs = seqValues(t, conn)
 	return p
+}
+
+// seqValues returns the value of every sequence of the connected database:
+// last_value when called, else start_value - increment_by.
+func seqValues(t *testing.T, conn *pgx.Conn) map[string]int64 {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), `SELECT format('%I.%I', schemaname, sequencename),
+	        coalesce(last_value, start_value - increment_by) FROM pg_sequences`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for rows.Next() {
+		var k string
+		var v int64
+		if err := rows.Scan(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// seqsNotBehind fails when a restored sequence is behind the source's value
+// at the target: sequences are recorded at each seal, so a restore sets
+// them to the values of the last archive used, never lower than at the
+// target. With exact, they must be equal (nothing ran after the target).
+func seqsNotBehind(t *testing.T, what string, want, got map[string]int64, exact bool) {
+	t.Helper()
+	for k, v := range want {
+		g, ok := got[k]
+		switch {
+		case !ok:
+			t.Fatalf("%s: sequence %s missing in the restored database", what, k)
+		case exact && g != v:
+			t.Fatalf("%s: sequence %s is %d, the source had %d", what, k, g, v)
+		case g < v:
+			t.Fatalf("%s: sequence %s is %d, behind the source's %d at the target", what, k, g, v)
+		}
+	}
 }
 
 func mustTarget(t *testing.T, s apply.TargetSpec) apply.Target {
