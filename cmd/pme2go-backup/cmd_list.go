@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -67,6 +68,12 @@ func printBackups(out io.Writer, all []ops.Backup) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", typ, b.Timestamp.UTC().Format("2006-01-02 15:04:05"), humanBytes(b.Size), strings.Join(b.Databases, ","), b.Name)
 		if b.Problem != "" {
 			fmt.Fprintf(tw, "\t\t\t\t  problem: %s\n", b.Problem)
+		}
+		if b.CompleteTime != nil {
+			fmt.Fprintf(tw, "\t\t\t\t  restorable up to: %s\n", b.CompleteTime.UTC().Format(time.RFC3339Nano))
+		}
+		if b.ChainEndLSN != 0 {
+			fmt.Fprintf(tw, "\t\t\t\t  chain ended: exact up to LSN %s\n", b.ChainEndLSN)
 		}
 		for _, w := range b.Warnings {
 			fmt.Fprintf(tw, "\t\t\t\t  warning: %s\n", w)

@@ -63,6 +63,9 @@ func runStatus(ctx context.Context, o statusOpts, out io.Writer) error {
 		case ch.LagError != "":
 			line += ", lag unknown: " + ch.LagError
 		}
+		if ch.CompleteTime != nil {
+			line += ", complete up to " + ch.CompleteTime.UTC().Format(time.RFC3339)
+		}
 		if ch.Reason != "" {
 			line += " (" + ch.Reason + ")"
 		}

@@ -24,6 +24,10 @@ type LargeObjectsReport struct {
 	Count   int       `json:"count"`   // large objects in that state
 	Written int       `json:"written"` // created or rewritten in the restored database
 	Removed int       `json:"removed"` // unlinked (not in that state)
+	// Exact is true when the state did not change between the seal before
+	// the target's archive (or the full backup) and the seal used: then it
+	// is the state at the target.
+	Exact bool `json:"exact"`
 	// Note says how exact the state is, for the restore's output.
 	Note string `json:"note"`
 }
@@ -39,7 +43,11 @@ func loSegment(seg segment) string {
 // recorded none (older archives, or capture without the right to read
 // them).
 func ApplyLargeObjects(ctx context.Context, conn *pgx.Conn, p *Plan) (*LargeObjectsReport, error) {
-	var last *capture.LargeObjectIndex
+	var last, before *capture.LargeObjectIndex
+	lastArchive := ""
+	if n := len(p.Incrementals); n > 0 {
+		lastArchive = p.Incrementals[n-1].Name
+	}
 	data := map[uint32]map[string]string{} // oid -> md5 -> file
 	for _, seg := range p.segments {
 		dir := loSegment(seg)
@@ -49,6 +57,9 @@ func ApplyLargeObjects(ctx context.Context, conn *pgx.Conn, p *Plan) (*LargeObje
 		}
 		if idx == nil {
 			continue
+		}
+		if seg.archive != lastArchive {
+			before = idx
 		}
 		last = idx
 		for _, oid := range idx.Data {
@@ -66,6 +77,13 @@ func ApplyLargeObjects(ctx context.Context, conn *pgx.Conn, p *Plan) (*LargeObje
 		return nil, err
 	}
 	rep := &LargeObjectsReport{AsOf: last.Taken, Count: len(last.Objects)}
+	// The state before the target's archive: the previous archive's, or
+	// the full backup's (what was restored).
+	prior := cur
+	if before != nil {
+		prior = before.Objects
+	}
+	rep.Exact = sameObjects(prior, last.Objects)
 	for oid := range cur {
 		if _, ok := last.Objects[oid]; !ok {
 			if _, err := conn.Exec(ctx, `SELECT pg_catalog.lo_unlink($1)`, oid); err != nil {
@@ -109,6 +127,21 @@ func ApplyLargeObjects(ctx context.Context, conn *pgx.Conn, p *Plan) (*LargeObje
 		}
 	}
 	rep.Note = "large objects are restored as recorded when the archive was sealed (" + last.Taken.UTC().Format(time.RFC3339Nano) + "), not per transaction"
+	if rep.Exact {
+		rep.Note = "large objects did not change around the target (same state at the seals before and after it); restored as recorded at " + last.Taken.UTC().Format(time.RFC3339Nano)
+	}
 	p.LargeObjects = rep
 	return rep, nil
+}
+
+func sameObjects(a, b chain.LargeObjects) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for oid, x := range a {
+		if y, ok := b[oid]; !ok || x.MD5 != y.MD5 {
+			return false
+		}
+	}
+	return true
 }

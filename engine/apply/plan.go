@@ -11,6 +11,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 )
 
 // Archive is one archive of a plan, with its LSN range.
@@ -289,10 +290,10 @@ func latestGap(all []catalog.Backup, p *Plan) *Gap {
 	switch e := p.ChainEnd; {
 	case e != nil:
 		g.Reason = "chain " + e.ChainID + " ended: " + e.Reason
-		g.Fix = FixNewerFull
+		g.Fix = FixNewerFull.Text
 	case unused != "":
 		g.Reason = "newer backup " + unused + " belongs to no usable chain"
-		g.Fix = FixNewerFull
+		g.Fix = FixNewerFull.Text
 	default:
 		return nil
 	}
@@ -341,9 +342,9 @@ func checkReach(p *Plan, t Target, end, lastCommit uint64, lastTime time.Time, e
 			t, p.ChainID, p.Window.From.UTC().Format(time.RFC3339Nano), p.Window.To.UTC().Format(time.RFC3339Nano), p.Window.To.UTC().Format(time.RFC3339Nano))
 		if ended != "" && ended != "sealed" {
 			msg += "; the chain ended before the target (" + ended + ")"
-			return &TargetError{Code: CodeChainEnded, Message: msg, Fixes: []string{FixNewerFull}, Window: p.Window}
+			return &TargetError{Code: CodeChainEnded, Message: msg, Fixes: []errs.Fix{FixNewerFull}, Window: p.Window}
 		}
-		return &TargetError{Code: CodeTargetPastWindow, Message: msg, Fixes: []string{FixIncremental}, Window: p.Window}
+		return &TargetError{Code: CodeTargetPastWindow, Message: msg, Fixes: []errs.Fix{FixIncremental}, Window: p.Window}
 	}
 	newest := fmt.Sprintf("LSN %s", changeset.FormatLSN(end))
 	if !lastTime.IsZero() {
@@ -365,5 +366,5 @@ func pastEnd(p *Plan, t Target) error {
 	if !e.Time.IsZero() {
 		msg += " (time " + e.Time.UTC().Format(time.RFC3339Nano) + ")"
 	}
-	return &TargetError{Code: CodeChainEnded, Message: msg, Fixes: []string{FixNewerFull, FixCaptureDDL}, End: e, Window: p.Window}
+	return &TargetError{Code: CodeChainEnded, Message: msg, Fixes: []errs.Fix{FixNewerFull, FixCaptureDDL}, End: e, Window: p.Window}
 }

@@ -7,54 +7,67 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 )
 
-// Error codes of TargetError.
+// Codes of TargetError (engine/errs codes).
 const (
 	// CodeChainEnded: the target lies past the point where the chain ended
 	// (schema change without captured DDL, lag cap, lost slot, …).
-	CodeChainEnded = "CHAIN_ENDED"
+	CodeChainEnded = errs.ChainEnded
 	// CodeTargetPastWindow: the target lies after the recovery window, the
 	// newest point the archived change sets are known complete up to.
-	CodeTargetPastWindow = "TARGET_PAST_WINDOW"
+	CodeTargetPastWindow = errs.TargetUnreachable
 )
 
-// Fixes of TargetError, as data: the front end renders them.
-const (
-	FixNewerFull     = "restore from a newer full backup (take one if none exists), or choose a target before the chain's end"
-	FixCaptureDDL    = "set CAPTURE_DDL (auto or true) so that schema changes travel in the change sets, then take a new full backup"
-	FixIncremental   = "take an incremental backup to archive newer changes, or choose a target inside the recovery window"
-	FixChooseEarlier = "choose a target inside the recovery window"
+// Fixes of TargetError, as data (worded without any client's syntax).
+var (
+	FixNewerFull   = errs.Fix{Action: errs.ActFullBackup, Text: "restore from a newer full backup (take one if none exists), or choose a target before the chain's end"}
+	FixCaptureDDL  = errs.Fix{Action: errs.ActConfig, Text: "set CAPTURE_DDL (auto or true) so that schema changes travel in the change sets, then take a new full backup"}
+	FixIncremental = errs.Fix{Action: errs.ActIncremental, Text: "take an incremental backup to archive newer changes, or choose a target inside the recovery window"}
 )
 
 // TargetError is a refused recovery target: Code says why (CodeChainEnded,
-// CodeTargetPastWindow), Message what is wrong, Fixes what to do. It is
-// returned (possibly wrapped) before anything is written.
+// CodeTargetPastWindow), Message what is wrong, Fixes what to do (the
+// first is the main one). It is returned (possibly wrapped) before
+// anything is written, and unwraps to an *errs.Error with the same code
+// and the first fix, so errs.CodeOf and errors.Is(err, errs.ErrChainEnded)
+// work on it.
 type TargetError struct {
-	Code    string    `json:"code"`
-	Message string    `json:"message"`
-	Fixes   []string  `json:"fix"`
-	End     *ChainEnd `json:"chainEnd,omitempty"`
-	Window  *Window   `json:"recoveryWindow,omitempty"`
+	Code    errs.Code  `json:"code"`
+	Message string     `json:"message"`
+	Fixes   []errs.Fix `json:"fixes"`
+	End     *ChainEnd  `json:"chainEnd,omitempty"`
+	Window  *Window    `json:"recoveryWindow,omitempty"`
 }
 
 // Error implements error.
 func (e *TargetError) Error() string {
 	s := e.Message
 	for _, f := range e.Fixes {
-		s += "; " + f
+		s += "; " + f.Text
 	}
 	return s + "; nothing was restored"
 }
 
-// Fix returns the fixes as one sentence.
+// Unwrap returns the error as an *errs.Error.
+func (e *TargetError) Unwrap() error {
+	out := &errs.Error{Code: e.Code, Message: e.Message + "; nothing was restored"}
+	if len(e.Fixes) > 0 {
+		f := e.Fixes[0]
+		out.Fix = &f
+	}
+	return out
+}
+
+// Fix returns the fixes' texts as one sentence.
 func (e *TargetError) Fix() string {
 	s := ""
 	for i, f := range e.Fixes {
 		if i > 0 {
 			s += "; or "
 		}
-		s += f
+		s += f.Text
 	}
 	return s
 }

@@ -66,8 +66,34 @@ SELECT pid, coalesce(application_name, ''), coalesce(usename, ''), coalesce(datn
 		}
 		out = append(out, fmt.Sprintf("pid %d (application %q, user %s, database %s, %s, transaction open %ds): %s", pid, app, user, db, state, age, query))
 	}
+	rows.Close()
+	out = append(out, preparedBlockers(ctx, conn)...)
 	if len(out) == 0 {
 		return "no open transaction found now; retry"
 	}
 	return strings.Join(out, "; ")
+}
+
+// preparedBlockers names the prepared transactions (PREPARE TRANSACTION),
+// which hold their transaction open, and so block slot creation, until
+// someone commits or rolls them back; they never show in pg_stat_activity.
+func preparedBlockers(ctx context.Context, conn *pgx.Conn) []string {
+	rows, err := conn.Query(ctx, `SELECT gid, owner::text, database::text, extract(epoch FROM now() - prepared)::bigint
+	   FROM pg_prepared_xacts ORDER BY prepared`)
+	if err != nil {
+		return []string{"(could not read pg_prepared_xacts: " + err.Error() + ")"}
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var gid, owner, db string
+		var age int64
+		if err := rows.Scan(&gid, &owner, &db, &age); err != nil {
+			break
+		}
+		lit := "'" + strings.ReplaceAll(gid, "'", "''") + "'"
+		out = append(out, fmt.Sprintf("prepared transaction %s (owner %s, database %s, prepared %ds ago): finish it in database %s with COMMIT PREPARED %s or ROLLBACK PREPARED %s",
+			lit, owner, db, age, db, lit, lit))
+	}
+	return out
 }

@@ -32,6 +32,13 @@ type Backup struct {
 	FirstCommitTime *time.Time `json:"firstCommitTime,omitempty"`
 	LastCommitTime  *time.Time `json:"lastCommitTime,omitempty"`
 	Transactions    int64      `json:"transactions,omitempty"`
+	// CompleteTime (incremental archives): the chain's change stream is
+	// known complete up to this server time; the recovery window reaches
+	// it. ChainEndLSN/ChainEndTime: in the last archive of a chain that
+	// ended, the point up to which it is exact.
+	CompleteTime *time.Time `json:"completeTime,omitempty"`
+	ChainEndLSN  LSN        `json:"chainEndLsn,omitempty"`
+	ChainEndTime *time.Time `json:"chainEndTime,omitempty"`
 	// Warnings are the non-fatal problems met while taking the backup.
 	Warnings []string `json:"warnings"`
 	// Problem says why the backup cannot be used as listed (e.g. its
@@ -50,8 +57,25 @@ func fromCatalog(b catalog.Backup) Backup {
 		out.StartLSN, out.EndLSN = parseLSN(m.StartLSN), parseLSN(m.EndLSN)
 		out.FirstCommitTime, out.LastCommitTime, out.Transactions = m.FirstCommitTime, m.LastCommitTime, m.TxCount
 		out.Warnings = append(out.Warnings, m.Warnings...)
+		out.CompleteTime, out.ChainEndTime = metaTime(m.Metadata, "completeTime"), metaTime(m.Metadata, "chainEndTime")
+		if s, ok := m.Metadata["chainEndLsn"].(string); ok {
+			out.ChainEndLSN = parseLSN(s)
+		}
 	}
 	return out
+}
+
+// metaTime reads an RFC 3339 time from manifest metadata; nil when absent.
+func metaTime(md map[string]any, key string) *time.Time {
+	s, ok := md[key].(string)
+	if !ok {
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return nil
+	}
+	return &t
 }
 
 // ListOptions tune List.

@@ -120,6 +120,14 @@ type PointInTime struct {
 	LastCommitLSN  LSN            `json:"lastCommitLsn,omitempty"`
 	LastCommitTime *time.Time     `json:"lastCommitTime,omitempty"`
 	Description    []string       `json:"description"`
+	// RecoveryWindow: times (and LSNs) the chain can be restored to
+	// exactly; ChainEnd: where the chain ended, if it did; Gap: --latest
+	// reached an older state than the newest backup of the database;
+	// LargeObjects: the state large objects were restored to.
+	RecoveryWindow *apply.Window             `json:"recoveryWindow,omitempty"`
+	ChainEnd       *apply.ChainEnd           `json:"chainEnd,omitempty"`
+	Gap            *apply.Gap                `json:"gap,omitempty"`
+	LargeObjects   *apply.LargeObjectsReport `json:"largeObjects,omitempty"`
 }
 
 // ArchiveRange is an archive of a plan with its LSN range.
@@ -237,6 +245,15 @@ func restoreResult(res *restore.Result, dry bool) *RestoreResult {
 		}
 		for _, a := range pp.Incrementals {
 			pit.Incrementals = append(pit.Incrementals, ArchiveRange{Name: a.Name, Path: a.Path, StartLSN: LSN(a.StartLSN), EndLSN: LSN(a.EndLSN)})
+		}
+		pit.RecoveryWindow, pit.ChainEnd, pit.Gap, pit.LargeObjects = pp.Window, pp.ChainEnd, pp.Gap, pp.LargeObjects
+		if g := pp.Gap; g != nil {
+			out.Differences = append(out.Differences, Difference{Kind: "chain-ended", Object: pp.Database,
+				Message: fmt.Sprintf("the newest state any backup holds is %s, %.0f s older than the last backup activity (%s): %s; %s",
+					g.Reached.UTC().Format(time.RFC3339Nano), g.Seconds, g.LastActivity.UTC().Format(time.RFC3339Nano), g.Reason, g.Fix)})
+		}
+		if lo := pp.LargeObjects; lo != nil && !lo.Exact && pp.Target.Kind != apply.Latest {
+			out.Differences = append(out.Differences, Difference{Kind: "large-objects", Object: pp.Database, Message: lo.Note})
 		}
 		out.PointInTime = pit
 	}

@@ -64,6 +64,12 @@ type Chain struct {
 	Reason   string `json:"reason,omitempty"`
 	StartLSN LSN    `json:"startLsn"`
 	EndLSN   LSN    `json:"endLsn,omitempty"` // where a broken chain ended
+	// EndTime: time targets up to it are exact in a broken chain.
+	EndTime *time.Time `json:"endTime,omitempty"`
+	// CompleteTime: the stream is known complete up to this server time
+	// (last seal or streaming probe): the end of the recovery window once
+	// archived.
+	CompleteTime *time.Time `json:"completeTime,omitempty"`
 	// DDLCapture says how DDL is seen: "trigger", or "off: <why>".
 	DDLCapture  string     `json:"ddlCapture,omitempty"`
 	Created     time.Time  `json:"created"`
@@ -149,6 +155,14 @@ func chainStatuses(ctx context.Context, cfg *config.Config, withLag bool) []Chai
 		if !st.Ended.IsZero() {
 			e := st.Ended
 			c.Ended = &e
+		}
+		if !st.EndTime.IsZero() {
+			e := st.EndTime
+			c.EndTime = &e
+		}
+		if !st.CompleteTime.IsZero() {
+			ct := st.CompleteTime
+			c.CompleteTime = &ct
 		}
 		if withLag && st.Status == chain.StatusOpen {
 			if lag, err := capture.Lag(ctx, cfg, st); err != nil {

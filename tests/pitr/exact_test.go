@@ -11,6 +11,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/capture"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/engine/restore"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
@@ -63,7 +64,7 @@ func nowText(t *testing.T, c *pgharness.Cluster) string {
 }
 
 // refusedAs checks that err is a TargetError with code.
-func refusedAs(t *testing.T, err error, code string) *apply.TargetError {
+func refusedAs(t *testing.T, err error, code errs.Code) *apply.TargetError {
 	t.Helper()
 	var te *apply.TargetError
 	if !errors.As(err, &te) {
@@ -71,6 +72,9 @@ func refusedAs(t *testing.T, err error, code string) *apply.TargetError {
 	}
 	if te.Code != code || te.Fix() == "" {
 		t.Fatalf("refusal %q: code %s, fix %q; want code %s with a fix", te, te.Code, te.Fix(), code)
+	}
+	if errs.CodeOf(err) != code || !errors.Is(err, &errs.Error{Code: code}) {
+		t.Fatalf("refusal %q does not carry code %s for the front door (%s)", te, code, errs.CodeOf(err))
 	}
 	t.Logf("refused (%s): %v", te.Code, te)
 	return te
@@ -235,7 +239,7 @@ func TestRecoveryWindowAndLargeObjects(t *testing.T) {
 		}
 		same(t, "large objects at --latest", want, sums(t, c, "r_lo"))
 		lo := res.PITR.LargeObjects
-		if lo == nil || lo.Count != 3 || lo.Removed != 1 || !strings.Contains(lo.Note, "not per transaction") {
+		if lo == nil || lo.Count != 3 || lo.Removed != 1 || lo.Exact || !strings.Contains(lo.Note, "not per transaction") {
 			t.Fatalf("large objects report %+v", lo)
 		}
 		t.Logf("%s", strings.Join(res.PITR.Describe(), "; "))
