@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -200,7 +201,8 @@ func (e *engineAdapter) ListBackups(ctx context.Context) ([]dbusapi.BackupEntry,
 		if len(b.Warnings) > 0 {
 			d["warnings"] = b.Warnings
 		}
-		out = append(out, dbusapi.BackupEntry{Name: b.Name, Type: b.Type, Path: b.Path, Time: b.Timestamp, Size: b.Size, Details: d})
+		js, _ := json.Marshal(b)
+		out = append(out, dbusapi.BackupEntry{Name: b.Name, Type: b.Type, Path: b.Path, Time: b.Timestamp, Size: b.Size, Details: d, JSON: string(js)})
 	}
 	return out, nil
 }

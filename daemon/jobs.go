@@ -221,11 +221,6 @@ func (m *Jobs) run(ctx context.Context, j *job, req dbusapi.JobRequest) {
 		if out.Size > 0 {
 			j.info.Bytes = uint64(out.Size)
 		}
-		if out.Result != nil {
-			if b, jerr := json.Marshal(out.Result); jerr == nil {
-				j.info.ResultJSON = string(b)
-			}
-		}
 	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || j.info.State == dbusapi.JobCancelling || m.ctx.Err() != nil):
 		j.info.State = dbusapi.JobCancelled
 		j.info.Phase = "cancelled"
@@ -238,6 +233,11 @@ func (m *Jobs) run(ctx context.Context, j *job, req dbusapi.JobRequest) {
 		j.info.State = dbusapi.JobFailed
 		j.info.Phase = "failed"
 		j.info.Error = dbusapi.AsError(err)
+	}
+	if out.Result != nil && j.info.State != dbusapi.JobCancelled {
+		if b, jerr := json.Marshal(out.Result); jerr == nil && string(b) != "null" {
+			j.info.ResultJSON = string(b)
+		}
 	}
 	info := j.info
 	for _, o := range m.observers {

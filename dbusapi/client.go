@@ -142,7 +142,9 @@ func (c *Client) ListBackups(ctx context.Context) ([]BackupEntry, error) {
 		for k, v := range b.Details {
 			d[k] = v.Value()
 		}
-		out = append(out, BackupEntry{Name: b.Name, Type: b.Type, Path: b.Path, Time: fromUsec(b.Time), Size: int64(b.Size), Details: d})
+		js, _ := d["json"].(string)
+		delete(d, "json")
+		out = append(out, BackupEntry{Name: b.Name, Type: b.Type, Path: b.Path, Time: fromUsec(b.Time), Size: int64(b.Size), Details: d, JSON: js})
 	}
 	return out, nil
 }
@@ -202,7 +204,7 @@ func jobFromProps(id uint64, p map[string]dbus.Variant) JobInfo {
 		}
 	}
 	var started, finished uint64
-	var errName, errMsg, errCode string
+	var errName, errMsg, errCode, errFix, errAction string
 	get("Kind", &j.Kind)
 	get("State", &j.State)
 	get("Phase", &j.Phase)
@@ -219,9 +221,11 @@ func jobFromProps(id uint64, p map[string]dbus.Variant) JobInfo {
 	get("ErrorName", &errName)
 	get("ErrorMessage", &errMsg)
 	get("ErrorCode", &errCode)
+	get("ErrorFix", &errFix)
+	get("ErrorAction", &errAction)
 	j.StartedAt, j.FinishedAt = fromUsec(started), fromUsec(finished)
 	if errName != "" {
-		j.Error = &Error{Code: errCode, Message: errMsg}
+		j.Error = &Error{Code: errCode, Message: errMsg, Fix: errFix, Action: errAction}
 		if errCode == "" {
 			j.Error.Code = codeFromName(errName)
 		}

@@ -144,7 +144,7 @@ func FromDBus(err error) *Error {
 		if errors.As(err, &e) {
 			return e
 		}
-		return &Error{Code: CodeUnavailable, Message: err.Error()}
+		return &Error{Code: CodeFailed, Message: err.Error()}
 	}
 	text := de.Error()
 	if strings.HasPrefix(de.Name, ErrorPrefix) {

@@ -138,12 +138,15 @@ func jobValues(j JobInfo) map[string]any {
 	if dbs == nil {
 		dbs = []string{}
 	}
-	errName, errMsg, errCode := "", "", ""
+	var e Error
+	errName := ""
 	if j.Error != nil {
-		errName, errMsg, errCode = j.Error.Name(), j.Error.Error(), j.Error.Code
+		e, errName = *j.Error, j.Error.Name()
 	}
 	return map[string]any{
-		"ErrorCode":     errCode,
+		"ErrorCode":     e.Code,
+		"ErrorFix":      e.Fix,
+		"ErrorAction":   e.Action,
 		"Kind":          j.Kind,
 		"State":         j.State,
 		"Phase":         j.Phase,
@@ -158,7 +161,7 @@ func jobValues(j JobInfo) map[string]any {
 		"Result":        j.Result,
 		"ResultJSON":    j.ResultJSON,
 		"ErrorName":     errName,
-		"ErrorMessage":  errMsg,
+		"ErrorMessage":  e.Message,
 	}
 }
 
@@ -409,7 +412,11 @@ func (m managerObj) ListBackups(msg dbus.Message) (out []backupTuple, derr *dbus
 		if b.Size > 0 {
 			size = uint64(b.Size)
 		}
-		out = append(out, backupTuple{b.Name, b.Type, b.Path, usec(b.Time), size, toVariantMap(b.Details)})
+		d := toVariantMap(b.Details)
+		if b.JSON != "" {
+			d["json"] = dbus.MakeVariant(b.JSON)
+		}
+		out = append(out, backupTuple{b.Name, b.Type, b.Path, usec(b.Time), size, d})
 	}
 	return out, nil
 }

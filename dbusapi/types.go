@@ -89,7 +89,9 @@ type BackupEntry struct {
 	Path    string
 	Time    time.Time
 	Size    int64
-	Details map[string]any // values: string, []string, bool, int64, uint64, float64
+	Details map[string]any // values: string, []string, bool, int64, uint64, float64, time.Time
+	// JSON is the entry as the CLI's list --json prints it (details key "json").
+	JSON string
 }
 
 // ManagerState is the value of the Manager's changing properties.

@@ -68,6 +68,7 @@ DB_USER=postgres
 REPLICA_IDENTITY_FIX=full
 CONF
 export PME2GO_CONF="$work/pme2go-backup.conf"
+export PME2GO_DIRECT=1 # the CLI works in process; without it, it asks the daemon
 cli() { echo "\$ pme2go-backup $*"; "$CLI" --config "$PME2GO_CONF" "$@"; }
 
 step "configuration"

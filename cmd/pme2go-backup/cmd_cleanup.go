@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -30,12 +32,20 @@ func cleanupCommand() *cli.Command {
 }
 
 func runCleanup(ctx context.Context, o cleanupOpts, out io.Writer) error {
-	cfg, log, err := o.load()
-	if err != nil {
-		return err
+	var res *ops.CleanupResult
+	var err error
+	if !o.Direct {
+		err = o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+			return c.Cleanup(ctx, o.DryRun)
+		}, &res)
+	} else {
+		cfg, log, lerr := o.load()
+		if lerr != nil {
+			return lerr
+		}
+		o.Log = log
+		res, err = ops.Cleanup(ctx, cfg, o.CleanupOptions, nil)
 	}
-	o.Log = log
-	res, err := ops.Cleanup(ctx, cfg, o.CleanupOptions, nil)
 	if o.JSON || res == nil {
 		if res != nil {
 			printJSON(out, res)

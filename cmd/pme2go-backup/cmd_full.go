@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -32,16 +34,27 @@ func fullCommand() *cli.Command {
 }
 
 func runFull(ctx context.Context, o fullOpts, out io.Writer) error {
-	cfg, log, err := o.load()
-	if err != nil {
-		return err
-	}
-	o.Log = log
-	pp := newProgress(o.Stderr)
-	res, err := ops.Full(ctx, cfg, o.FullOptions, pp.report)
-	pp.finish()
-	if err != nil {
-		return err
+	var res *ops.FullResult
+	log := newLogger(o.Stderr, o.LogLevel)
+	if !o.Direct {
+		err := o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+			return c.StartBackup(ctx, dbusapi.KindFull, o.Databases, o.Trigger)
+		}, &res)
+		if err != nil {
+			return err
+		}
+	} else {
+		cfg, l, err := o.load()
+		if err != nil {
+			return err
+		}
+		o.Log, log = l, l
+		pp := newProgress(o.Stderr)
+		res, err = ops.Full(ctx, cfg, o.FullOptions, pp.report)
+		pp.finish()
+		if err != nil {
+			return err
+		}
 	}
 	for _, w := range res.Warnings {
 		log.Warn(w)
@@ -49,6 +62,6 @@ func runFull(ctx context.Context, o fullOpts, out io.Writer) error {
 	if o.JSON {
 		return printJSON(out, res)
 	}
-	_, err = fmt.Fprintf(out, "%s\t%s\t%.3fs\n", res.Path, humanBytes(res.Size), res.Duration)
+	_, err := fmt.Fprintf(out, "%s\t%s\t%.3fs\n", res.Path, humanBytes(res.Size), res.Duration)
 	return err
 }

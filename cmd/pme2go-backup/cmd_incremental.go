@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -32,14 +34,22 @@ func incrementalCommand() *cli.Command {
 }
 
 func runIncremental(ctx context.Context, o incrementalOpts, out io.Writer) error {
-	cfg, log, err := o.load()
-	if err != nil {
-		return err
+	var res *ops.IncrementalResult
+	var err error
+	if !o.Direct {
+		err = o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+			return c.StartBackup(ctx, dbusapi.KindIncremental, o.Databases, o.Trigger)
+		}, &res)
+	} else {
+		cfg, log, lerr := o.load()
+		if lerr != nil {
+			return lerr
+		}
+		o.Log = log
+		pp := newProgress(o.Stderr)
+		res, err = ops.Incremental(ctx, cfg, o.IncrementalOptions, pp.report)
+		pp.finish()
 	}
-	o.Log = log
-	pp := newProgress(o.Stderr)
-	res, err := ops.Incremental(ctx, cfg, o.IncrementalOptions, pp.report)
-	pp.finish()
 	if o.JSON && err == nil {
 		return printJSON(out, res)
 	}

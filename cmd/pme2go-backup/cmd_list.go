@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -36,13 +38,34 @@ func runList(ctx context.Context, o listOpts, out io.Writer) error {
 	if o.Type != "" && o.Type != "full" && o.Type != "incremental" {
 		return usageError{fmt.Sprintf("--type must be full or incremental, not %q", o.Type)}
 	}
-	cfg, _, err := o.load()
-	if err != nil {
-		return err
-	}
-	res, err := ops.List(ctx, cfg, o.ListOptions, nil)
-	if err != nil {
-		return err
+	var res ops.ListResult
+	if !o.Direct {
+		err := o.call(ctx, func(ctx context.Context, c *dbusapi.Client) error {
+			all, err := c.ListBackups(ctx)
+			res = ops.ListResult{}
+			for _, b := range all {
+				var ob ops.Backup
+				if err := json.Unmarshal([]byte(b.JSON), &ob); err != nil {
+					ob = ops.Backup{Name: b.Name, Path: b.Path, Type: b.Type, Timestamp: b.Time, Size: b.Size, Warnings: []string{}}
+				}
+				if o.Type == "" || ob.Type == o.Type {
+					res = append(res, ob)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	} else {
+		cfg, _, err := o.load()
+		if err != nil {
+			return err
+		}
+		res, err = ops.List(ctx, cfg, o.ListOptions, nil)
+		if err != nil {
+			return err
+		}
 	}
 	if o.JSON {
 		return printJSON(out, res)

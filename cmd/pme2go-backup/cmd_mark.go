@@ -34,11 +34,20 @@ func markCommand() *cli.Command {
 }
 
 func runMark(ctx context.Context, o markOpts, out io.Writer) error {
-	cfg, _, err := o.load()
-	if err != nil {
-		return err
+	var res *ops.MarkResult
+	var err error
+	if !o.Direct {
+		if len(o.Databases) > 0 {
+			return usageError{errMarkDatabases.Error()}
+		}
+		res, err = o.markThroughDaemon(ctx, o.Name)
+	} else {
+		cfg, _, lerr := o.load()
+		if lerr != nil {
+			return lerr
+		}
+		res, err = ops.Mark(ctx, cfg, o.MarkOptions, nil)
 	}
-	res, err := ops.Mark(ctx, cfg, o.MarkOptions, nil)
 	if o.JSON && err == nil {
 		return printJSON(out, res)
 	}

@@ -6,8 +6,10 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -58,16 +60,31 @@ func restoreCommand() *cli.Command {
 }
 
 func runRestore(ctx context.Context, o restoreOpts, out io.Writer) error {
-	cfg, log, err := o.load()
-	if err != nil {
-		return err
-	}
-	o.Log = log
-	pp := newProgress(o.Stderr)
-	res, err := ops.Restore(ctx, cfg, o.RestoreOptions, pp.report)
-	pp.finish()
-	if err != nil {
-		return err
+	var res *ops.RestoreResult
+	if !o.Direct {
+		t := o.Target
+		ro := dbusapi.RestoreOptions{TargetTime: t.Time, TargetLSN: t.LSN, TargetXid: t.Xid, TargetName: t.Name,
+			Latest: t.Latest, TargetExclusive: t.Exclusive, TargetDB: o.TargetDB, Force: o.Force,
+			NoSafetyBackup: o.NoSafetyBackup, RestoreLogs: o.RestoreLogs, RestoreGlobals: o.RestoreGlobals,
+			NoOwner: o.NoOwner, Resume: o.Resume}
+		err := o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+			return c.Restore(ctx, o.Backup, ro, o.Databases, o.DryRun)
+		}, &res)
+		if err != nil {
+			return err
+		}
+	} else {
+		cfg, log, err := o.load()
+		if err != nil {
+			return err
+		}
+		o.Log = log
+		pp := newProgress(o.Stderr)
+		res, err = ops.Restore(ctx, cfg, o.RestoreOptions, pp.report)
+		pp.finish()
+		if err != nil {
+			return err
+		}
 	}
 	if o.JSON {
 		printJSON(out, res)

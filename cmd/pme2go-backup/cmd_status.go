@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -28,16 +29,37 @@ func statusCommand() *cli.Command {
 }
 
 func runStatus(ctx context.Context, o statusOpts, out io.Writer) error {
-	cfg, _, err := o.load()
-	if err != nil {
-		return err
-	}
-	r, err := ops.Status(ctx, cfg, o.StatusOptions, nil)
-	if err != nil {
-		return err
+	var r *ops.StatusResult
+	var ds *daemonStatus
+	if !o.Direct {
+		var err error
+		if ds, err = o.statusFromDaemon(ctx, &r); err != nil {
+			return err
+		}
+		if r == nil {
+			return &errs.Error{Code: errs.Failed, Message: "the daemon returned no status"}
+		}
+	} else {
+		cfg, _, err := o.load()
+		if err != nil {
+			return err
+		}
+		r, err = ops.Status(ctx, cfg, o.StatusOptions, nil)
+		if err != nil {
+			return err
+		}
 	}
 	if o.JSON {
+		if ds != nil {
+			return printJSON(out, struct {
+				*ops.StatusResult
+				Daemon *daemonStatus `json:"daemon"`
+			}{r, ds})
+		}
 		return printJSON(out, r)
+	}
+	if ds != nil {
+		printDaemonStatus(out, ds)
 	}
 	fmt.Fprintf(out, "Backup directory: %s (%s used by %d backups, %s free)\n", r.BackupDir, humanBytes(r.UsedBytes), r.Backups, humanBytes(r.FreeBytes))
 	fmt.Fprintf(out, "Retention:        %d days, compression %s\n", r.RetentionDays, r.Compression)

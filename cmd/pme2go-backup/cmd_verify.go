@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
+	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -28,11 +31,42 @@ func verifyCommand() *cli.Command {
 }
 
 func runVerify(ctx context.Context, o verifyOpts, out io.Writer) error {
-	cfg, _, err := o.load()
-	if err != nil {
-		return err
+	var res *ops.VerifyResult
+	var err error
+	if !o.Direct {
+		res = &ops.VerifyResult{Archives: []ops.VerifiedArchive{}}
+		names := o.Backups
+		if len(names) == 0 {
+			names = []string{""} // every archive
+		}
+		var errList []error
+		for _, name := range names {
+			var one *ops.VerifyResult
+			jerr := o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+				return c.Verify(ctx, name)
+			}, &one)
+			if one != nil {
+				res.Archives = append(res.Archives, one.Archives...)
+				res.Failed += one.Failed
+			}
+			if jerr != nil {
+				errList = append(errList, jerr)
+				if one == nil {
+					break
+				}
+			}
+		}
+		err = errors.Join(errList...)
+		if len(errList) == 1 {
+			err = errList[0]
+		}
+	} else {
+		cfg, _, lerr := o.load()
+		if lerr != nil {
+			return lerr
+		}
+		res, err = ops.Verify(ctx, cfg, o.VerifyOptions, nil)
 	}
-	res, err := ops.Verify(ctx, cfg, o.VerifyOptions, nil)
 	if o.JSON {
 		if res != nil {
 			printJSON(out, res)

@@ -23,7 +23,10 @@ type common struct {
 	ConfigPath string
 	LogLevel   string
 	JSON       bool
-	Stderr     io.Writer
+	// Direct runs the engine in this process instead of asking the daemon
+	// (--direct, or PME2GO_DIRECT=1).
+	Direct bool
+	Stderr io.Writer
 }
 
 // globalFlags are accepted before the command name and, for --config and
@@ -32,6 +35,7 @@ func globalFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "configuration `FILE` (default /etc/pme2go-backup/pme2go-backup.conf)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		&cli.BoolFlag{Name: "direct", EnvVars: []string{directEnv}, Usage: "run in this process instead of through the daemon pme2go-backupd (bare-metal recovery)"},
 	}
 }
 
@@ -57,7 +61,7 @@ func wrap(cmd *cli.Command) {
 // commonOf reads the common options; a flag given after the command name
 // wins over the same flag before it.
 func commonOf(c *cli.Context) common {
-	g := common{LogLevel: "info", JSON: c.Bool("json"), Stderr: c.App.ErrWriter}
+	g := common{LogLevel: "info", JSON: c.Bool("json"), Stderr: c.App.ErrWriter, Direct: c.Bool("direct")}
 	lineage := c.Lineage()
 	for i := len(lineage) - 1; i >= 0; i-- { // root first, command last
 		x := lineage[i]
@@ -70,6 +74,8 @@ func commonOf(c *cli.Context) common {
 				g.ConfigPath = x.String("config")
 			case "log-level":
 				g.LogLevel = x.String("log-level")
+			case "direct":
+				g.Direct = x.Bool("direct")
 			}
 		}
 	}

@@ -373,6 +373,85 @@ func TestDaemonOverBus(t *testing.T) {
 		}
 	})
 
+	t.Run("the CLI as client", func(t *testing.T) {
+		cli := buildCLI(t)
+		addr := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
+		run := func(env []string, args ...string) (string, string, int) {
+			cmd := exec.Command(cli, args...)
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DBUS_SYSTEM_BUS_ADDRESS=" + addr}, env...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			return stdout.String(), stderr.String(), code
+		}
+		out, errOut, code := run(nil, "full", "--database", "small")
+		if code != 0 || !strings.Contains(out, "full_backup_") || !strings.Contains(errOut, "job /org/pme2go/Backup1/job/") {
+			t.Fatalf("full through the daemon: exit %d\n%s\n%s", code, out, errOut)
+		}
+		out, _, code = run(nil, "list", "--json")
+		var list []map[string]any
+		if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) < 3 || list[0]["name"] == "" {
+			t.Fatalf("list --json through the daemon: exit %d\n%s", code, out)
+		}
+		out, errOut, code = run(nil, "status")
+		if code != 0 || !strings.Contains(out, "Daemon:") || !strings.Contains(out, "Recent jobs:") || !strings.Contains(out, "Backup directory:") {
+			t.Fatalf("status through the daemon: exit %d\n%s\n%s", code, out, errOut)
+		}
+		out, errOut, code = run(nil, "verify", filepath.Base(fullPath))
+		if code != 0 || !strings.Contains(out, "OK\t") {
+			t.Fatalf("verify through the daemon: exit %d\n%s\n%s", code, out, errOut)
+		}
+		_, errOut, code = run(nil, "restore", "--backup", filepath.Base(fullPath), "--database", "small", "--target-db", "small_copy")
+		if code == 0 || !strings.Contains(errOut, "--force") {
+			t.Fatalf("restore over a database with data: exit %d, want the fix worded with --force\n%s", code, errOut)
+		}
+		// Unreachable daemon: say so and how to proceed.
+		_, errOut, code = run([]string{"DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent/bus"}, "list")
+		if code == 0 || !strings.Contains(errOut, "not reachable") || !strings.Contains(errOut, "--direct") {
+			t.Fatalf("unreachable daemon: exit %d\n%s", code, errOut)
+		}
+		// Not authorized: its own exit status.
+		outU, errU := asUser(t, "", cli, "list")
+		if errU == nil || !strings.Contains(outU, "pme2go-backup group") {
+			t.Fatalf("nobody running the CLI: %v\n%s", errU, outU)
+		}
+		var ee *exec.ExitError
+		if errors.As(errU, &ee) && ee.ExitCode() != 3 {
+			t.Fatalf("nobody running the CLI: exit %d, want 3 (not authorized)", ee.ExitCode())
+		}
+		// Ctrl-C cancels the job.
+		cmd := exec.Command(cli, "full", "--database", "big")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DBUS_SYSTEM_BUS_ADDRESS=" + addr}
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; !strings.Contains(stderr.String(), "dump big"); i++ {
+			if i > 600 {
+				t.Fatalf("no progress line from the CLI:\n%s", stderr.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = cmd.Process.Signal(os.Interrupt)
+		err := cmd.Wait()
+		if err == nil || !strings.Contains(stderr.String(), "cancel") {
+			t.Fatalf("CLI after Ctrl-C: %v\n%s", err, stderr.String())
+		}
+		st, _ := cl.GetStatus(ctxT(t, 10*time.Second))
+		hist, _ := st["history"].([]map[string]any)
+		if last := hist[len(hist)-1]; last["kind"] != "full" || last["state"] != "cancelled" {
+			t.Fatalf("the job after Ctrl-C: %v", last)
+		}
+	})
+
 	t.Run("history survives a restart; STOPPING and READY", func(t *testing.T) {
 		if err := d.stop(t); err != nil {
 			t.Fatalf("exit after SIGTERM: %v\n%s", err, d.stderr.String())
@@ -428,6 +507,18 @@ func sessions(t *testing.T, c *pgharness.Cluster, app string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(filepath.Dir(daemonBin), "pme2go-backup")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/pme2go/pme2go-backup/cmd/pme2go-backup").CombinedOutput(); err != nil {
+		t.Fatalf("build pme2go-backup: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func slots(t *testing.T, c *pgharness.Cluster) int {

@@ -59,7 +59,7 @@ func runCLI(t *testing.T, env map[string]string, args ...string) cliResult {
 
 func cliCmd(env map[string]string, args ...string) *exec.Cmd {
 	cmd := exec.Command(cliBin, append([]string{"--config", emptyConf}, args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "PME2GO_DIRECT=1"}
 	keys := make([]string, 0, len(env))
 	for k := range env {
 		keys = append(keys, k)
