@@ -329,7 +329,7 @@ func TestServiceUnits(t *testing.T) {
 	for _, kind := range []string{"full", "incremental", "cleanup", "drill"} {
 		u := "pme2go-backup-" + kind + ".service"
 		got := unitDirectives(t, u, "ExecStart")
-		if len(got) != 1 || got[0] != "/usr/bin/pme2go-backup "+kind {
+		if len(got) != 1 || !strings.HasPrefix(got[0]+" ", "/usr/bin/pme2go-backup "+kind+" ") {
 			t.Errorf("%s: ExecStart=%q, want /usr/bin/pme2go-backup %s", u, got, kind)
 		}
 		if tp := unitDirectives(t, u, "Type"); len(tp) != 1 || tp[0] != "oneshot" {
