@@ -80,6 +80,11 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 		return err
 	}
 	defer maint.Close(context.Background())
+	j, err := newJournal(cfg, st.Target, fresh, rp != nil)
+	if err != nil {
+		return err
+	}
+	defer j.close()
 	keep := false // a replay in progress is kept for --resume
 	swapped := false
 	defer func() {
@@ -118,7 +123,7 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 		return err
 	}
 	if st.TargetExists {
-		err = replaceDatabase(ctx, cfg, maint, fresh, st, opts, res)
+		err = replaceDatabase(ctx, cfg, maint, fresh, st, opts, res, j)
 	} else {
 		err = renameDatabase(ctx, maint, fresh, st.Target)
 	}

@@ -172,10 +172,20 @@ func renameBoth(ctx context.Context, maint *pgx.Conn, a, a2, b, b2 string) error
 // target's chain and drops the replaced database. On error the target is as
 // it was (same name, same connection setting) and fresh still exists under
 // its own name.
-func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, fresh string, st Step, opts Options, res *Result) (err error) {
+func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, fresh string, st Step, opts Options, res *Result, j *journal) (err error) {
 	// A prepared transaction keeps a database from being renamed, and is
 	// neither committed nor rolled back: nobody's decision to take here.
 	if err := checkPrepared(ctx, maint, st.Target); err != nil {
+		return err
+	}
+	old := scratchName(st.Target, "old")
+	// The journal knows the private name and the original setting before
+	// anything changes (journal.go).
+	j.Old = old
+	if err := maint.QueryRow(ctx, `SELECT datallowconn FROM pg_database WHERE datname = $1`, st.Target).Scan(&j.AllowConn); err != nil {
+		return fmt.Errorf("look up database %s: %w", st.Target, err)
+	}
+	if err := j.set(phaseLocked); err != nil {
 		return err
 	}
 	var lk *lockout
@@ -186,7 +196,6 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 		}
 		res.EndedSessions = append(res.EndedSessions, lk.ended...)
 	}
-	old := scratchName(st.Target, "old")
 	swapped := false
 	defer func() {
 		if err == nil {
@@ -195,13 +204,17 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 		bg := context.WithoutCancel(ctx)
 		if swapped {
 			if e := renameBoth(bg, maint, st.Target, fresh, old, st.Target); e != nil {
-				err = errors.Join(err, fmt.Errorf("could not put database %s back; it is now named %s: rename it back with ALTER DATABASE %s RENAME TO %s (after renaming away the restored database %s): %w",
+				j.keep = true
+				err = errors.Join(err, fmt.Errorf("could not put database %s back; it is now named %s: rename it back with ALTER DATABASE %s RENAME TO %s (after renaming away the restored database %s), or run the restore again, which does it: %w",
 					st.Target, old, ident(old), ident(st.Target), st.Target, e))
 				return
 			}
 		}
 		if lk != nil {
-			err = errors.Join(err, lk.giveBack(bg, maint, st.Target))
+			if e := lk.giveBack(bg, maint, st.Target); e != nil {
+				j.keep = true
+				err = errors.Join(err, e)
+			}
 		}
 		setAllowConnections(bg, maint, fresh, true) // for --resume
 	}()
@@ -232,6 +245,9 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 		res.SafetyBackups = append(res.SafetyBackups, path)
 	}
 	if err := endChainOf(ctx, cfg, st.Target, old, opts); err != nil {
+		return err
+	}
+	if err := j.set(phaseCommitted); err != nil {
 		return err
 	}
 	allow := true

@@ -117,11 +117,24 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 		return nil, fmt.Errorf("%s is an incremental backup; restore a full backup (point-in-time targets replay incrementals on top of it)", b.Name)
 	}
 	target := pgclient.FromConfig(cfg)
+	var recovered []string
+	if !opts.DryRun {
+		unlock, err := backup.Prepare(cfg, cfg.FullDir())
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		// A restore killed midway may have left a database shut or
+		// renamed: put it right before looking at the targets.
+		if recovered, err = RecoverInterrupted(ctx, cfg, opts.Log); err != nil {
+			return nil, err
+		}
+	}
 	plan, err := makePlan(ctx, target, b, opts)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Plan: plan, PITR: pitr}
+	res := &Result{Plan: plan, PITR: pitr, Notes: recovered}
 	var resumeDB string
 	if pitr != nil {
 		if resumeDB, err = checkScratch(ctx, target, plan, pitr, opts); err != nil {
@@ -131,12 +144,6 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	if opts.DryRun {
 		return res, nil
 	}
-	unlock, err := backup.Prepare(cfg, cfg.FullDir())
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-
 	opts.Progress("verify " + b.Name)
 	rep, err := archive.Verify(ctx, b.Path)
 	if err != nil {

@@ -275,6 +275,48 @@ func TestForceRestoreLosesNoCommit(t *testing.T) {
 			t.Fatalf("a session was ended by a restore refused for a prepared transaction: %v", err)
 		}
 	})
+	t.Run("killed during the safety backup", func(t *testing.T) {
+		before := dbState(t, c, "app")
+		sums, err := pgharness.Checksums(context.Background(), c.ConnString("app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin := fakeBinDir(t, c, "pg_dump")
+		os.WriteFile(filepath.Join(bin, "pg_dump"), []byte(fmt.Sprintf("#!/bin/sh\ncase \"$1\" in --version) exec %q --version;; esac\nexec sleep 20\n", c.Bin("pg_dump"))), 0o755)
+		cmd := cliCmd(withBin(bin), "restore", "--backup", path, "--force")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(60 * time.Second); !strings.Contains(databases(t, c), "app_pme2go_old_"); {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("the restore never reached its safety backup: %s", databases(t, c))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		if s := dbState(t, c, "app"); !strings.HasPrefix(s, "allowconn=f") {
+			t.Fatalf("killed during its safety backup, yet the database accepts connections: %s", s)
+		}
+		// The next restore, whatever it restores, puts it right first.
+		r := runCLI(t, env, "restore", "--backup", path, "--target-db", "elsewhere")
+		if r.code != 0 || !strings.Contains(r.stdout, "interrupted") {
+			t.Fatalf("restore after the killed one: %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		c.Exec(t, "postgres", `DROP DATABASE elsewhere`)
+		if after := dbState(t, c, "app"); after != before {
+			t.Errorf("after recovery:\n %s\nwant\n %s", after, before)
+		}
+		got, err := pgharness.Checksums(context.Background(), c.ConnString("app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := pgharness.Diff(sums, got); len(d) > 0 {
+			t.Errorf("content changed by the killed restore: %v", d)
+		}
+	})
 	if n := len(listed(t, env)); n != 2 {
 		t.Errorf("failed restores left backups: %d listed, want 2", n)
 	}
