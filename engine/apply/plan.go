@@ -154,6 +154,11 @@ func MakePlans(backupDir, db string, t Target) ([]*Plan, error) {
 		return nil, err
 	}
 	cands := fulls(all, db)
+	if t.Kind == Latest {
+		if p := newerPlainFull(all, db, cands); p != nil {
+			return []*Plan{p}, nil
+		}
+	}
 	if len(cands) == 0 {
 		return nil, fmt.Errorf("no full backup of database %s in %s started a change-capture chain, so no point-in-time restore is possible; check the warnings of `pme2go-backup list` (wal_level=logical, REPLICATION) and take a full backup", db, backupDir)
 	}
@@ -367,4 +372,37 @@ func pastEnd(p *Plan, t Target) error {
 		msg += " (time " + e.Time.UTC().Format(time.RFC3339Nano) + ")"
 	}
 	return &TargetError{Code: CodeChainEnded, Message: msg, Fixes: []errs.Fix{FixNewerFull, FixCaptureDDL}, End: e, Window: p.Window}
+}
+
+// newerPlainFull returns a plan restoring only the newest full backup of db
+// when that backup started no chain and is newer than what the newest
+// chain reaches (--latest: the newest state any backup holds wins). Restore
+// safety backups are left out.
+func newerPlainFull(all []catalog.Backup, db string, cands []Archive) *Plan {
+	var newest *catalog.Backup
+	for i, b := range all {
+		m := b.Manifest
+		if b.Type != "full" || m == nil || !slices.Contains(m.Databases, db) || isSafety(m) {
+			continue
+		}
+		if newest == nil || m.Timestamp.After(newest.Manifest.Timestamp) {
+			newest = &all[i]
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	if _, _, chained := chainOf(newest.Manifest, db); chained {
+		return nil
+	}
+	if len(cands) > 0 {
+		p, err := assemble(all, db, cands[0], Target{Kind: Latest})
+		if err != nil || !newest.Manifest.Timestamp.After(p.Window.To) {
+			return nil
+		}
+	}
+	f := Archive{Name: newest.Name, Path: newest.Path, Manifest: newest.Manifest}
+	ts := newest.Manifest.Timestamp
+	return &Plan{Database: db, Target: Target{Kind: Latest}, TargetText: Target{Kind: Latest}.String(), Full: f,
+		Window: &Window{From: ts, To: ts, ToLSN: changeset.FormatLSN(0)}}
 }

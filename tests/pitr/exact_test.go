@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
+	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/capture"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
@@ -159,6 +160,27 @@ func TestCatalogChangeEndsChain(t *testing.T) {
 		_, err = e.restoreTo(ctx, apply.Target{Kind: apply.LSN, LSN: lsnOf(t, c)}, "r_after")
 		refusedAs(t, err, apply.CodeChainEnded)
 		nothingWritten(t, c)
+	})
+
+	t.Run("newer full backup without a chain wins", func(t *testing.T) {
+		// A full backup that could start no chain is still the newest
+		// state a backup holds: --latest restores it.
+		noChain := func(context.Context, string) (string, map[string]string, func(bool), error) {
+			return "", map[string]string{"warning": "no chain in this test"}, func(bool) {}, nil
+		}
+		if _, err := backup.Full(ctx, e.cfg, backup.Options{Snapshot: noChain}); err != nil {
+			t.Fatal(err)
+		}
+		want, wantSchema := sums(t, c, "app"), schemaOf(t, c, "app")
+		res, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_latest4")
+		if err != nil {
+			t.Fatal(err)
+		}
+		same(t, "latest = full backup without a chain", want, sums(t, c, "r_latest4"))
+		sameSchema(t, "latest = full backup without a chain", wantSchema, schemaOf(t, c, "r_latest4"))
+		if res.PITR.Gap != nil || res.PITR.ChainID != "" {
+			t.Fatalf("plan %s, gap %+v", res.PITR.ChainID, res.PITR.Gap)
+		}
 	})
 }
 
