@@ -194,7 +194,10 @@ func drain(ctx context.Context, cfg *config.Config, st *chain.State, opts Option
 	// arrived; the seal decides (proveCatalog).
 	if seal {
 		if s.pendingPrint, err = chain.ReadCatalog(ctx, s.conn); err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			s.pendingPrint = nil // read again at the seal
 		}
 	}
 	target, token, t0, err := s.drainTarget(ctx)

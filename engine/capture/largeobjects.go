@@ -66,7 +66,9 @@ func (s *session) captureLargeObjects(ctx context.Context, segment string) (chai
 				delete(now, oid) // unlinked meanwhile
 				continue
 			}
-			return nil, fmt.Errorf("read large object %d: %w", oid, err)
+			s.opts.Log.Warn("large objects not captured", "database", s.st.Database, "object", oid, "error", err)
+			os.RemoveAll(dir)
+			return nil, nil
 		}
 		if chain.SumMD5(data) != lo.MD5 {
 			lo.MD5, lo.Size = chain.SumMD5(data), int64(len(data))
