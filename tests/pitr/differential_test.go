@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -40,12 +41,16 @@ func TestDifferentialPITR(t *testing.T) {
 	t.Logf("seed %d", seed)
 
 	st := newStreamer(t, e, bin)
-	bench := pgbenchCmd(c, pgb, "-n", "-c", "2", "-R", "150", "-T", "600", "app")
+	// pgbench runs for a fixed time and must end by itself, successfully.
+	bench := pgbenchCmd(c, pgb, "-n", "-c", "2", "-R", "150", "-T", "20", "app")
+	var benchOut strings.Builder
+	bench.Stdout, bench.Stderr = &benchOut, &benchOut
 	if err := bench.Start(); err != nil {
 		t.Fatal(err)
 	}
 	benchDone := make(chan struct{})
-	go func() { bench.Wait(); close(benchDone) }()
+	var benchErr error
+	go func() { benchErr = bench.Wait(); close(benchDone) }()
 	w := &worker{conn: c.Conn(t, "app"), rnd: rand.New(rand.NewSource(seed + 1))}
 	wctx, stopWork := context.WithCancel(ctx)
 	workDone := make(chan struct{})
@@ -57,7 +62,7 @@ func TestDifferentialPITR(t *testing.T) {
 	phase := time.Now()
 	for round := 0; round < 12; round++ {
 		time.Sleep(time.Duration(800+rnd.Intn(1200)) * time.Millisecond)
-		if rnd.Intn(2) == 0 {
+		if rnd.Intn(2) == 0 || round == 3 || round == 7 {
 			st.kill <- struct{}{}
 		}
 		switch {
@@ -77,14 +82,21 @@ func TestDifferentialPITR(t *testing.T) {
 			t.Fatal(w.err)
 		}
 	}
-	time.Sleep(time.Second)
-	bench.Process.Signal(syscall.SIGTERM)
 	<-benchDone
+	if benchErr != nil || !strings.Contains(benchOut.String(), "number of transactions actually processed") {
+		t.Fatalf("pgbench failed: %v\n%s", benchErr, benchOut.String())
+	}
 	stopWork()
 	<-workDone
 	if w.err != nil {
 		t.Fatal(w.err)
 	}
+	// A checkpoint after the workload went quiet, restored by a time
+	// after its last commit: the recovery window reaches it.
+	quiet := record(t, c, probe, "app")
+	time.Sleep(1500 * time.Millisecond)
+	var quietTarget string
+	probe.QueryRow(ctx, `SELECT (clock_timestamp() - interval '500 ms')::text`).Scan(&quietTarget)
 	e.incremental(t)
 	st.stop <- struct{}{}
 	<-st.done
@@ -95,6 +107,15 @@ func TestDifferentialPITR(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("workload: %s, %d own transactions, %d incrementals, stream killed %d times", time.Since(phase).Round(time.Second), w.n, incs, st.kills)
+	if st.kills < 2 {
+		t.Fatalf("the stream was killed %d times, want at least 2", st.kills)
+	}
+	if ran := st.captured(); ran < st.kills+1 {
+		t.Fatalf("the stream started capturing %d times, want at least %d (once per run)", ran, st.kills+1)
+	}
+	if sealed := st.sealed(); sealed < 1 {
+		t.Fatal("the stream never sealed a segment for an incremental")
+	}
 
 	checked := 0
 	for i, p := range points {
@@ -106,11 +127,23 @@ func TestDifferentialPITR(t *testing.T) {
 				t.Fatalf("checkpoint %d (%s %s): %v", i, p.time, p.lsn, err)
 			}
 			same(t, db, p.sums, sums(t, c, db))
+			rc := c.Conn(t, db)
+			seqsNotBehind(t, db, p.seqs, seqValues(t, rc), false)
+			rc.Close(ctx)
 			checked++
 			t.Logf("checkpoint %d by %s: %d transactions, %d rows replayed in %s (%.0f rows/s); restore took %s", i, map[bool]string{true: "time " + p.time, false: "LSN " + p.lsn}[spec.Time != ""],
 				res.Replay.Applied, res.Replay.Rows, res.Replay.Duration.Round(time.Millisecond), float64(res.Replay.Rows)/res.Replay.Duration.Seconds(), time.Since(start).Round(time.Millisecond))
 		}
 	}
+	// The quiet checkpoint, by a time after its last commit: data and
+	// sequences equal.
+	if _, err := e.restoreTo(ctx, mustTarget(t, apply.TargetSpec{Time: quietTarget}), "r_quiet"); err != nil {
+		t.Fatalf("quiet checkpoint by time %s: %v", quietTarget, err)
+	}
+	same(t, "quiet checkpoint", quiet.sums, sums(t, c, "r_quiet"))
+	qc := c.Conn(t, "r_quiet")
+	seqsNotBehind(t, "quiet checkpoint", quiet.seqs, seqValues(t, qc), true)
+	qc.Close(ctx)
 	res, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_latest")
 	if err != nil {
 		t.Fatalf("latest: %v", err)

@@ -107,17 +107,19 @@ func (w *worker) run(ctx context.Context) {
 // streamer keeps a `pme2go-backup stream` child running and kills it with
 // SIGKILL on request.
 type streamer struct {
-	t     *testing.T
-	start func() *exec.Cmd
-	kill  chan struct{}
-	stop  chan struct{}
-	done  chan struct{}
-	kills int
+	t       *testing.T
+	logPath string
+	start   func() *exec.Cmd
+	kill    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	kills   int
 }
 
 func newStreamer(t *testing.T, e *env, bin string) *streamer {
 	s := &streamer{t: t, kill: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	logPath := filepath.Join(t.TempDir(), "stream.log")
+	s.logPath = logPath
 	s.start = func() *exec.Cmd {
 		cmd := e.cli(t, bin, "stream")
 		f, _ := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
@@ -154,4 +156,16 @@ func (s *streamer) loop() {
 			return
 		}
 	}
+}
+
+// captured counts the runs of the stream that started capturing.
+func (s *streamer) captured() int {
+	b, _ := os.ReadFile(s.logPath)
+	return strings.Count(string(b), "capturing changes")
+}
+
+// sealed counts the segments the stream sealed for incrementals.
+func (s *streamer) sealed() int {
+	b, _ := os.ReadFile(s.logPath)
+	return strings.Count(string(b), "segment sealed for an incremental backup")
 }
