@@ -267,3 +267,33 @@ func TestRecoveryWindowAndLargeObjects(t *testing.T) {
 		t.Logf("%s", strings.Join(res.PITR.Describe(), "; "))
 	})
 }
+
+// TestUncapturedDDLEndsChain: with DDL capture, a schema change the event
+// trigger cannot see (run with session_replication_role = replica) is
+// still caught by the catalog comparison and ends the chain; a captured
+// one does not.
+func TestUncapturedDDLEndsChain(t *testing.T) {
+	c := pgharness.Start(t)
+	c.CreateDB(t, "app")
+	c.Exec(t, "app", `CREATE TABLE t (id serial PRIMARY KEY, v text)`)
+	e := newEnv(t, c, "CAPTURE_DDL=true")
+	ctx := context.Background()
+	e.full(t)
+	c.Exec(t, "app", `ALTER TABLE t ADD COLUMN w int`)
+	c.Exec(t, "app", `INSERT INTO t (v, w) VALUES ('captured', 1)`)
+	e.incremental(t) // captured DDL: the chain goes on
+	want := sums(t, c, "app")
+	c.Exec(t, "app", `SET session_replication_role = replica; ALTER TABLE t ADD COLUMN z int DEFAULT 5`)
+	_, err := incremental.Take(ctx, e.cfg, incremental.Options{})
+	if !errors.Is(err, capture.ErrChainEnded) || !strings.Contains(err.Error(), "did not capture") {
+		t.Fatalf("incremental after uncaptured DDL: %v, want the chain ended", err)
+	}
+	res, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_uncaptured")
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, "latest before the uncaptured DDL", want, sums(t, c, "r_uncaptured"))
+	if res.PITR.Gap == nil {
+		t.Fatal("--latest reports no gap")
+	}
+}
