@@ -254,6 +254,31 @@ func TestRecoveryWindowAndLargeObjects(t *testing.T) {
 		refusedAs(t, err, apply.CodeTargetPastWindow)
 		nothingWritten(t, c)
 	})
+	t.Run("shown by list, status and restore --dry-run", func(t *testing.T) {
+		bin := buildCLI(t)
+		mid := t0.Add(n / 2).UTC().Format(time.RFC3339Nano)
+		for _, args := range [][]string{
+			{"restore", "--dry-run", "--target-time", mid, "--target-db", "r_cli"},
+			{"list"}, {"status"},
+		} {
+			out, err := e.cli(t, bin, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %v\n%s", args, err, out)
+			}
+			want := map[string]string{"restore": "recovery window", "list": "restorable up to", "status": "complete up to"}[args[0]]
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("%v does not show %q:\n%s", args, want, out)
+			}
+		}
+		out, err := e.cli(t, bin, "restore", "--dry-run", "--json", "--target-time", mid, "--target-db", "r_cli").Output()
+		if err != nil || !strings.Contains(string(out), `"recoveryWindow"`) {
+			t.Fatalf("restore --dry-run --json: %v\n%s", err, out)
+		}
+		out, _ = e.cli(t, bin, "restore", "--json", "--target-time", late.UTC().Format(time.RFC3339Nano), "--target-db", "r_late").Output()
+		if !strings.Contains(string(out), `"TARGET_UNREACHABLE"`) {
+			t.Fatalf("refusal past the window in --json lacks its code:\n%s", out)
+		}
+	})
 	t.Run("large objects", func(t *testing.T) {
 		res, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_lo")
 		if err != nil {
