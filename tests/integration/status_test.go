@@ -2,15 +2,18 @@ package integration
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
 // TestStatusShowsChainLagAndCleanupDropsOrphanSlots: after a full backup on a
 // wal_level=logical server, status reports the open chain with its slot's
-// lag; cleanup finds a pme2go_ slot that belongs to no chain and drops it.
+// lag; cleanup drops a slot of this installation that belongs to no chain and
+// keeps (and status shows) one named for another installation.
 func TestStatusShowsChainLagAndCleanupDropsOrphanSlots(t *testing.T) {
 	c := pgharness.Start(t)
 	c.CreateDB(t, "app")
@@ -46,19 +49,43 @@ func TestStatusShowsChainLagAndCleanupDropsOrphanSlots(t *testing.T) {
 		t.Fatalf("status text lacks the slot lag:\n%s%s", r.stdout, r.stderr)
 	}
 
-	c.Exec(t, "app", `SELECT pg_create_logical_replication_slot('pme2go_orphan_test', 'pgoutput')`)
+	// An orphan of this installation (its short id in the name, no chain
+	// behind it) is dropped; one of another installation is shown and kept.
+	id8, err := config.InstallationShortID(loadCfg(t, env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, foreign := "pme2go_"+id8+"_orphan_test", "pme2go_0badc0de_theirs"
+	c.Exec(t, "app", `SELECT pg_create_logical_replication_slot('`+mine+`', 'pgoutput')`)
+	c.Exec(t, "app", `SELECT pg_create_logical_replication_slot('`+foreign+`', 'pgoutput')`)
 	r = runCLI(t, env, "cleanup", "--dry-run")
-	if r.code != 0 || !strings.Contains(r.stdout, "would drop\tslot pme2go_orphan_test") {
+	if r.code != 0 || !strings.Contains(r.stdout, "would drop\tslot "+mine) || strings.Contains(r.stdout, "drop\tslot "+foreign) {
 		t.Fatalf("cleanup --dry-run: %s%s", r.stdout, r.stderr)
 	}
 	r = runCLI(t, env, "cleanup")
-	if r.code != 0 || !strings.Contains(r.stdout, "dropped\tslot pme2go_orphan_test") {
+	if r.code != 0 || !strings.Contains(r.stdout, "dropped\tslot "+mine) || strings.Contains(r.stdout, "dropped\tslot "+foreign) {
 		t.Fatalf("cleanup: %s%s", r.stdout, r.stderr)
 	}
-	var n int
-	c.Conn(t, "app").QueryRow(t.Context(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pme2go%'`).Scan(&n)
-	if n != 1 {
-		t.Fatalf("%d pme2go slots after cleanup, want the chain's one", n)
+	var names []string
+	rows, err := c.Conn(t, "app").Query(t.Context(), `SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'pme2go%' ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 2 || !slices.Contains(names, foreign) || slices.Contains(names, mine) {
+		t.Fatalf("slots after cleanup: %v, want the chain's own and %s", names, foreign)
+	}
+	if r := runCLI(t, env, "status"); !strings.Contains(r.stdout, foreign) || !strings.Contains(r.stdout, "0badc0de") {
+		t.Errorf("status does not show the other installation's slot:\n%s", r.stdout)
 	}
 }
 
