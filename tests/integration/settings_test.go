@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -96,10 +97,23 @@ func TestDatabaseSettingsRestored(t *testing.T) {
 	})
 	t.Run("force", func(t *testing.T) {
 		damage()
+		damaged := dbSettings(t, c, db)
 		restore(t, "--backup", path, "--force")
 		if got := dbSettings(t, c, db); got != want {
 			t.Fatalf("settings after restore --force:\n%s\nwant:\n%s", got, want)
 		}
 		pgharness.CompareDatabases(t, c, "copy of app", db)
+		// The safety backup was dumped under the database's private name;
+		// restored, it brings back the settings the replaced database had.
+		var safety string
+		for _, n := range listed(t, env) {
+			if n != filepath.Base(path) && !strings.Contains(n, "problem") {
+				safety = n // either safety backup: both were taken of the damaged settings
+			}
+		}
+		restore(t, "--backup", safety, "--target-db", "safety of app")
+		if got := dbSettings(t, c, "safety of app"); got != damaged {
+			t.Fatalf("settings restored from the safety backup:\n%s\nwant:\n%s", got, damaged)
+		}
 	})
 }
