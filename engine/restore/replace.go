@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/chain"
@@ -86,14 +87,27 @@ func lockOut(ctx context.Context, maint *pgx.Conn, db string, log *slog.Logger) 
 			err = errors.Join(err, l.giveBack(context.WithoutCancel(ctx), maint, db))
 		}
 	}()
+	if err := l.endSessions(ctx, maint, log); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// endSessions ends the sessions of the locked-out database until none is
+// left (at most lockOutTimeout), recording each one ended.
+func (l *lockout) endSessions(ctx context.Context, maint *pgx.Conn, log *slog.Logger) error {
+	db := l.db
 	seen := map[int32]bool{}
+	for _, s := range l.ended {
+		seen[s.PID] = true
+	}
 	deadline := time.Now().Add(lockOutTimeout)
 	for {
 		rows, err := maint.Query(ctx, `SELECT pid, coalesce(usename::text, ''), coalesce(application_name, '')
 		     FROM pg_stat_activity
 		    WHERE datname = $1 AND pid <> pg_backend_pid() AND coalesce(backend_type, '') NOT LIKE 'autovacuum%'`, db)
 		if err != nil {
-			return nil, fmt.Errorf("list sessions of database %s: %w", db, err)
+			return fmt.Errorf("list sessions of database %s: %w", db, err)
 		}
 		left, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Session, error) {
 			s := Session{Database: db}
@@ -101,10 +115,10 @@ func lockOut(ctx context.Context, maint *pgx.Conn, db string, log *slog.Logger) 
 			return s, err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("list sessions of database %s: %w", db, err)
+			return fmt.Errorf("list sessions of database %s: %w", db, err)
 		}
 		if len(left) == 0 {
-			return l, nil
+			return nil
 		}
 		for _, s := range left {
 			if !seen[s.PID] {
@@ -114,15 +128,15 @@ func lockOut(ctx context.Context, maint *pgx.Conn, db string, log *slog.Logger) 
 			}
 			var ok bool
 			if err := maint.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, s.PID).Scan(&ok); err != nil {
-				return nil, fmt.Errorf("end session %d (%s) of database %s (needs a superuser or pg_signal_backend): %w", s.PID, s.Application, db, err)
+				return fmt.Errorf("end session %d (%s) of database %s (needs a superuser or pg_signal_backend): %w", s.PID, s.Application, db, err)
 			}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("sessions of database %s still there %s after being ended (pids %v); stop them and retry", db, lockOutTimeout, pids(left))
+			return fmt.Errorf("sessions of database %s still there %s after being ended (pids %v); stop them and retry", db, lockOutTimeout, pids(left))
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("end the sessions of database %s: %w", db, ctx.Err())
+			return fmt.Errorf("end the sessions of database %s: %w", db, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -194,7 +208,6 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 		if lk, err = lockOut(ctx, maint, st.Target, opts.Log); err != nil {
 			return err
 		}
-		res.EndedSessions = append(res.EndedSessions, lk.ended...)
 	}
 	swapped := false
 	defer func() {
@@ -223,7 +236,18 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 	if err := setAllowConnections(ctx, maint, fresh, false); err != nil {
 		return fmt.Errorf("restored database %s: %w", fresh, err)
 	}
-	if err := renameBoth(ctx, maint, st.Target, old, fresh, st.Target); err != nil {
+	err = renameBoth(ctx, maint, st.Target, old, fresh, st.Target)
+	for try := 0; err != nil && lk != nil && isInUse(err) && try < 3; try++ {
+		// A session that was connecting while the database was shut
+		// (past the check, not yet listed): end it too, and retry.
+		if err = lk.endSessions(ctx, maint, opts.Log); err == nil {
+			err = renameBoth(ctx, maint, st.Target, old, fresh, st.Target)
+		}
+	}
+	if lk != nil {
+		res.EndedSessions = append(res.EndedSessions, lk.ended...)
+	}
+	if err != nil {
 		hint := "is it in use? stop the application or pass --force"
 		if opts.Force {
 			hint = "a prepared transaction (pg_prepared_xacts) or a session that could not be ended holds it"
@@ -262,6 +286,13 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 	setAllowConnections(ctx, maint, old, false)
 	dropDatabase(ctx, maint, old, opts.Log)
 	return nil
+}
+
+// isInUse reports whether err is PostgreSQL's object_in_use (a database
+// others are connected to).
+func isInUse(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55006"
 }
 
 // checkPrepared refuses a database holding prepared transactions, naming
