@@ -38,6 +38,11 @@ type Daemon struct {
 	IdleTimeout time.Duration
 	HistorySize int
 
+	// Streaming runs continuous capture of every database (BACKUP_STREAMING);
+	// AutoFull takes a new full backup when a database has no open chain.
+	Streaming bool
+	AutoFull  bool
+
 	// Schedules maps a job kind (full, incremental, cleanup) to a cron
 	// schedule; non-empty runs the built-in scheduler (--scheduler).
 	Schedules map[string]Schedule
@@ -139,15 +144,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if len(d.Schedules) > 0 {
 		go d.scheduler(loopCtx)
 	}
+	streamsDone := make(chan struct{})
+	if d.Streaming {
+		go func() {
+			defer close(streamsDone)
+			d.superviseStreams(loopCtx)
+		}()
+	} else {
+		close(streamsDone)
+	}
 	why := d.mainLoop(loopCtx, conn)
 	stopLoops()
+	<-streamsDone
 
 	d.Log.Info("stopping", "reason", why)
 	d.setState("stopping")
 	d.Notify.Stopping("stopping: " + why)
 	_, _ = conn.ReleaseName(dbusapi.BusName)
 	cancelJobs()
-	d.jobs.Wait()
+	d.jobs.WaitAll()
 	d.Log.Info("stopped")
 	if why == "bus connection lost" {
 		return errors.New("the bus connection was lost")
@@ -223,6 +238,15 @@ func (d *Daemon) refresh(ctx context.Context) {
 	d.mu.Unlock()
 	if err != nil {
 		d.Log.Warn("list backups", "error", err)
+	}
+	if d.Streaming {
+		if w, err := d.Engine.Window(cctx); err == nil {
+			d.mu.Lock()
+			d.state.StreamingLagBytes, d.state.WindowStart, d.state.WindowEnd = w.LagBytes, w.Start, w.End
+			d.mu.Unlock()
+		} else {
+			d.Log.Warn("recovery window", "error", err)
+		}
 	}
 	d.updateRunning()
 }
@@ -384,16 +408,18 @@ func (b backend) Status(ctx context.Context) (map[string]any, error) {
 		hist = []map[string]any{}
 	}
 	return map[string]any{
-		"version":           d.Version,
-		"state":             st.State,
-		"databases":         d.Engine.Databases(),
-		"jobs":              jobs,
-		"history":           hist,
-		"nextScheduled":     st.NextScheduled,
-		"streaming":         st.Streaming,
-		"streamingLagBytes": st.StreamingLagBytes,
-		"lastFullBackup":    st.LastFull,
-		"lastIncremental":   st.LastIncremental,
-		"engine":            string(engJSON),
+		"version":             d.Version,
+		"state":               st.State,
+		"databases":           d.Engine.Databases(),
+		"jobs":                jobs,
+		"history":             hist,
+		"nextScheduled":       st.NextScheduled,
+		"streaming":           st.Streaming,
+		"streamingLagBytes":   st.StreamingLagBytes,
+		"lastFullBackup":      st.LastFull,
+		"lastIncremental":     st.LastIncremental,
+		"recoveryWindowStart": st.WindowStart,
+		"recoveryWindowEnd":   st.WindowEnd,
+		"engine":              string(engJSON),
 	}, nil
 }

@@ -9,6 +9,7 @@ package daemon
 
 import (
 	"context"
+	"time"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
 )
@@ -47,4 +48,19 @@ type Engine interface {
 	Mark(ctx context.Context, name string) (string, error)
 	// Databases lists the configured databases.
 	Databases() []string
+	// Stream captures the changes of database db continuously until ctx is
+	// cancelled (then it returns nil); it reconnects by itself and returns
+	// an error when the capture stops for good (code CHAIN_ENDED or
+	// NOT_FOUND when the database has no open chain).
+	Stream(ctx context.Context, db string, progress func(Progress)) error
+	// Window reports what continuous capture has reached: the WAL its
+	// slots hold back and the span a point-in-time restore can reach.
+	Window(ctx context.Context) (Window, error)
+}
+
+// Window is the state of the recovery window.
+type Window struct {
+	LagBytes uint64    // WAL held back by the open chains' slots, summed
+	Start    time.Time // the oldest full backup
+	End      time.Time // the stream is known complete up to here (the oldest of the open chains)
 }

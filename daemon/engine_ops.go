@@ -215,6 +215,44 @@ func (e *engineAdapter) Status(ctx context.Context) (any, error) {
 	return res, nil
 }
 
+func (e *engineAdapter) Stream(ctx context.Context, db string, progress func(Progress)) error {
+	_, err := ops.Stream(ctx, e.cfg, ops.StreamOptions{Databases: []string{db}, Log: e.log}, func(ev ops.ProgressEvent) {
+		progress(Progress{Phase: strings.TrimSpace(ev.Phase + " " + ev.Object + " " + ev.Message)})
+	})
+	if err != nil && ctx.Err() != nil {
+		return nil
+	}
+	return engineError(ctx, err)
+}
+
+func (e *engineAdapter) Window(ctx context.Context) (Window, error) {
+	st, err := ops.Status(ctx, e.cfg, ops.StatusOptions{}, nil)
+	if err != nil {
+		return Window{}, engineError(ctx, err)
+	}
+	var w Window
+	for _, ch := range st.Chains {
+		if ch.Status != "open" {
+			continue
+		}
+		if ch.Lag != nil && ch.Lag.Bytes > 0 {
+			w.LagBytes += uint64(ch.Lag.Bytes)
+		}
+		if ch.CompleteTime != nil && (w.End.IsZero() || ch.CompleteTime.Before(w.End)) {
+			w.End = *ch.CompleteTime
+		}
+	}
+	list, err := ops.List(ctx, e.cfg, ops.ListOptions{Type: "full"}, nil)
+	if err == nil {
+		for _, b := range list {
+			if b.Problem == "" && (w.Start.IsZero() || b.Timestamp.Before(w.Start)) {
+				w.Start = b.Timestamp
+			}
+		}
+	}
+	return w, nil
+}
+
 func (e *engineAdapter) Mark(ctx context.Context, name string) (string, error) {
 	res, err := ops.Mark(ctx, e.cfg, ops.MarkOptions{Name: name}, nil)
 	if err != nil {

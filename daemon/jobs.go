@@ -322,5 +322,24 @@ func (m *Jobs) Running() []dbusapi.JobInfo {
 	return out
 }
 
-// Wait waits for every job to end (after the root context was cancelled).
-func (m *Jobs) Wait() { m.wg.Wait() }
+// WaitAll waits for every job to end (after the root context was cancelled).
+func (m *Jobs) WaitAll() { m.wg.Wait() }
+
+// Wait waits for job id to end and returns its final state; ok is false
+// when ctx ended first or the job is unknown.
+func (m *Jobs) Wait(ctx context.Context, id uint64) (info dbusapi.JobInfo, ok bool) {
+	m.mu.Lock()
+	j, running := m.running[id]
+	m.mu.Unlock()
+	if !running {
+		return info, false
+	}
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		return info, false
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.info, true
+}

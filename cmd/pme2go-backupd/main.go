@@ -42,6 +42,7 @@ type options struct {
 	group       string
 	polkit      string
 	historySize int
+	noAutoFull  bool
 	version     bool
 }
 
@@ -56,6 +57,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.group, "group", dbusapi.DefaultGroup, "`GROUP` whose members may call the daemon when polkit is not running")
 	fs.StringVar(&o.polkit, "polkit", "auto", "ask polkit: auto (when it is on the bus), on or off")
 	fs.IntVar(&o.historySize, "history", 100, "job results kept in BACKUP_DIR/state/"+daemon.HistoryFile)
+	fs.BoolVar(&o.noAutoFull, "no-auto-full", false, "with BACKUP_STREAMING, do not take a new full backup when a database has no open chain")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -130,6 +132,8 @@ func run(args []string) int {
 		Polkit:      o.polkit,
 		IdleTimeout: idle,
 		HistorySize: o.historySize,
+		Streaming:   cfg.Streaming,
+		AutoFull:    !o.noAutoFull,
 	}
 	if o.scheduler {
 		d.Schedules = map[string]daemon.Schedule{}
