@@ -62,6 +62,13 @@ func runFull(ctx context.Context, o fullOpts, out io.Writer) error {
 	if o.JSON {
 		return printJSON(out, res)
 	}
-	_, err := fmt.Fprintf(out, "%s\t%s\t%.3fs\n", res.Path, humanBytes(res.Size), res.Duration)
-	return err
+	if _, err := fmt.Fprintf(out, "%s\t%s\t%.3fs\n", res.Path, humanBytes(res.Size), res.Duration); err != nil {
+		return err
+	}
+	for _, db := range res.Databases {
+		if mode := res.DDLCapture[db]; mode != "" {
+			fmt.Fprintf(out, "DDL capture of %s: %s\n", db, mode)
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -204,7 +205,7 @@ func (a *applier) change(c *changeset.Change) error {
 }
 
 func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
-	if m.Prefix != changeset.DDLPrefix {
+	if !changeset.IsDDLPrefix(m.Prefix) {
 		return nil // marks and other messages change no data
 	}
 	if err := a.w.flush(a.ctx); err != nil {
@@ -213,10 +214,57 @@ func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
 	if err := a.w.drain(a.ctx); err != nil {
 		return err
 	}
-	if err := a.conn.PgConn().Exec(a.ctx, string(m.Content)).Close(); err != nil {
+	d, err := changeset.ParseDDL(m.Content)
+	if err == nil {
+		err = runDDL(a.ctx, a.conn, d)
+	}
+	if err != nil {
 		return fail(a.w.tx, 0, fmt.Errorf("captured DDL at LSN %s: %w", changeset.FormatLSN(m.LSN), err))
 	}
 	return a.w.forget(a.ctx)
+}
+
+// runDDL runs one captured statement at its position, inside the replay
+// transaction: as the role that ran it on the source (SET ROLE, so that the
+// objects it creates get the same owner and it has no more rights than it
+// had there) and under the search_path its session had, both put back
+// afterwards. Legacy (version 1) records are the plain text, run as they are.
+func runDDL(ctx context.Context, conn *pgx.Conn, d changeset.DDL) error {
+	if d.V < 2 {
+		return conn.PgConn().Exec(ctx, d.Statement).Close()
+	}
+	var old string
+	if err := conn.QueryRow(ctx, `SELECT pg_catalog.current_setting('search_path')`).Scan(&old); err != nil {
+		return fmt.Errorf("read search_path: %w", err)
+	}
+	if d.Role != "" {
+		if _, err := conn.Exec(ctx, "SET ROLE "+changeset.QuoteIdent(d.Role)); err != nil {
+			return fmt.Errorf("run as role %s, which ran it on the source (create the role, e.g. from globals.sql): %w", d.Role, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_catalog.set_config('search_path', $1, false)`, d.SearchPath); err != nil {
+		return fmt.Errorf("set search_path to %q: %w", d.SearchPath, err)
+	}
+	if err := conn.PgConn().Exec(ctx, d.Statement).Close(); err != nil {
+		return fmt.Errorf("%s: %w", abbreviateSQL(d.Statement), err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_catalog.set_config('search_path', $1, false)`, old); err != nil {
+		return fmt.Errorf("put search_path back: %w", err)
+	}
+	if d.Role != "" {
+		if _, err := conn.Exec(ctx, "RESET ROLE"); err != nil {
+			return fmt.Errorf("reset role: %w", err)
+		}
+	}
+	return nil
+}
+
+func abbreviateSQL(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 120 {
+		return s[:120] + "…"
+	}
+	return s
 }
 
 func (a *applier) commit(c *changeset.Commit) error {

@@ -91,7 +91,7 @@ func (p *Plan) walkSegment(ctx context.Context, seg segment, expect *uint64, ddl
 				}
 			}
 		case *changeset.Message:
-			if rec.Prefix == changeset.DDLPrefix {
+			if changeset.IsDDLPrefix(rec.Prefix) {
 				*ddlSeen = true
 			}
 			if !skipping && rec.Transactional && ev.Tx != nil {

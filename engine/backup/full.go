@@ -330,4 +330,7 @@ func chainMeta(m *archive.Manifest, db string, meta map[string]string) {
 	if t := meta["startTime"]; t != "" {
 		m.Metadata["chainStart:"+db] = t
 	}
+	if d := meta["ddlCapture"]; d != "" {
+		m.Metadata["ddlCapture:"+db] = d
+	}
 }

@@ -2,7 +2,10 @@ package capture
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -75,13 +78,18 @@ func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData, token s
 		if err := m.Decode(data[1:]); err != nil {
 			return false, fmt.Errorf("decode logical message: %w", err)
 		}
-		return s.message(&m, token)
+		return s.message(ctx, &m, token)
 	}
 	return false, nil // Origin, Type: nothing to store
 }
 
 // message stores a logical decoding message; the drain marker is consumed.
-func (s *session) message(m *pglogrepl.LogicalDecodingMessage, token string) (bool, error) {
+// DDL and chain-end messages of other installations (their prefix carries
+// another short id) are ignored: each installation replays only what its own
+// trigger captured. The event trigger's DDL payload is resolved into the
+// one statement that ran (changeset.ResolveDDL); a chain-end message, or a
+// statement that cannot be replayed exactly, ends the chain at that LSN.
+func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessage, token string) (bool, error) {
 	if m.Prefix == drainPrefix {
 		if !m.Transactional && !s.inTx {
 			s.pos = max(s.pos, uint64(m.LSN))
@@ -91,7 +99,33 @@ func (s *session) message(m *pglogrepl.LogicalDecodingMessage, token string) (bo
 		}
 		return token != "" && string(m.Content) == token, nil
 	}
-	if m.Prefix == changeset.DDLPrefix && !s.skip {
+	ours := s.st.Installation != ""
+	if ours && m.Prefix == s.st.EndPrefix() {
+		if s.skip || (m.Transactional && !s.inTx) {
+			return false, nil
+		}
+		return false, s.triggerEnd(ctx, string(m.Content), uint64(m.LSN))
+	}
+	if (changeset.IsDDLPrefix(m.Prefix) || strings.HasPrefix(m.Prefix, changeset.EndPrefix+".")) && m.Prefix != s.st.DDLPrefix() {
+		return false, nil // another installation's
+	}
+	content := m.Content
+	if m.Prefix == s.st.DDLPrefix() && !s.skip {
+		if ours {
+			r, err := changeset.ResolveDDL(m.Content)
+			if err != nil {
+				return false, s.triggerEnd(ctx, err.Error(), uint64(m.LSN))
+			}
+			if r.End != "" {
+				return false, s.triggerEnd(ctx, r.End, uint64(m.LSN))
+			}
+			if content, err = json.Marshal(r.DDL); err != nil {
+				return false, fmt.Errorf("encode captured DDL: %w", err)
+			}
+			if len(r.Unlogged) > 0 {
+				s.notCovered(r.Unlogged)
+			}
+		}
 		s.schema.DDLAt = max(s.schema.DDLAt, uint64(m.LSN))
 		if err := s.st.SaveSchema(s.schema); err != nil {
 			return false, err
@@ -101,7 +135,37 @@ func (s *session) message(m *pglogrepl.LogicalDecodingMessage, token string) (bo
 		return false, nil
 	}
 	return false, s.w.WriteMessage(changeset.Message{LSN: uint64(m.LSN), Transactional: m.Transactional || s.inTx,
-		Prefix: m.Prefix, Content: m.Content})
+		Prefix: m.Prefix, Content: content})
+}
+
+// triggerEnd ends the chain at lsn (a message of the event trigger, or a
+// captured statement that cannot be replayed exactly): the transaction
+// holding it is not kept, every one before it is.
+func (s *session) triggerEnd(ctx context.Context, why string, lsn uint64) error {
+	// Exact for every transaction committed before the one holding lsn.
+	end, t := lsn, time.Time{}
+	if s.inTx {
+		end, t = min(lsn, s.begin.FinalLSN), s.begin.CommitTime.Add(-time.Microsecond)
+	}
+	return s.endChainAt(ctx, fmt.Sprintf("chain ended at %s: %s; take a new full backup", chain.FormatLSN(lsn), why), end, t)
+}
+
+// notCovered records unlogged tables created during the chain: they are
+// not published, so incrementals do not cover them (a point-in-time restore
+// leaves them empty, as PostgreSQL's own recovery does).
+func (s *session) notCovered(tables []string) {
+	if err := s.st.Reload(); err != nil {
+		return
+	}
+	for _, t := range tables {
+		if !slices.Contains(s.st.NotCovered, t) {
+			s.st.NotCovered = append(s.st.NotCovered, t)
+		}
+	}
+	if err := s.st.Save(); err != nil {
+		s.opts.Log.Warn("could not record unlogged tables in the chain state", "chain", s.st.ID, "error", err)
+	}
+	s.opts.Log.Warn("unlogged tables created: not covered by incremental backups", "chain", s.st.ID, "tables", tables)
 }
 
 // relation records a relation definition and detects schema changes: a

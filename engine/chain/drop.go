@@ -14,7 +14,9 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
-// DropServerObjects drops the chain's slot and publication. A capture still
+// DropServerObjects drops the chain's slot and publication, and the
+// installation's event triggers and schema when no other publication of the
+// installation remains in the database. A capture still
 // streaming from the slot is disconnected first (pg_terminate_backend). A
 // database that no longer exists has nothing to drop.
 func DropServerObjects(ctx context.Context, cfg *config.Config, st *State) error {
@@ -33,7 +35,9 @@ func DropServerObjects(ctx context.Context, cfg *config.Config, st *State) error
 	if _, err := conn.Exec(ctx, `DROP PUBLICATION IF EXISTS `+pgx.Identifier{st.Publication}.Sanitize()); err != nil {
 		return fmt.Errorf("drop publication %s in %s: %w", st.Publication, st.Database, err)
 	}
-	return nil
+	// The event triggers go with the installation's last publication in
+	// the database.
+	return dropTriggersIfUnused(ctx, conn, st.Installation)
 }
 
 // dropSlot drops a slot, terminating the session that holds it if any, and
@@ -76,7 +80,13 @@ func dropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 // publication, so that the server keeps no WAL for it. The reason should say
 // that a new full backup is needed.
 func End(ctx context.Context, cfg *config.Config, st *State, reason string) error {
-	if err := st.MarkEnded(StatusBroken, reason); err != nil {
+	return EndAt(ctx, cfg, st, reason, 0)
+}
+
+// EndAt is End recording the LSN where the chain ends (State.EndLSN; 0
+// leaves it unset).
+func EndAt(ctx context.Context, cfg *config.Config, st *State, reason string, end uint64) error {
+	if err := st.MarkEndedAt(StatusBroken, reason, end); err != nil {
 		return err
 	}
 	return DropServerObjects(ctx, cfg, st)
@@ -285,40 +295,6 @@ func dropOne(ctx context.Context, cfg *config.Config, o Orphan) error {
 	_, err = conn.Exec(ctx, `DROP PUBLICATION IF EXISTS `+pgx.Identifier{o.Name}.Sanitize())
 	if err != nil {
 		return fmt.Errorf("drop orphaned publication %s in %s: %w", o.Name, o.Database, err)
-	}
-	return nil
-}
-
-// InstallDDLTrigger creates (or replaces) the event trigger that makes DDL
-// travel in the change stream: at ddl_command_end it emits a transactional
-// logical message with prefix pme2go.ddl holding current_query(), except in
-// sessions whose application_name is pme2go-backup. It needs superuser. See docs/capture.md for what it cannot cover.
-func InstallDDLTrigger(ctx context.Context, conn *pgx.Conn) error {
-	const fn = `CREATE OR REPLACE FUNCTION public.pme2go_capture_ddl() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-  -- pme2go-backup's own DDL (publications, replica identity fixes, this
-  -- function, replayed statements) is not captured.
-  IF current_setting('application_name', true) = 'pme2go-backup' THEN
-    RETURN;
-  END IF;
-  PERFORM pg_logical_emit_message(true, 'pme2go.ddl', current_query());
-END $$`
-	if _, err := conn.Exec(ctx, fn); err != nil {
-		return fmt.Errorf("CAPTURE_DDL: create function pme2go_capture_ddl: %w", err)
-	}
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pme2go_capture_ddl')`).Scan(&exists); err != nil {
-		return fmt.Errorf("CAPTURE_DDL: %w", err)
-	}
-	if exists {
-		return nil
-	}
-	if _, err := conn.Exec(ctx, `CREATE EVENT TRIGGER pme2go_capture_ddl ON ddl_command_end EXECUTE FUNCTION public.pme2go_capture_ddl()`); err != nil {
-		if strings.Contains(err.Error(), "permission denied") || strings.Contains(err.Error(), "superuser") {
-			return fmt.Errorf("CAPTURE_DDL=true needs a superuser DB_USER to create the event trigger (or set CAPTURE_DDL=false): %w", err)
-		}
-		return fmt.Errorf("CAPTURE_DDL: create event trigger: %w", err)
 	}
 	return nil
 }

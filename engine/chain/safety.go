@@ -33,9 +33,11 @@ func (e *ReplicaIdentityError) Error() string {
 	return b.String()
 }
 
-// UnsafeTables lists the permanent tables of the connected database that
-// have neither a primary key (with REPLICA IDENTITY DEFAULT) nor another
-// replica identity, with the fix for each: USING INDEX when a unique,
+// UnsafeTables lists the permanent tables of the connected database
+// (regular tables, partitions, and partitioned tables, whose future
+// partitions would inherit the lack) that have neither a primary key (with
+// REPLICA IDENTITY DEFAULT) nor another working replica identity, with the
+// fix for each: USING INDEX when a unique,
 // non-partial index on NOT NULL columns exists, FULL otherwise.
 func UnsafeTables(ctx context.Context, conn *pgx.Conn) ([]Unsafe, error) {
 	rows, err := conn.Query(ctx, `
@@ -48,10 +50,14 @@ SELECT format('%I.%I', n.nspname, c.relname),
                                      WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull)
                   ORDER BY ic.relname LIMIT 1), '')
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+ WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
-   AND (c.relreplident = 'n'
-        OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = c.oid AND p.indisprimary)))
+   AND n.nspname !~ '^pme2go_[0-9a-f]{8}$'
+   AND NOT CASE c.relreplident
+             WHEN 'f' THEN true
+             WHEN 'i' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
+             WHEN 'd' THEN EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = c.oid AND p.indisprimary)
+             ELSE false END
  ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("list tables without replica identity: %w", err)
@@ -92,4 +98,75 @@ func checkSafety(ctx context.Context, conn *pgx.Conn, db, fix string) ([]string,
 		fixed = append(fixed, u.Table)
 	}
 	return fixed, nil
+}
+
+// publishedTablesSQL selects the tables a chain's publication lists (as
+// schema-qualified, quoted names): every permanent regular table that is
+// not a partition, and every partitioned table that is not itself a
+// partition (its partitions, present and future, are published through it
+// under their own names: publish_via_partition_root stays off, so replay
+// writes each row into the partition that holds it on the source).
+// Temporary and unlogged tables are never published (PostgreSQL cannot
+// publish unlogged ones), nor system schemas and the pme2go_<id8> schemas.
+const publishedTablesSQL = `
+SELECT format('%I.%I', n.nspname, c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+   AND n.nspname !~ '^pme2go_[0-9a-f]{8}$'
+ ORDER BY 1`
+
+// createPublication creates the chain's publication listing every table
+// publishedTablesSQL selects, each with ONLY (an inheritance child is a
+// table of its own, listed by itself). New tables are added by the event
+// trigger as they appear.
+func createPublication(ctx context.Context, conn *pgx.Conn, name string) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("create publication %s: %w", name, err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "CREATE PUBLICATION "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("create publication %s: %w", name, err)
+	}
+	rows, err := tx.Query(ctx, publishedTablesSQL)
+	if err != nil {
+		return fmt.Errorf("list the tables to publish: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list the tables to publish: %w", err)
+	}
+	for len(tables) > 0 {
+		n := min(len(tables), 500)
+		if _, err := tx.Exec(ctx, "ALTER PUBLICATION "+pgx.Identifier{name}.Sanitize()+" ADD TABLE ONLY "+strings.Join(tables[:n], ", ONLY ")); err != nil {
+			return fmt.Errorf("add tables to publication %s (the role must own them, or be superuser): %w", name, err)
+		}
+		tables = tables[n:]
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("create publication %s: %w", name, err)
+	}
+	return nil
+}
+
+// unpublishedAt lists the tables publishedTablesSQL selects at the
+// exported snapshot that the publication does not list (directly), at that
+// same snapshot: tables created while the chain was starting, which neither
+// the list nor the event trigger caught.
+func unpublishedAt(ctx context.Context, conn *pgx.Conn, snapshot, pub string) ([]string, error) {
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+snapshot+"'"); err != nil {
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, `SELECT t FROM (`+publishedTablesSQL+`) x(t)
+	 WHERE t::regclass NOT IN (SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1)`, pub)
+	if err != nil {
+		return nil, fmt.Errorf("compare the publication with the tables: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }

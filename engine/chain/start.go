@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,12 @@ type Starter struct {
 	// chain's full backup exists, typically by draining it into a final
 	// incremental. It runs before the old slot is dropped; nil skips it.
 	SealOld func(ctx context.Context, old *State) error
+	// DrainOld archives what an open chain holds so far (an incremental);
+	// it is called when a full backup refuses to start a new chain of the
+	// database, so that a chain end the event trigger recorded in the
+	// stream takes effect at once (its slot, publication and triggers
+	// dropped). nil skips it.
+	DrainOld func(ctx context.Context, old *State) error
 
 	mu      sync.Mutex
 	started []*started
@@ -83,6 +90,7 @@ func (s *Starter) Snapshot(ctx context.Context, db string) (string, map[string]s
 		// The full backup goes on without a chain: a backup matters more
 		// than incrementals. The reason lands in the manifest's warnings.
 		s.Log.Error("no change capture for this full backup; incremental backups of the database stay unavailable until fixed", "database", db, "error", err)
+		s.drainOld(ctx, db)
 		return "", map[string]string{WarningKey: "incremental backups are off for database " + db + ": " + err.Error()}, func(bool) {}, nil
 	}
 	s.mu.Lock()
@@ -91,7 +99,8 @@ func (s *Starter) Snapshot(ctx context.Context, db string) (string, map[string]s
 	// startTime is taken after the slot became consistent: every commit in
 	// the dump is older, so a time target at or after it may use this backup.
 	meta := map[string]string{"chainId": st.ID, "slotName": st.Slot, "startLsn": st.StartLSN, "publication": st.Publication,
-		"startTime": time.Now().UTC().Format(time.RFC3339Nano)}
+		"ddlCapture": st.CaptureMode,
+		"startTime":  time.Now().UTC().Format(time.RFC3339Nano)}
 	release := func(ok bool) {
 		repl.Close(context.Background())
 		if !ok {
@@ -99,6 +108,18 @@ func (s *Starter) Snapshot(ctx context.Context, db string) (string, map[string]s
 		}
 	}
 	return snapshot, meta, release, nil
+}
+
+// drainOld runs DrainOld on the open chain of db, if any: a full backup
+// refused to start a new one.
+func (s *Starter) drainOld(ctx context.Context, db string) {
+	old, err := OpenFor(s.Cfg, db)
+	if err != nil || old == nil || s.DrainOld == nil {
+		return
+	}
+	if err := s.DrainOld(ctx, old); err != nil {
+		s.Log.Warn("the open chain was drained after the new chain was refused", "database", db, "chain", old.ID, "result", err)
+	}
 }
 
 func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.PgConn, error) {
@@ -132,7 +153,6 @@ func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.Pg
 		return err == nil && taken
 	})
 	st.SystemIdentifier, st.Timeline, st.ServerVersion = srv.SystemIdentifier, srv.Timeline, srv.VersionNum
-	st.CaptureDDL = s.Cfg.CaptureDDL
 	if err := os.Mkdir(st.dir, 0o700); err != nil {
 		return nil, "", nil, fmt.Errorf("create chain directory: %w", err)
 	}
@@ -140,13 +160,25 @@ func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.Pg
 		s.abort(context.WithoutCancel(ctx), st)
 		return nil, "", nil, err
 	}
-	if s.Cfg.CaptureDDL {
-		if err := InstallDDLTrigger(ctx, conn); err != nil {
-			return fail(err)
+	// DDL capture and the safety triggers: installed before the
+	// publication exists, so that no table created from then on is missed.
+	can, capture, mode, err := CaptureModeFor(ctx, conn, s.Cfg)
+	if err != nil {
+		return fail(err)
+	}
+	st.CaptureDDL, st.CaptureMode = capture, mode
+	if can {
+		if err := InstallTriggers(ctx, conn, TriggerOptions{ID8: id8, CaptureDDL: st.CaptureDDL, FixFull: s.Cfg.ReplicaIdentFix == "full"}); err != nil {
+			if s.Cfg.CaptureDDLMode == "true" {
+				return fail(err)
+			}
+			st.CaptureDDL = false
+			st.CaptureMode = "off: " + err.Error()
 		}
 	}
-	if _, err := conn.Exec(ctx, "CREATE PUBLICATION "+st.Publication+" FOR ALL TABLES"); err != nil {
-		return fail(fmt.Errorf("create publication %s in %s (needs superuser for FOR ALL TABLES): %w", st.Publication, db, err))
+	s.Log.Info("DDL capture", "database", db, "mode", st.CaptureMode)
+	if err := createPublication(ctx, conn, st.Publication); err != nil {
+		return fail(err)
 	}
 	repl, err := ReplicationConn(ctx, s.Cfg, db)
 	if err != nil {
@@ -172,6 +204,14 @@ func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.Pg
 	}
 	st.StartLSN, st.NextSegmentLSN = res.ConsistentPoint, res.ConsistentPoint
 	if err := st.Save(); err != nil {
+		repl.Close(context.Background())
+		return fail(err)
+	}
+	missing, err := unpublishedAt(ctx, conn, res.SnapshotName, st.Publication)
+	if err == nil && len(missing) > 0 {
+		err = fmt.Errorf("tables created while the chain was starting are not in its publication (%s); retry the full backup", strings.Join(missing, ", "))
+	}
+	if err != nil {
 		repl.Close(context.Background())
 		return fail(err)
 	}

@@ -101,6 +101,9 @@ type State struct {
 	// this position and server time (last seal or streaming flush).
 	CompleteLSN  string    `json:"completeLsn,omitempty"`
 	CompleteTime time.Time `json:"completeTime,omitzero"`
+	// NotCovered lists the unlogged tables created during the chain: not
+	// published, so incrementals do not cover them.
+	NotCovered []string `json:"notCovered,omitempty"`
 
 	dir string
 }

@@ -136,3 +136,10 @@ func SplitList(v string) []string {
 	}
 	return out
 }
+
+func checkAutoBool(v string) error {
+	if strings.EqualFold(strings.TrimSpace(v), "auto") {
+		return nil
+	}
+	return checkBool(v)
+}

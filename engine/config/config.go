@@ -60,7 +60,11 @@ type Config struct {
 	Streaming        bool
 	MaxSlotLag       int64
 	ReplicaIdentFix  string
-	CaptureDDL       bool
+	// CaptureDDL is false only with CAPTURE_DDL=false; CaptureDDLMode is
+	// "auto" (capture when the role can install the event triggers),
+	// "true" (required: a chain is not started without it) or "false".
+	CaptureDDL     bool
+	CaptureDDLMode string
 
 	values   map[string]string
 	sources  map[string]Source
@@ -228,7 +232,12 @@ func (c *Config) fill() {
 	c.Streaming, _ = ParseBool(v["BACKUP_STREAMING"])
 	c.MaxSlotLag, _ = ParseSize(v["MAX_SLOT_LAG"])
 	c.ReplicaIdentFix = v["REPLICA_IDENTITY_FIX"]
-	c.CaptureDDL, _ = ParseBool(v["CAPTURE_DDL"])
+	c.CaptureDDLMode = "auto"
+	if !strings.EqualFold(strings.TrimSpace(v["CAPTURE_DDL"]), "auto") {
+		b, _ := ParseBool(v["CAPTURE_DDL"])
+		c.CaptureDDLMode = strconv.FormatBool(b)
+	}
+	c.CaptureDDL = c.CaptureDDLMode != "false"
 }
 
 // Entry is one line of the effective configuration.

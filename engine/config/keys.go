@@ -34,7 +34,7 @@ var Keys = []Key{
 	{Name: "BACKUP_STREAMING", Default: "false", Doc: "capture changes continuously (daemon)", check: checkBool},
 	{Name: "MAX_SLOT_LAG", Default: "4GB", Doc: "WAL a slot may retain before its chain is ended", check: checkSize},
 	{Name: "REPLICA_IDENTITY_FIX", Default: "", Doc: "set to 'full' to give tables without a key REPLICA IDENTITY FULL", check: checkOneOf("", "full")},
-	{Name: "CAPTURE_DDL", Default: "false", Doc: "capture DDL through an event trigger (superuser)", check: checkBool},
+	{Name: "CAPTURE_DDL", Default: "auto", Doc: "capture DDL through event triggers: auto (when the role is a superuser), true (required) or false", check: checkAutoBool},
 }
 
 // lookupKey returns the key definition for name.

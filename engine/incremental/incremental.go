@@ -139,5 +139,9 @@ func NewChainStarter(cfg *config.Config, log *slog.Logger) *chain.Starter {
 		_, err := TakeChain(ctx, cfg, old, Options{Trigger: "chain sealed by a new full backup", Log: log, Locked: true})
 		return err
 	}
+	s.DrainOld = func(ctx context.Context, old *chain.State) error {
+		_, err := TakeChain(ctx, cfg, old, Options{Trigger: "a full backup refused to start a new chain", Log: log, Locked: true})
+		return err
+	}
 	return s
 }

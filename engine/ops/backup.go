@@ -34,6 +34,9 @@ type FullResult struct {
 	ChainID   string    `json:"chainId,omitempty"`
 	StartLSN  LSN       `json:"startLsn,omitempty"` // where the dump meets the change stream
 	Warnings  []string  `json:"warnings"`
+	// DDLCapture says, per database, which DDL capture mode its new chain
+	// runs in and why ("on: …" or "off: …").
+	DDLCapture map[string]string `json:"ddlCapture,omitempty"`
 }
 
 // Full takes a full backup of the configured databases (or opts.Databases)
@@ -60,6 +63,14 @@ func fullResult(res *backup.Result) *FullResult {
 	if m != nil {
 		out.Timestamp, out.Databases, out.ChainID, out.StartLSN = m.Timestamp, m.Databases, m.ChainID, parseLSN(m.StartLSN)
 		out.Warnings = append(out.Warnings, m.Warnings...)
+		for _, db := range m.Databases {
+			if mode, ok := m.Metadata["ddlCapture:"+db].(string); ok && mode != "" {
+				if out.DDLCapture == nil {
+					out.DDLCapture = map[string]string{}
+				}
+				out.DDLCapture[db] = mode
+			}
+		}
 	}
 	return out
 }

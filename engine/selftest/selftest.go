@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
@@ -65,6 +66,11 @@ func Run(ctx context.Context, cfg *config.Config) []Finding {
 			}
 		}
 		checkPrivileges(ctx, conn, db, add)
+		if _, _, mode, err := chain.CaptureModeFor(ctx, conn, cfg); err != nil {
+			add("ddl capture "+db, Fail, err.Error(), "set CAPTURE_DDL=auto or false, or use a superuser DB_USER")
+		} else {
+			add("ddl capture "+db, OK, mode, "")
+		}
 		conn.Close(context.Background())
 	}
 	if srv == nil {
