@@ -106,6 +106,7 @@ type session struct {
 	completeLSN    uint64    // the stream is complete up to here …
 	completeTime   time.Time // … and this server time
 	lastCommitTime time.Time
+	txPos          uint64 // last WAL position seen in the open transaction
 }
 
 func open(ctx context.Context, cfg *config.Config, st *chain.State, opts Options) (*session, error) {

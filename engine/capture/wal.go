@@ -29,6 +29,7 @@ func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData, token s
 		}
 		s.inTx = true
 		s.begin = changeset.Begin{Xid: b.Xid, FinalLSN: uint64(b.FinalLSN), CommitTime: b.CommitTime}
+		s.txPos = uint64(xld.WALStart) // the transaction's first LSN (0 when not sent)
 		last := s.w.LastCommitLSN()
 		// The server may resend transactions after a restart: skip those
 		// already stored (here or in an earlier segment).
@@ -68,6 +69,9 @@ func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData, token s
 		}
 		if s.skip {
 			return false, nil
+		}
+		if xld.WALStart != 0 {
+			s.txPos = max(s.txPos, uint64(xld.WALStart))
 		}
 		if err := s.writeRelations(relIDs(data)); err != nil {
 			return false, err
@@ -110,6 +114,9 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 		return false, nil // another installation's
 	}
 	content := m.Content
+	if m.Transactional && s.inTx {
+		s.txPos = max(s.txPos, uint64(m.LSN))
+	}
 	if m.Prefix == s.st.DDLPrefix() && !s.skip {
 		if ours {
 			r, err := changeset.ResolveDDL(m.Content)
@@ -176,7 +183,14 @@ func (s *session) notCovered(tables []string) {
 func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
 	rel := changeset.RelationFromMessage(m, s.typeName(ctx))
 	key := chain.TableKey(rel.Schema, rel.Name)
+	// The definition holds from just after the last position seen in the
+	// transaction (its first LSN, a change, a DDL message): pgoutput sends
+	// Relation messages without a position. So DDL earlier in the same
+	// transaction (a query string mixing DDL and DML) counts as before it.
 	def := chain.TableDef{Since: s.begin.FinalLSN}
+	if s.txPos != 0 {
+		def.Since = s.txPos + 1
+	}
 	for _, c := range m.Columns {
 		def.Columns = append(def.Columns, chain.Column{Name: c.Name, TypeOID: c.DataType, TypMod: c.TypeModifier})
 	}

@@ -93,7 +93,15 @@ SELECT CASE c.relreplident
 $f$`,
 		`CREATE OR REPLACE FUNCTION $S.on_start() RETURNS event_trigger
 LANGUAGE plpgsql AS $f$
+DECLARE
+  ctx pg_catalog.text;
 BEGIN
+  GET DIAGNOSTICS ctx = PG_CONTEXT;
+  -- Runs with the caller's rights and search_path: operators qualified.
+  IF pg_catalog.strpos(ctx, E'\n') OPERATOR(pg_catalog.>) 0
+     AND pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')) OPERATOR(pg_catalog.~) 'function pme2go_[0-9a-f]{8}\.' THEN
+    RETURN; -- a statement of pme2go machinery, not the caller's
+  END IF;
   PERFORM pg_catalog.set_config($GSP, pg_catalog.current_setting('search_path'), false);
   PERFORM pg_catalog.set_config($GROLE, current_user::pg_catalog.text, false);
 EXCEPTION WHEN OTHERS THEN
@@ -117,38 +125,42 @@ DECLARE
   rel pg_catalog.oid;
   why pg_catalog.int4;
   c record;
+  ends pg_catalog.text[] := '{}';
+  e pg_catalog.text;
 BEGIN
   IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' THEN
     RETURN;
   END IF;
+  <<body>>
   BEGIN
     rel := pg_catalog.pg_event_trigger_table_rewrite_oid();
     why := pg_catalog.pg_event_trigger_table_rewrite_reason();
     SELECT cl.relpersistence, pg_catalog.format('%I.%I', n.nspname, cl.relname) AS name INTO c
       FROM pg_catalog.pg_class cl JOIN pg_catalog.pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = rel;
     IF c.relpersistence IS DISTINCT FROM 'p' THEN
-      RETURN;
+      EXIT body;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname LIKE $PUBLIKE) THEN
-      RETURN;
+      EXIT body;
     END IF;
     IF (why & 2) <> 0 THEN
       -- A column added with a volatile default: each row gets a value the
       -- statement's text cannot reproduce.
-      PERFORM pg_catalog.pg_logical_emit_message(true, $END,
-        pg_catalog.format('table %s rewritten by %s with a volatile default (for example DEFAULT gen_random_uuid() or random()): replaying the statement would give other values than the source has',
-                          c.name, pg_catalog.quote_literal(pg_catalog.left(pg_catalog.current_query(), 200))));
+      ends := ends || pg_catalog.format('table %s rewritten by %s with a volatile default (for example DEFAULT gen_random_uuid() or random()): replaying the statement would give other values than the source has',
+                          c.name, pg_catalog.quote_literal(pg_catalog.left(pg_catalog.current_query(), 200)));
     ELSE
       PERFORM pg_catalog.set_config($GREWRITE,
         pg_catalog.concat_ws(',', NULLIF(pg_catalog.current_setting($GREWRITE, true), ''), c.name || ':' || why), false);
     END IF;
   EXCEPTION WHEN OTHERS THEN
-    BEGIN
-      PERFORM pg_catalog.pg_logical_emit_message(true, $END, 'pme2go-backup table_rewrite trigger failed: ' || SQLERRM);
-    EXCEPTION WHEN OTHERS THEN
-      NULL;
-    END;
+    ends := ends || ('pme2go-backup table_rewrite trigger failed: ' || SQLERRM);
   END;
+  -- Messages are emitted outside the exception block: inside it they would
+  -- belong to a subtransaction and could be decoded after later changes of
+  -- the statement's own transaction.
+  FOREACH e IN ARRAY ends LOOP
+    PERFORM pg_catalog.pg_logical_emit_message(true, $END, e);
+  END LOOP;
 END
 $f$`,
 		`CREATE OR REPLACE FUNCTION $S.on_ddl() RETURNS event_trigger
@@ -170,6 +182,9 @@ DECLARE
   rewrite pg_catalog.text;
   sp pg_catalog.text;
   who pg_catalog.text;
+  mp pg_catalog.text[] := '{}';
+  mc pg_catalog.text[] := '{}';
+  i pg_catalog.int4;
 BEGIN
   IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' THEN
     RETURN;
@@ -181,11 +196,12 @@ BEGIN
      AND pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')) ~ 'function pme2go_[0-9a-f]{8}\.' THEN
     RETURN;
   END IF;
+  <<body>>
   BEGIN
     SELECT pg_catalog.array_agg(pubname::pg_catalog.text ORDER BY pubname) INTO pubs
       FROM pg_catalog.pg_publication WHERE pubname LIKE $PUBLIKE;
     IF pubs IS NULL THEN
-      RETURN; -- no chain of this installation here
+      EXIT body; -- no chain of this installation here
     END IF;
     -- The caller's search_path and role, as on_start recorded them at
     -- ddl_command_start (read before any statement of ours fires on_start
@@ -294,11 +310,12 @@ BEGIN
     END LOOP;
 
     IF pg_catalog.cardinality(reasons) > 0 THEN
-      PERFORM pg_catalog.pg_logical_emit_message(true, $END, pg_catalog.array_to_string(reasons, '; '));
-      RETURN;
+      mp := mp || $END::pg_catalog.text;
+      mc := mc || pg_catalog.array_to_string(reasons, '; ');
+      EXIT body;
     END IF;
     IF NOT $CAPTURE THEN
-      RETURN;
+      EXIT body;
     END IF;
     IF TG_TAG LIKE 'DROP %' THEN
       temp_only := pg_catalog.current_setting($GDROPTEMP, true) = 'on';
@@ -308,26 +325,31 @@ BEGIN
         FROM pg_catalog.pg_event_trigger_ddl_commands() d;
     END IF;
     IF temp_only THEN
-      RETURN; -- temporary objects are not captured
+      EXIT body; -- temporary objects are not captured
     END IF;
-    PERFORM pg_catalog.pg_logical_emit_message(true, $DDL, pg_catalog.jsonb_build_object(
+    mp := mp || $DDL::pg_catalog.text;
+    mc := mc || pg_catalog.jsonb_build_object(
       'v', 2, 'query', q, 'n', n, 'tag', TG_TAG,
       'searchPath', sp, 'role', who,
-      'rewrite', rewrite, 'unlogged', unlogged)::pg_catalog.text);
-    IF pg_catalog.cardinality(fixed) > 0 THEN
-      PERFORM pg_catalog.pg_logical_emit_message(true, $DDL, pg_catalog.jsonb_build_object(
+      'rewrite', rewrite, 'unlogged', unlogged)::pg_catalog.text;
+    FOREACH p IN ARRAY fixed LOOP
+      mp := mp || $DDL::pg_catalog.text;
+      mc := mc || pg_catalog.jsonb_build_object(
         'v', 2, 'tag', 'ALTER TABLE', 'searchPath', 'pg_catalog, pg_temp', 'role', '',
-        'statement', 'ALTER TABLE ' || fx || ' REPLICA IDENTITY FULL')::pg_catalog.text)
-        FROM pg_catalog.unnest(fixed) fx;
-    END IF;
+        'statement', 'ALTER TABLE ' || p || ' REPLICA IDENTITY FULL')::pg_catalog.text;
+    END LOOP;
   EXCEPTION WHEN OTHERS THEN
-    BEGIN
-      PERFORM pg_catalog.pg_logical_emit_message(true, $END,
-        pg_catalog.format('the pme2go-backup event trigger failed on %s: %s (%s)', TG_TAG, SQLERRM, SQLSTATE));
-    EXCEPTION WHEN OTHERS THEN
-      NULL;
-    END;
+    mp := '{}';
+    mc := '{}';
+    mp := mp || $END::pg_catalog.text;
+    mc := mc || pg_catalog.format('the pme2go-backup event trigger failed on %s: %s (%s)', TG_TAG, SQLERRM, SQLSTATE);
   END;
+  -- Messages are emitted outside the exception block: inside it they would
+  -- belong to a subtransaction and could be decoded after later changes of
+  -- the statement's own transaction.
+  FOR i IN 1 .. pg_catalog.cardinality(mp) LOOP
+    PERFORM pg_catalog.pg_logical_emit_message(true, mp[i], mc[i]);
+  END LOOP;
 END
 $f$`,
 	}
