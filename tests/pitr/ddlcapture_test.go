@@ -21,7 +21,7 @@ import (
 // and privileges are kept: they must match the source.
 func schemaOf(t *testing.T, c *pgharness.Cluster, db string) string {
 	t.Helper()
-	out, err := exec.Command(c.Bin("pg_dump"), "--schema-only", "-h", c.SocketDir, "-p", strconv.Itoa(c.Port), "-U", "postgres", db).Output()
+	out, err := exec.Command(c.Bin("pg_dump"), "--schema-only", "--exclude-schema=pme2go_*", "-h", c.SocketDir, "-p", strconv.Itoa(c.Port), "-U", "postgres", db).Output()
 	if err != nil {
 		t.Fatalf("pg_dump --schema-only %s: %v", db, err)
 	}
