@@ -91,6 +91,9 @@ func runStatus(ctx context.Context, o statusOpts, out io.Writer) error {
 		if ch.Reason != "" {
 			line += " (" + ch.Reason + ")"
 		}
+		if ch.DDLCapture != "" && ch.Status == "open" {
+			line += "; DDL capture " + ch.DDLCapture
+		}
 		fmt.Fprintln(out, line)
 	}
 	for _, o := range r.OtherInstallations {

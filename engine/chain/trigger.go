@@ -22,6 +22,11 @@ type TriggerOptions struct {
 	// FixFull gives new tables without a key REPLICA IDENTITY FULL
 	// (REPLICA_IDENTITY_FIX=full) instead of leaving them out.
 	FixFull bool
+	// Owner is the role pme2go-backup connects as (DB_USER): only its
+	// sessions named pme2go-backup are left uncaptured, so that another
+	// role cannot hide DDL by taking that application_name. Filled in by
+	// InstallTriggers.
+	Owner string
 }
 
 // TriggerSQL returns the statements that create the installation's schema,
@@ -76,7 +81,7 @@ func TriggerSQL(o TriggerOptions) []string {
 	}
 	r := strings.NewReplacer("$S", qs, "$PUBLIKE", pubLike, "$END", endPrefix, "$DDL", ddlPrefix,
 		"$GSP", guc("sp"), "$GROLE", guc("role"), "$GQKEY", guc("qkey"), "$GQN", guc("qn"),
-		"$GDROPTEMP", guc("droptemp"), "$GREWRITE", guc("rewrite"), "$CAPTURE", capture, "$FIX", fix)
+		"$GDROPTEMP", guc("droptemp"), "$OWNER", lit(o.Owner), "$GREWRITE", guc("rewrite"), "$CAPTURE", capture, "$FIX", fix)
 	stmts := []string{
 		`CREATE SCHEMA IF NOT EXISTS $S`,
 		`REVOKE ALL ON SCHEMA $S FROM PUBLIC`,
@@ -128,7 +133,7 @@ DECLARE
   ends pg_catalog.text[] := '{}';
   e pg_catalog.text;
 BEGIN
-  IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' THEN
+  IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' AND session_user = $OWNER THEN
     RETURN;
   END IF;
   <<body>>
@@ -186,7 +191,7 @@ DECLARE
   mc pg_catalog.text[] := '{}';
   i pg_catalog.int4;
 BEGIN
-  IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' THEN
+  IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' AND session_user = $OWNER THEN
     RETURN;
   END IF;
   GET DIAGNOSTICS ctx = PG_CONTEXT;
@@ -384,6 +389,9 @@ func InstallTriggers(ctx context.Context, conn *pgx.Conn, o TriggerOptions) erro
 		return fmt.Errorf("install event triggers: %w", err)
 	}
 	defer tx.Rollback(context.Background())
+	if err := tx.QueryRow(ctx, `SELECT session_user::text`).Scan(&o.Owner); err != nil {
+		return fmt.Errorf("install event triggers: %w", err)
+	}
 	for _, s := range TriggerSQL(o) {
 		if _, err := tx.Exec(ctx, s); err != nil {
 			return fmt.Errorf("install event triggers: %w", err)
