@@ -15,11 +15,11 @@ import (
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
-// schemaOf returns db's pg_dump --schema-only, normalized: comments, SET
+// ddlSchemaOf returns db's pg_dump --schema-only, normalized: comments, SET
 // lines and blank lines dropped, and every statement naming pme2go (the
 // program's own schema, event triggers and publications) left out. Owners
 // and privileges are kept: they must match the source.
-func schemaOf(t *testing.T, c *pgharness.Cluster, db string) string {
+func ddlSchemaOf(t *testing.T, c *pgharness.Cluster, db string) string {
 	t.Helper()
 	out, err := exec.Command(c.Bin("pg_dump"), "--schema-only", "--exclude-schema=pme2go_*", "-h", c.SocketDir, "-p", strconv.Itoa(c.Port), "-U", "postgres", db).Output()
 	if err != nil {
@@ -43,8 +43,8 @@ func schemaOf(t *testing.T, c *pgharness.Cluster, db string) string {
 	return strings.Join(keep, ";\n")
 }
 
-// sameSchema fails the test when the normalized schemas differ.
-func sameSchema(t *testing.T, what, want, got string) {
+// sameDDLSchema fails the test when the normalized schemas differ.
+func sameDDLSchema(t *testing.T, what, want, got string) {
 	t.Helper()
 	if want == got {
 		return
@@ -125,7 +125,7 @@ func TestDDLCaptureExact(t *testing.T) {
 	exec(`INSERT INTO feel VALUES (1, 'happy'), (2, 'sad')`)
 	exec(`ALTER TABLE feel ALTER COLUMN id TYPE bigint`)
 	exec(`UPDATE feel SET m = 'happy' WHERE id = 2`)
-	wantData, wantSchema := sums(t, c, "app"), schemaOf(t, c, "app")
+	wantData, wantSchema := sums(t, c, "app"), ddlSchemaOf(t, c, "app")
 	if !strings.Contains(wantSchema, "ALTER TABLE public.owned OWNER TO app_owner") {
 		t.Fatalf("the schema comparison does not see owners:\n%s", wantSchema)
 	}
@@ -134,7 +134,7 @@ func TestDDLCaptureExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	same(t, "captured DDL", wantData, sums(t, c, "r_exact"))
-	sameSchema(t, "captured DDL", wantSchema, schemaOf(t, c, "r_exact"))
+	sameDDLSchema(t, "captured DDL", wantSchema, ddlSchemaOf(t, c, "r_exact"))
 
 	// A rewrite with a volatile default cannot be replayed from its text.
 	exec(`ALTER TABLE m ADD COLUMN u uuid DEFAULT gen_random_uuid()`)

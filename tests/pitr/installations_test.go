@@ -47,7 +47,7 @@ func TestTwoInstallations(t *testing.T) {
 	if slots != 2 {
 		t.Fatalf("%d slots after both cleanups, want 2", slots)
 	}
-	want, wantSchema := sums(t, c, "app"), schemaOf(t, c, "app")
+	want, wantSchema := sums(t, c, "app"), ddlSchemaOf(t, c, "app")
 	for i, e := range []*env{a, b} {
 		e.incremental(t)
 		db := []string{"r_inst_a", "r_inst_b"}[i]
@@ -55,7 +55,7 @@ func TestTwoInstallations(t *testing.T) {
 			t.Fatalf("installation %d: %v", i, err)
 		}
 		same(t, db, want, sums(t, c, db))
-		sameSchema(t, db, wantSchema, schemaOf(t, c, db))
+		sameDDLSchema(t, db, wantSchema, ddlSchemaOf(t, c, db))
 		st, _ := chain.OpenFor(e.cfg, "app")
 		if st == nil || !strings.HasPrefix(st.Slot, chain.ObjectPrefix([]string{idA, idB}[i])) {
 			t.Fatalf("installation %d: chain %+v", i, st)
