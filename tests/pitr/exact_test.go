@@ -22,7 +22,7 @@ import (
 // blank lines, SET lines and this program's objects left out.
 func schemaOf(t *testing.T, c *pgharness.Cluster, db string) string {
 	t.Helper()
-	cmd := exec.Command(c.Bin("pg_dump"), "--schema-only", "--no-publications", "--no-subscriptions", "-d", db)
+	cmd := exec.Command(c.Bin("pg_dump"), "--schema-only", "--no-publications", "--no-subscriptions", "--exclude-schema=pme2go_*", "-d", db)
 	cmd.Env = c.Env(db)
 	out, err := cmd.Output()
 	if err != nil {
