@@ -207,12 +207,40 @@ func dropMachinery(ctx context.Context, conn *pgx.Conn) ([]string, error) {
 		return nil, fmt.Errorf("drop pme2go-backup objects from the restored database: %w", err)
 	}
 	defer tx.Rollback(context.Background())
+	// The user's event triggers (sql_drop, ddl_command_*) must not run
+	// during our drops, with our privileges: they are disabled in this
+	// transaction and given their exact enable state back before it
+	// commits, so nobody ever sees them off.
+	rows, err = tx.Query(ctx, `SELECT format('%I', evtname), CASE evtenabled WHEN 'A' THEN 'ENABLE ALWAYS' WHEN 'R' THEN 'ENABLE REPLICA' ELSE 'ENABLE' END
+	     FROM pg_event_trigger WHERE evtenabled <> 'D' AND NOT (`+chain.OursSQL("evtname")+`)`)
+	if err != nil {
+		return nil, fmt.Errorf("list event triggers of the restored database: %w", err)
+	}
+	type evt struct{ name, enable string }
+	userEvts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (evt, error) {
+		var e evt
+		err := r.Scan(&e.name, &e.enable)
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list event triggers of the restored database: %w", err)
+	}
+	for _, e := range userEvts {
+		if _, err := tx.Exec(ctx, "ALTER EVENT TRIGGER "+e.name+" DISABLE"); err != nil {
+			return nil, fmt.Errorf("disable event trigger %s during our drops: %w", e.name, err)
+		}
+	}
 	var done []string
 	for _, o := range objs {
 		if _, err := tx.Exec(ctx, "DROP "+o.drop); err != nil {
 			return nil, fmt.Errorf("drop %s %s from the restored database: %w", o.kind, o.name, err)
 		}
 		done = append(done, o.kind+" "+o.name)
+	}
+	for _, e := range userEvts {
+		if _, err := tx.Exec(ctx, "ALTER EVENT TRIGGER "+e.name+" "+e.enable); err != nil {
+			return nil, fmt.Errorf("give event trigger %s its state back: %w", e.name, err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("drop pme2go-backup objects from the restored database: %w", err)

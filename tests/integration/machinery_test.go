@@ -109,10 +109,12 @@ func TestRemoveMachinery(t *testing.T) {
 		CREATE SCHEMA pme2go_0badc0de;
 		CREATE FUNCTION pme2go_0badc0de.capture_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
 		CREATE FUNCTION public.pme2go_capture_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
-		CREATE FUNCTION public.user_evt() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+		CREATE TABLE evt_log (tag text);
+		CREATE FUNCTION public.user_evt() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.evt_log VALUES (tg_tag); END $$;
 		CREATE EVENT TRIGGER pme2go_capture_ddl ON ddl_command_end EXECUTE FUNCTION public.pme2go_capture_ddl();
 		CREATE EVENT TRIGGER pme2go_0badc0de_capture_ddl ON ddl_command_end EXECUTE FUNCTION pme2go_0badc0de.capture_ddl();
 		CREATE EVENT TRIGGER user_evt ON sql_drop EXECUTE FUNCTION public.user_evt();
+		ALTER EVENT TRIGGER user_evt ENABLE ALWAYS;
 		CREATE PUBLICATION pme2go_c20261129_app FOR ALL TABLES;
 		CREATE PUBLICATION pme2go_0badc0de_app_1 FOR TABLE items;
 		CREATE PUBLICATION user_pub FOR TABLE items, pme2go_like;
@@ -130,6 +132,13 @@ func TestRemoveMachinery(t *testing.T) {
 		t.Fatalf("after removal: publications %v, event triggers %v", pubs, evts)
 	}
 	c.Exec(t, "scratch", `SELECT 'public.user_evt()'::regprocedure, 'pme2go_like'::regclass`)
+	// The user's event trigger did not run during our drops, and is as it was.
+	var fired int
+	var enabled string
+	c.Conn(t, "scratch").QueryRow(context.Background(), `SELECT (SELECT count(*) FROM evt_log), (SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = 'user_evt')`).Scan(&fired, &enabled)
+	if fired != 0 || enabled != "A" {
+		t.Fatalf("user event trigger fired %d times during our drops, enable state %q (want A)", fired, enabled)
+	}
 	if again, err := restore.RemoveMachinery(context.Background(), pgclient.FromConfig(cfg), "scratch", nil); err != nil || len(again) != 0 {
 		t.Fatalf("second run: %v %v", again, err)
 	}
