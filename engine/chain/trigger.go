@@ -190,6 +190,7 @@ DECLARE
   mp pg_catalog.text[] := '{}';
   mc pg_catalog.text[] := '{}';
   i pg_catalog.int4;
+  in_ext boolean;
 BEGIN
   IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' AND session_user = $OWNER THEN
     RETURN;
@@ -213,15 +214,24 @@ BEGIN
     -- again).
     sp := coalesce(pg_catalog.current_setting($GSP, true), '');
     who := coalesce(pg_catalog.current_setting($GROLE, true), '');
+    -- A command of an extension's script: its CREATE or ALTER EXTENSION is
+    -- captured on its own (replay runs the script again); its tables are
+    -- still published below.
+    in_ext := ctx ~ 'extension script'
+              OR EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_ddl_commands() d WHERE d.in_extension);
     q := pg_catalog.current_query();
     k := pg_catalog.md5(pg_catalog.statement_timestamp()::pg_catalog.text || ' ' || q);
-    IF pg_catalog.current_setting($GQKEY, true) IS DISTINCT FROM k THEN
+    IF in_ext THEN
+      n := 0;
+    ELSIF pg_catalog.current_setting($GQKEY, true) IS DISTINCT FROM k THEN
       n := 1;
     ELSE
       n := pg_catalog.current_setting($GQN)::pg_catalog.int4 + 1;
     END IF;
-    PERFORM pg_catalog.set_config($GQKEY, k, false);
-    PERFORM pg_catalog.set_config($GQN, n::pg_catalog.text, false);
+    IF NOT in_ext THEN
+      PERFORM pg_catalog.set_config($GQKEY, k, false);
+      PERFORM pg_catalog.set_config($GQN, n::pg_catalog.text, false);
+    END IF;
     rewrite := NULLIF(pg_catalog.current_setting($GREWRITE, true), '');
     PERFORM pg_catalog.set_config($GREWRITE, '', false);
 
@@ -319,7 +329,7 @@ BEGIN
       mc := mc || pg_catalog.array_to_string(reasons, '; ');
       EXIT body;
     END IF;
-    IF NOT $CAPTURE THEN
+    IF NOT $CAPTURE OR in_ext THEN
       EXIT body;
     END IF;
     IF TG_TAG LIKE 'DROP %' THEN

@@ -118,6 +118,19 @@ func TestNewTablesDuringChain(t *testing.T) {
 		c.Exec(t, "app", `DROP TABLE nokey, kpart, nokid, asel, sinto, withkey, parted, kid, elsewhere.e, scratch`)
 	})
 
+	t.Run("ddl in a DO block", func(t *testing.T) {
+		cfg := loadCfg(t, cfgEnv(t, c, "app"))
+		full(t, cfg)
+		c.Exec(t, "app", `DO $$ BEGIN CREATE TABLE indo (id int PRIMARY KEY); END $$`)
+		writeEach(t, c, "app", "indo")
+		_, err := incremental.Take(ctx, cfg, incremental.Options{})
+		if !errors.Is(err, capture.ErrChainEnded) || !strings.Contains(err.Error(), "inside a function, procedure or DO block") {
+			t.Fatalf("want the chain ended by DDL in a DO block, got %v", err)
+		}
+		noPme2goObjects(t, c, "app")
+		c.Exec(t, "app", `DROP TABLE indo`)
+	})
+
 	t.Run("capture off", func(t *testing.T) {
 		cfg := loadCfg(t, cfgEnv(t, c, "app", "CAPTURE_DDL=false"))
 		res := full(t, cfg)
