@@ -201,3 +201,42 @@ func TestNewTablesDuringChain(t *testing.T) {
 		}
 	})
 }
+
+// TestCaptureModeWithoutSuperuser: with CAPTURE_DDL=auto and a role that
+// is not a superuser, no event trigger is installed, the full backup says
+// why DDL capture is off, and the chain still publishes its tables
+// explicitly; a new table is not published (its writes succeed).
+// CAPTURE_DDL=true refuses to start a chain then, with the reason.
+func TestCaptureModeWithoutSuperuser(t *testing.T) {
+	c := setup(t, "app")
+	c.Exec(t, "app", `CREATE ROLE bk LOGIN REPLICATION; GRANT CREATE ON DATABASE app TO bk;
+		GRANT pg_read_all_data TO bk; ALTER TABLE t OWNER TO bk; ALTER TABLE other OWNER TO bk;
+		ALTER SEQUENCE t_id_seq OWNER TO bk; GRANT CREATE ON SCHEMA public TO bk`)
+	cfg := loadCfg(t, cfgEnv(t, c, "app", "DB_USER=bk"))
+	res := full(t, cfg)
+	mode, _ := res.Manifest.Metadata["ddlCapture:app"].(string)
+	if res.Manifest.ChainID == "" || !strings.HasPrefix(mode, "off: role bk is not a superuser") {
+		t.Fatalf("chain %q, DDL capture mode %q, warnings %v", res.Manifest.ChainID, mode, res.Manifest.Warnings)
+	}
+	st := openChain(t, cfg, "app")
+	if st.CaptureDDL || !slices.Equal(published(t, c, "app", st.Publication), []string{"other", "t"}) {
+		t.Fatalf("chain %+v publishes %v", st, published(t, c, "app", st.Publication))
+	}
+	var triggers int
+	c.Conn(t, "app").QueryRow(context.Background(), `SELECT count(*) FROM pg_event_trigger`).Scan(&triggers)
+	if triggers != 0 {
+		t.Fatalf("%d event triggers installed by a role that is not a superuser", triggers)
+	}
+	c.Exec(t, "app", `CREATE TABLE later (id int)`)
+	writeEach(t, c, "app", "later")
+	if slices.Contains(published(t, c, "app", st.Publication), "later") {
+		t.Fatal("a table created later was published without the event trigger")
+	}
+	c.Exec(t, "app", `DROP TABLE later`)
+
+	cfg = loadCfg(t, cfgEnv(t, c, "app", "DB_USER=bk", "CAPTURE_DDL=true"))
+	res = full(t, cfg)
+	if res.Manifest.ChainID != "" || !strings.Contains(strings.Join(res.Manifest.Warnings, " "), "CAPTURE_DDL=true but role bk is not a superuser") {
+		t.Fatalf("CAPTURE_DDL=true without superuser: chain %q, warnings %v", res.Manifest.ChainID, res.Manifest.Warnings)
+	}
+}
