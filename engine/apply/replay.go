@@ -29,6 +29,10 @@ type ReplayOptions struct {
 	// applied so far in this run; cancel the context to interrupt.
 	OnCommit func(applied int64, commitLSN uint64)
 	Log      *slog.Logger
+	// RefreshMatviews refreshes every populated materialized view at the
+	// end of the replay (before the swap): for chains without DDL capture,
+	// whose change sets carry no REFRESH.
+	RefreshMatviews bool
 }
 
 // Stats reports a replay.
@@ -39,16 +43,34 @@ type Stats struct {
 	LastCommitLSN uint64        // last transaction now applied
 	Sequences     int           // sequences set
 	Duration      time.Duration // time spent
+
+	// UnloggedEmptied names the unlogged tables left empty: their changes
+	// are never captured, so past the full backup their content is
+	// unknown (PostgreSQL's own recovery empties them likewise).
+	// UnloggedKept names them when no transaction was replayed and they
+	// keep the full backup's content.
+	UnloggedEmptied []string `json:"unloggedEmptied,omitempty"`
+	UnloggedKept    []string `json:"unloggedKept,omitempty"`
+	// MatviewsRefreshed names the materialized views refreshed at the end
+	// (ReplayOptions.RefreshMatviews).
+	MatviewsRefreshed []string `json:"matviewsRefreshed,omitempty"`
+	// UserCodeRestored counts the triggers, rules and event triggers
+	// switched off for the replay whose enable state was put back.
+	UserCodeRestored int `json:"userCodeRestored"`
 }
 
 // Replay applies the prepared plan's transactions, in commit order and one
 // target transaction per source transaction, to the database conn is
-// connected to (which must hold the plan's full backup), then sets the
-// sequences. Triggers and foreign-key triggers are off
-// (session_replication_role = replica). Each transaction records its
-// commit LSN and time in the replication origin OriginName(database OID),
-// so that a replay interrupted at any point resumes with Resume without
-// applying anything twice. conn needs superuser rights.
+// connected to (which must hold the plan's full backup and be private to
+// the restore: a scratch database), then sets the sequences. Foreign-key
+// triggers are off (session_replication_role = replica); every trigger,
+// rule and event trigger is switched off for the replay and its enable
+// state put back at the end (usercode.go); code a table owner wrote runs
+// with the owner's privileges, never the restorer's (safety.go). Each
+// transaction records its commit LSN and time in the replication origin
+// OriginName(database OID), so that a replay interrupted at any point
+// resumes with Resume without applying anything twice. conn needs
+// superuser rights.
 func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*Stats, error) {
 	if !p.prepared {
 		return nil, errors.New("apply: plan not prepared; call Prepare or Build first")
@@ -57,14 +79,16 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	start := time.Now()
-	for _, q := range []string{
-		"SET session_replication_role = replica", "SET synchronous_commit = off",
-		"SET statement_timeout = 0", "SET lock_timeout = 0", "SET idle_in_transaction_session_timeout = 0",
-		"SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'", "SET extra_float_digits = 3",
-	} {
-		if _, err := conn.Exec(ctx, q); err != nil {
-			return nil, fmt.Errorf("prepare replay session (%s; replay needs a superuser DB_USER): %w", q, err)
-		}
+	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		return nil, fmt.Errorf("prepare replay session (replay needs a superuser DB_USER): %w", err)
+	}
+	settings, dbPath, err := setupSession(ctx, conn.PgConn())
+	if err != nil {
+		return nil, err
+	}
+	unlogged, err := prepareScratch(ctx, conn, p.TxCount > 0)
+	if err != nil {
+		return nil, err
 	}
 	origin, done, err := setupOrigin(ctx, conn, opts.Resume)
 	if err != nil {
@@ -75,8 +99,14 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 			changeset.FormatLSN(done), changeset.FormatLSN(p.LastCommitLSN))
 	}
 	st := &Stats{ResumedAt: done, LastCommitLSN: done}
+	if p.TxCount > 0 {
+		st.UnloggedEmptied = unlogged
+	} else {
+		st.UnloggedKept = unlogged
+	}
 	a := &applier{ctx: ctx, conn: conn, st: st, opts: opts, plan: p}
 	a.w = newWriter(conn.PgConn(), a.committed)
+	a.w.setup, a.w.dbPath = settings, dbPath
 	err = p.walk(ctx, p.decider(done), a)
 	if err == nil {
 		err = a.w.finish(ctx)
@@ -97,6 +127,9 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 		return st, fmt.Errorf("reset replication origin session: %w", err)
 	}
 	if st.Sequences, err = SetSequences(ctx, conn, p.Sequences); err != nil {
+		return st, err
+	}
+	if st.MatviewsRefreshed, st.UserCodeRestored, err = finishScratch(ctx, conn, opts.RefreshMatviews); err != nil {
 		return st, err
 	}
 	opts.Log.Info("change sets replayed", "origin", origin, "transactions", st.Applied, "rows", st.Rows, "duration", st.Duration.Round(time.Millisecond))
@@ -170,7 +203,7 @@ func SetSequences(ctx context.Context, conn *pgx.Conn, s *changeset.Sequences) (
 		var set bool
 		err := conn.QueryRow(ctx, `SELECT CASE WHEN NOT $3 AND pg_catalog.pg_sequence_last_value(r) IS NULL THEN false
 			ELSE pg_catalog.setval(r, $2, $3) IS NOT NULL END
-			FROM (SELECT to_regclass($1) AS r) x WHERE r IS NOT NULL`, name, v.LastValue, v.IsCalled).Scan(&set)
+			FROM (SELECT pg_catalog.to_regclass($1) AS r) x WHERE r IS NOT NULL`, name, v.LastValue, v.IsCalled).Scan(&set)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue
 		}
@@ -215,13 +248,23 @@ func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
 		return err
 	}
 	d, err := changeset.ParseDDL(m.Content)
-	if err == nil {
+	if err == nil && d.V < 2 {
+		// Legacy records carry no search_path: the statement runs under
+		// the database's own, and the replay's is put back afterwards.
+		err = a.conn.PgConn().Exec(a.ctx, "SELECT pg_catalog.set_config('search_path', "+quoteLit(a.w.dbPath)+", false)").Close()
+		if err == nil {
+			err = runDDL(a.ctx, a.conn, d)
+		}
+		if err == nil {
+			err = a.conn.PgConn().Exec(a.ctx, "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)").Close()
+		}
+	} else if err == nil {
 		err = runDDL(a.ctx, a.conn, d)
 	}
 	if err != nil {
 		return fail(a.w.tx, 0, fmt.Errorf("captured DDL at LSN %s: %w", changeset.FormatLSN(m.LSN), err))
 	}
-	return a.w.forget(a.ctx)
+	return a.w.afterDDL(a.ctx)
 }
 
 // runDDL runs one captured statement at its position, inside the replay

@@ -73,6 +73,13 @@ type writer struct {
 	onCommit  func(c changeset.Commit)
 
 	rows int64 // rows written and checked
+
+	// Catalog knowledge of the target, looked up on first use and
+	// forgotten after DDL (see safety.go).
+	types  map[typeKey]typeInfo  // column types: cast and key comparison
+	tables map[string]*tableInfo // tables whose changes run as their owner; nil: not loaded
+	dbPath string                // the database's own search_path, for old change sets
+	setup  *sessionSettings      // replay session settings, re-set after owner code ran
 }
 
 // txRef names a transaction in errors.
@@ -93,10 +100,11 @@ type request struct {
 type expectKind uint8
 
 const (
-	expPrepare expectKind = iota // statement prepared
-	expAny                       // any successful result
-	expOneRow                    // an update, delete or insert of exactly one row
-	expCommit                    // COMMIT of a transaction
+	expPrepare  expectKind = iota // statement prepared
+	expAny                        // any successful result
+	expOneRow                     // an update, delete or insert of exactly one row
+	expCommit                     // COMMIT of a transaction
+	expOneRowFn                   // an owner's-privileges call returning 1 (one row changed)
 )
 
 // expect is a result the pipeline owes, with what to name in an error.
@@ -112,7 +120,7 @@ type expect struct {
 // newWriter returns a writer on conn that calls onCommit, in commit order,
 // for each transaction the target confirmed committed.
 func newWriter(conn *pgconn.PgConn, onCommit func(c changeset.Commit)) *writer {
-	return &writer{conn: conn, stmts: map[string]string{}, onCommit: onCommit}
+	return &writer{conn: conn, stmts: map[string]string{}, onCommit: onCommit, types: map[typeKey]typeInfo{}}
 }
 
 // fail names the transaction and change (if any) of err.
@@ -214,7 +222,7 @@ func (w *writer) send(ctx context.Context, ends *changeset.Commit) error {
 	if c := w.toCommit; c != nil {
 		w.toCommit = nil
 		tx := txRef{xid: c.Xid, commitLSN: c.CommitLSN}
-		p.SendQueryPrepared(w.prepare("SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)", tx, 0), [][]byte{
+		p.SendQueryPrepared(w.prepare("SELECT pg_catalog.pg_replication_origin_xact_setup($1::pg_catalog.pg_lsn, $2::pg_catalog.timestamptz)", tx, 0), [][]byte{
 			[]byte(changeset.FormatLSN(c.CommitLSN)),
 			[]byte(c.CommitTime.UTC().Format("2006-01-02 15:04:05.999999-07")),
 		}, nil, nil)
@@ -316,6 +324,23 @@ func (w *writer) read(p *pgconn.Pipeline) error {
 		if !ok {
 			return e.fail(fmt.Errorf("pipeline: got %T, want a result", res))
 		}
+		if e.kind == expOneRowFn {
+			var n []byte
+			for rr.NextRow() {
+				if v := rr.Values(); len(v) == 1 {
+					n = append(n[:0], v[0]...)
+				}
+			}
+			if _, err := rr.Close(); err != nil {
+				return e.fail(err)
+			}
+			if string(n) != "1" {
+				return fail(e.tx, e.lsn, fmt.Errorf("%s affected %s rows, want exactly 1: the restored data differs from the source (was it changed outside the chain?)",
+					strings.SplitN(e.q, " WHERE", 2)[0], n))
+			}
+			w.rows++
+			continue
+		}
 		tag, err := rr.Close()
 		if err != nil {
 			return e.fail(err)
@@ -371,6 +396,8 @@ func (w *writer) apply(ctx context.Context, d *changeset.DecodedChange, lsn uint
 	case changeset.OpUpdate, changeset.OpDelete:
 		return w.modify(ctx, d)
 	case changeset.OpTruncate:
+		// ONLY: the source's TRUNCATE named each table it emptied
+		// (pgoutput lists the children of an inheritance parent too).
 		names := make([]string, len(d.TruncateRelationIDs))
 		for i, oid := range d.TruncateRelationIDs {
 			if i >= len(d.Truncated) || d.Truncated[i] == nil {
@@ -378,7 +405,7 @@ func (w *writer) apply(ctx context.Context, d *changeset.DecodedChange, lsn uint
 			}
 			names[i] = d.Truncated[i].QualifiedName()
 		}
-		q := "TRUNCATE " + strings.Join(names, ", ")
+		q := "TRUNCATE ONLY " + strings.Join(names, ", ")
 		if d.RestartIdentity {
 			q += " RESTART IDENTITY"
 		}
@@ -408,8 +435,12 @@ func (w *writer) insert(ctx context.Context, d *changeset.DecodedChange) error {
 			return w.failf("insert into %s: column %s was sent in %q format, which replay does not support", rel, v.Column, rune(v.Kind))
 		}
 	}
-	if w.runRows < copyMinRows {
-		return w.insertRow(ctx, d, rel, colList)
+	t, err := w.table(ctx, d.Relation)
+	if err != nil {
+		return err
+	}
+	if w.runRows < copyMinRows || t != nil {
+		return w.insertRow(ctx, d, t, rel, colList)
 	}
 	if w.copyRows == 0 {
 		w.copyRel, w.copyCols, w.copyLSN = rel, colList, w.lsn
@@ -436,27 +467,32 @@ func (w *writer) insert(ctx context.Context, d *changeset.DecodedChange) error {
 // pgoutput text form, are cast to their column types; OVERRIDING SYSTEM
 // VALUE lets identity columns GENERATED ALWAYS take the source's values,
 // as COPY does.
-func (w *writer) insertRow(ctx context.Context, d *changeset.DecodedChange, rel, colList string) error {
+//
+// t, when not nil, makes the insert run with the privileges of the
+// table's owner (see safety.go).
+func (w *writer) insertRow(ctx context.Context, d *changeset.DecodedChange, t *tableInfo, rel, colList string) error {
 	var q strings.Builder
 	q.WriteString("INSERT INTO " + rel + " (" + colList + ") OVERRIDING SYSTEM VALUE VALUES (")
-	params := make([][]byte, len(d.New))
+	b := stmtBuilder{wrapped: t != nil}
 	for i, v := range d.New {
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		q.WriteString("$" + strconv.Itoa(i+1))
-		if v.TypeName != "" {
-			q.WriteString("::" + v.TypeName)
-		}
+		var data []byte
 		if v.Kind == changeset.ValueText {
-			params[i] = v.Data
-			if params[i] == nil {
-				params[i] = []byte{}
+			data = v.Data
+			if data == nil {
+				data = []byte{}
 			}
 		}
+		ti, err := w.typeOf(ctx, d.Relation, i)
+		if err != nil {
+			return err
+		}
+		q.WriteString(b.param(data) + ti.castSuffix())
 	}
 	q.WriteString(")")
-	return w.queue(ctx, request{q: q.String(), params: params, prepared: true}, expOneRow)
+	return w.queueDML(ctx, t, q.String(), &b)
 }
 
 // copyEscape writes b in COPY text format.
@@ -506,20 +542,22 @@ func (w *writer) copy(ctx context.Context) error {
 }
 
 // modify queues an update or delete that must touch exactly one row.
+// Every operator is schema-qualified (OPERATOR(pg_catalog.=), or the
+// equality of the key type's default B-tree operator class), and ONLY
+// keeps the statement off the table's inheritance children.
 func (w *writer) modify(ctx context.Context, d *changeset.DecodedChange) error {
 	rel := d.Relation.QualifiedName()
-	var params [][]byte
-	param := func(v changeset.Value) string {
+	t, err := w.table(ctx, d.Relation)
+	if err != nil {
+		return err
+	}
+	b := stmtBuilder{wrapped: t != nil}
+	param := func(v changeset.Value, ti typeInfo) string {
 		data := v.Data
 		if v.Kind == changeset.ValueText && data == nil {
 			data = []byte{}
 		}
-		params = append(params, data)
-		p := "$" + strconv.Itoa(len(params))
-		if v.TypeName != "" {
-			p += "::" + v.TypeName
-		}
-		return p
+		return b.param(data) + ti.castSuffix()
 	}
 	var set []string
 	if d.Op == changeset.OpUpdate {
@@ -530,7 +568,11 @@ func (w *writer) modify(ctx context.Context, d *changeset.DecodedChange) error {
 			if v.Kind == changeset.ValueBinary {
 				return w.failf("update of %s: column %s was sent in binary format, which replay does not support", rel, v.Column)
 			}
-			set = append(set, changeset.QuoteIdent(v.Column)+" = "+param(v))
+			ti, err := w.typeOf(ctx, d.Relation, i)
+			if err != nil {
+				return err
+			}
+			set = append(set, changeset.QuoteIdent(v.Column)+" = "+param(v, ti))
 		}
 		if len(set) == 0 {
 			return nil // nothing changed that was sent
@@ -542,20 +584,29 @@ func (w *writer) modify(ctx context.Context, d *changeset.DecodedChange) error {
 		src = d.Old
 	}
 	var conds []string
-	for _, v := range src {
+	for i, v := range src {
 		if v.Kind == changeset.ValueUnchangedToast || (!full && !v.Key) {
 			continue
 		}
 		col := changeset.QuoteIdent(v.Column)
+		ti, err := w.typeOf(ctx, d.Relation, i)
+		if err != nil {
+			return err
+		}
 		switch {
-		case full && v.TypeName != "":
-			conds = append(conds, col+"::text IS NOT DISTINCT FROM ("+param(v)+")::text")
 		case full:
-			conds = append(conds, col+"::text IS NOT DISTINCT FROM "+param(v))
+			// Compared as text, so that types without equality (json,
+			// point) work too; NULL matches NULL (IS NOT DISTINCT FROM,
+			// spelt out so that its operator is pg_catalog's).
+			p := "(" + param(v, ti) + ")::pg_catalog.text"
+			conds = append(conds, "("+col+"::pg_catalog.text OPERATOR(pg_catalog.=) "+p+" OR ("+col+" IS NULL AND "+p+" IS NULL))")
 		case v.Kind == changeset.ValueNull:
 			conds = append(conds, col+" IS NULL")
+		case ti.eqType != "":
+			p := param(v, typeInfo{cast: ti.eqType})
+			conds = append(conds, col+"::"+ti.eqType+" "+ti.eqOp+" "+p)
 		default:
-			conds = append(conds, col+" = "+param(v))
+			conds = append(conds, col+" "+ti.eqOp+" "+param(v, ti))
 		}
 	}
 	if len(conds) == 0 {
@@ -563,15 +614,15 @@ func (w *writer) modify(ctx context.Context, d *changeset.DecodedChange) error {
 	}
 	where := strings.Join(conds, " AND ")
 	if full {
-		where = "ctid = (SELECT ctid FROM " + rel + " WHERE " + where + " LIMIT 1)"
+		where = "ctid OPERATOR(pg_catalog.=) (SELECT ctid FROM ONLY " + rel + " WHERE " + where + " LIMIT 1)"
 	}
 	var q string
 	if d.Op == changeset.OpUpdate {
-		q = "UPDATE " + rel + " SET " + strings.Join(set, ", ") + " WHERE " + where
+		q = "UPDATE ONLY " + rel + " SET " + strings.Join(set, ", ") + " WHERE " + where
 	} else {
-		q = "DELETE FROM " + rel + " WHERE " + where
+		q = "DELETE FROM ONLY " + rel + " WHERE " + where
 	}
-	return w.queue(ctx, request{q: q, params: params, prepared: true}, expOneRow)
+	return w.queueDML(ctx, t, q, &b)
 }
 
 // unchanged reports whether column i of an update keeps its value: a key
@@ -587,6 +638,23 @@ func unchanged(d *changeset.DecodedChange, i int) bool {
 		return o.Kind == n.Kind && bytes.Equal(o.Data, n.Data)
 	}
 	return false
+}
+
+// afterDDL runs after a captured DDL statement (the writer drained): the
+// session's role is put back (the DDL may have run as its recorded role),
+// prepared statements and catalog knowledge are dropped, and triggers,
+// rules and event triggers the DDL created or switched on are recorded
+// and switched off.
+func (w *writer) afterDDL(ctx context.Context) error {
+	if err := w.conn.Exec(ctx, "RESET ROLE").Close(); err != nil {
+		return w.failf("reset role after DDL: %w", err)
+	}
+	w.tables = nil
+	clear(w.types)
+	if err := syncUserCode(ctx, w.conn); err != nil {
+		return w.failf("%w", err)
+	}
+	return w.forget(ctx)
 }
 
 // forget drops the prepared statements, after DDL changed the tables. The

@@ -212,16 +212,22 @@ func (s *session) close() {
 	}
 }
 
-// typeName resolves format_type(oid, typmod), cached.
+// typeName resolves format_type(oid, typmod), cached. It is rendered with
+// search_path = pg_catalog (SET LOCAL, in the implicit transaction of one
+// simple query), so that every type outside pg_catalog comes out
+// schema-qualified whatever the session's search_path is: replay runs with
+// search_path = pg_catalog and must find the same type.
 func (s *session) typeName(ctx context.Context) func(uint32, int32) string {
 	return func(oid uint32, mod int32) string {
 		k := [2]int64{int64(oid), int64(mod)}
 		if n, ok := s.types[k]; ok {
 			return n
 		}
-		var n string
-		if err := s.conn.QueryRow(ctx, `SELECT format_type($1::oid, $2::int)`, oid, mod).Scan(&n); err != nil {
-			n = fmt.Sprintf("oid %d", oid)
+		n := fmt.Sprintf("oid %d", oid)
+		q := fmt.Sprintf("SET LOCAL search_path = pg_catalog; SELECT pg_catalog.format_type(%d::pg_catalog.oid, %d)", oid, mod)
+		res, err := s.conn.PgConn().Exec(ctx, q).ReadAll()
+		if err == nil && len(res) == 2 && len(res[1].Rows) == 1 && len(res[1].Rows[0]) == 1 {
+			n = string(res[1].Rows[0][0])
 		}
 		s.types[k] = n
 		return n

@@ -72,10 +72,13 @@ type DecodedChange struct {
 func QuoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // RelationFromMessage builds a Relation from a pgoutput Relation message.
-// typeName returns format_type(oid, typmod) text; the capture looks it up
-// in pg_catalog. A nil typeName leaves type names empty.
+// typeName returns format_type(oid, typmod) text rendered with
+// search_path = pg_catalog (so that types outside pg_catalog are
+// schema-qualified; the Relation is marked QualifiedTypes); the capture
+// looks it up in pg_catalog. A nil typeName leaves type names empty.
 func RelationFromMessage(m *pglogrepl.RelationMessage, typeName func(oid uint32, typmod int32) string) *Relation {
-	rel := &Relation{OID: m.RelationID, Schema: m.Namespace, Name: m.RelationName, ReplicaIdentity: m.ReplicaIdentity}
+	rel := &Relation{OID: m.RelationID, Schema: m.Namespace, Name: m.RelationName, ReplicaIdentity: m.ReplicaIdentity,
+		QualifiedTypes: typeName != nil}
 	for _, c := range m.Columns {
 		col := Column{Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier, Key: c.Flags&1 != 0}
 		if typeName != nil {

@@ -38,7 +38,7 @@ type Header struct {
 type Column struct {
 	Name     string `json:"name"`
 	TypeOID  uint32 `json:"typeOid"`
-	TypeName string `json:"typeName"` // format_type() text, e.g. integer, text[], "Sales Ω".mood
+	TypeName string `json:"typeName"` // format_type() text, e.g. integer, text[], "Sales Ω".mood (see Relation.QualifiedTypes)
 	TypeMod  int32  `json:"typmod"`
 	Key      bool   `json:"key"` // part of the replica identity
 }
@@ -51,6 +51,13 @@ type Relation struct {
 	Name            string
 	ReplicaIdentity byte // 'd' default, 'n' nothing, 'f' full, 'i' index
 	Columns         []Column
+	// QualifiedTypes says the columns' TypeName were rendered with
+	// search_path = pg_catalog: a type outside pg_catalog always carries its
+	// schema ("public.mood"), one in pg_catalog never does ("integer").
+	// Relation records written before it existed (false) rendered type
+	// names under the capture session's search_path, so a type of another
+	// schema may appear unqualified; replay resolves those in the target.
+	QualifiedTypes bool
 
 	// Changed is set by Reader when an earlier Relation record of this
 	// segment defined the same table (same schema.name, or same OID under
@@ -65,6 +72,7 @@ type relationJSON struct {
 	Name            string   `json:"name"`
 	ReplicaIdentity string   `json:"replicaIdentity"`
 	Columns         []Column `json:"columns"`
+	QualifiedTypes  bool     `json:"qualifiedTypes,omitempty"`
 }
 
 // QualifiedName returns the quoted "schema"."name" of the relation.
@@ -77,7 +85,10 @@ func (r *Relation) sameColumns(o *Relation) bool {
 	}
 	for i, c := range r.Columns {
 		d := o.Columns[i]
-		if c.Name != d.Name || c.TypeOID != d.TypeOID || c.TypeName != d.TypeName || c.TypeMod != d.TypeMod {
+		// Type names rendered under different rules (QualifiedTypes) may
+		// differ for the same type; the OID decides then.
+		sameName := c.TypeName == d.TypeName || r.QualifiedTypes != o.QualifiedTypes
+		if c.Name != d.Name || c.TypeOID != d.TypeOID || !sameName || c.TypeMod != d.TypeMod {
 			return false
 		}
 	}
@@ -184,7 +195,7 @@ func decodePayload(t RecordType, p []byte) (Record, error) {
 			return nil, fmt.Errorf("relation %q.%q: replica identity %q is not one character", j.Schema, j.Name, j.ReplicaIdentity)
 		}
 		return &Relation{OID: j.OID, Schema: j.Schema, Name: j.Name,
-			ReplicaIdentity: j.ReplicaIdentity[0], Columns: j.Columns}, nil
+			ReplicaIdentity: j.ReplicaIdentity[0], Columns: j.Columns, QualifiedTypes: j.QualifiedTypes}, nil
 	case TypeBegin:
 		if len(p) != 20 {
 			return nil, fmt.Errorf("begin payload is %d bytes, want 20", len(p))

@@ -138,7 +138,7 @@ func (w *Writer) WriteRelation(rel *Relation) error {
 		return err
 	}
 	j, err := json.Marshal(relationJSON{OID: rel.OID, Schema: rel.Schema, Name: rel.Name,
-		ReplicaIdentity: string(rune(rel.ReplicaIdentity)), Columns: rel.Columns})
+		ReplicaIdentity: string(rune(rel.ReplicaIdentity)), Columns: rel.Columns, QualifiedTypes: rel.QualifiedTypes})
 	if err != nil {
 		return fmt.Errorf("changeset: encode relation %s: %w", rel.QualifiedName(), err)
 	}

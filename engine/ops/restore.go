@@ -146,6 +146,9 @@ type ReplayStats struct {
 	LastCommitLSN LSN     `json:"lastCommitLsn,omitempty"`
 	Sequences     int     `json:"sequences"`
 	Duration      float64 `json:"duration"` // seconds
+	// UnloggedKept names unlogged tables that keep the full backup's
+	// content because no transaction was replayed.
+	UnloggedKept []string `json:"unloggedKept,omitempty"`
 }
 
 // Difference is something the restored database holds differently from the
@@ -259,7 +262,16 @@ func restoreResult(res *restore.Result, dry bool) *RestoreResult {
 	}
 	if r := res.Replay; r != nil {
 		out.Replay = &ReplayStats{Transactions: r.Applied, Rows: r.Rows, ResumedAt: LSN(r.ResumedAt),
-			LastCommitLSN: LSN(r.LastCommitLSN), Sequences: r.Sequences, Duration: seconds(r.Duration)}
+			LastCommitLSN: LSN(r.LastCommitLSN), Sequences: r.Sequences, Duration: seconds(r.Duration),
+			UnloggedKept: r.UnloggedKept}
+		for _, t := range r.UnloggedEmptied {
+			out.Differences = append(out.Differences, Difference{Kind: "unlogged-table", Object: t,
+				Message: "unlogged table left empty, as after PostgreSQL's own point-in-time recovery: its changes are never captured"})
+		}
+		for _, v := range r.MatviewsRefreshed {
+			out.Differences = append(out.Differences, Difference{Kind: "materialized-view-refreshed", Object: v,
+				Message: "materialized view refreshed at the end of the replay (no DDL capture, so the source's refreshes are not in the change sets): its content is as of the target, not as of its last refresh on the source"})
+		}
 	}
 	return out
 }

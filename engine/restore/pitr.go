@@ -13,6 +13,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
@@ -130,10 +131,11 @@ func markScratch(ctx context.Context, maint *pgx.Conn, db string, p *apply.Plan)
 
 // replayer replays a plan into the scratch database.
 type replayer struct {
-	plan   *apply.Plan
-	opts   Options
-	resume bool
-	res    *Result
+	plan        *apply.Plan
+	opts        Options
+	resume      bool
+	ddlCaptured bool // the chain captured DDL: no refresh of materialized views at the end
+	res         *Result
 }
 
 func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) error {
@@ -143,7 +145,8 @@ func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) e
 	}
 	defer conn.Close(context.Background())
 	r.opts.Progress(fmt.Sprintf("replay %d transactions into %s", r.plan.TxCount, db))
-	st, err := apply.Replay(ctx, conn, r.plan, apply.ReplayOptions{Resume: r.resume, OnCommit: r.opts.OnReplayCommit, Log: r.opts.Log})
+	st, err := apply.Replay(ctx, conn, r.plan, apply.ReplayOptions{Resume: r.resume, OnCommit: r.opts.OnReplayCommit, Log: r.opts.Log,
+		RefreshMatviews: !r.ddlCaptured})
 	r.res.Replay = st
 	if err == nil {
 		// Large objects are not in the change stream: put back the state
@@ -153,7 +156,46 @@ func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) e
 	if err != nil {
 		return fmt.Errorf("%w (scratch database %s kept; the target database was not changed)", err, db)
 	}
+	for _, line := range ReplayNotes(st) {
+		r.opts.Progress(line)
+		r.opts.Log.Warn(line)
+	}
 	return nil
+}
+
+// ReplayNotes says in words where a replayed database differs from the
+// source by design: unlogged tables (never captured) and materialized
+// views refreshed at the end instead of at the source's refreshes.
+func ReplayNotes(st *apply.Stats) []string {
+	if st == nil {
+		return nil
+	}
+	var out []string
+	if len(st.UnloggedEmptied) > 0 {
+		out = append(out, "unlogged tables are empty, as after PostgreSQL's own point-in-time recovery (their changes are never captured): "+strings.Join(st.UnloggedEmptied, ", "))
+	}
+	if len(st.UnloggedKept) > 0 {
+		out = append(out, "unlogged tables keep the full backup's content (no transaction was replayed; their later changes are never captured): "+strings.Join(st.UnloggedKept, ", "))
+	}
+	if len(st.MatviewsRefreshed) > 0 {
+		out = append(out, "materialized views refreshed at the end of the replay (the chain has no DDL capture, so the source's refreshes are not in it; their content is as of the target, not as of their last refresh on the source): "+strings.Join(st.MatviewsRefreshed, ", "))
+	}
+	return out
+}
+
+// ddlCaptured reports whether the plan's chain captured DDL (then its
+// change sets carry REFRESH MATERIALIZED VIEW at its position): from the
+// full backup's manifest when it says, else from the chain's state.
+func ddlCaptured(cfg *config.Config, p *apply.Plan) bool {
+	if p.Full.Manifest != nil {
+		if v, ok := p.Full.Manifest.Metadata["captureDdl:"+p.Database].(bool); ok {
+			return v
+		}
+	}
+	if st, err := chain.Load(cfg, p.ChainID); err == nil && st != nil {
+		return st.CaptureDDL
+	}
+	return false
 }
 
 // RemoveStaleWork removes change-set work directories under

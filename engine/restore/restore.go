@@ -172,7 +172,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 		opts.Progress(fmt.Sprintf("restore %s into %s", st.Source, st.Target))
 		var rp *replayer
 		if pitr != nil {
-			rp = &replayer{plan: pitr, opts: opts, resume: resumeDB != "", res: res}
+			rp = &replayer{plan: pitr, opts: opts, resume: resumeDB != "", res: res, ddlCaptured: ddlCaptured(cfg, pitr)}
 		}
 		if err := restoreDatabase(ctx, cfg, target, opts, st, filepath.Join(work, "database", st.Source), props[st.Source], rp, res); err != nil {
 			return res, err
