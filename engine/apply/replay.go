@@ -129,7 +129,10 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 	if st.Sequences, err = SetSequences(ctx, conn, p.Sequences); err != nil {
 		return st, err
 	}
-	if st.MatviewsRefreshed, st.UserCodeRestored, err = finishScratch(ctx, conn, opts.RefreshMatviews); err != nil {
+	// With no transaction replayed the result is the full backup: its
+	// views are as the source's were then.
+	refresh := opts.RefreshMatviews && p.TxCount > 0
+	if st.MatviewsRefreshed, st.UserCodeRestored, err = finishScratch(ctx, conn, refresh); err != nil {
 		return st, err
 	}
 	opts.Log.Info("change sets replayed", "origin", origin, "transactions", st.Applied, "rows", st.Rows, "duration", st.Duration.Round(time.Millisecond))

@@ -126,7 +126,7 @@ func TestDifferentialPITR(t *testing.T) {
 			if err != nil {
 				t.Fatalf("checkpoint %d (%s %s): %v", i, p.time, p.lsn, err)
 			}
-			same(t, db, p.sums, sums(t, c, db))
+			sameReplayed(t, db, p.sums, sums(t, c, db), res)
 			rc := c.Conn(t, db)
 			seqsNotBehind(t, db, p.seqs, seqValues(t, rc), false)
 			rc.Close(ctx)
@@ -137,10 +137,11 @@ func TestDifferentialPITR(t *testing.T) {
 	}
 	// The quiet checkpoint, by a time after its last commit: data and
 	// sequences equal.
-	if _, err := e.restoreTo(ctx, mustTarget(t, apply.TargetSpec{Time: quietTarget}), "r_quiet"); err != nil {
+	qres, err := e.restoreTo(ctx, mustTarget(t, apply.TargetSpec{Time: quietTarget}), "r_quiet")
+	if err != nil {
 		t.Fatalf("quiet checkpoint by time %s: %v", quietTarget, err)
 	}
-	same(t, "quiet checkpoint", quiet.sums, sums(t, c, "r_quiet"))
+	sameReplayed(t, "quiet checkpoint", quiet.sums, sums(t, c, "r_quiet"), qres)
 	qc := c.Conn(t, "r_quiet")
 	seqsNotBehind(t, "quiet checkpoint", quiet.seqs, seqValues(t, qc), true)
 	qc.Close(ctx)
@@ -149,7 +150,7 @@ func TestDifferentialPITR(t *testing.T) {
 		t.Fatalf("latest: %v", err)
 	}
 	got, _ := pgharness.Checksums(ctx, c.ConnString("r_latest"))
-	same(t, "latest (sequences included)", end, got)
+	sameReplayed(t, "latest (sequences included)", end, got, res)
 	t.Logf("latest: %d transactions, %d rows replayed in %s (%.0f rows/s)", res.Replay.Applied, res.Replay.Rows,
 		res.Replay.Duration.Round(time.Millisecond), float64(res.Replay.Rows)/res.Replay.Duration.Seconds())
 	t.Logf("checked %d checkpoints (%d restores by time and LSN) and the latest state", len(points), checked)

@@ -163,7 +163,7 @@ func TestResume(t *testing.T) {
 	if res.Replay.ResumedAt == 0 || res.Replay.Applied != res.PITR.TxCount-120 {
 		t.Fatalf("resume applied %d of %d transactions, resumed at %x", res.Replay.Applied, res.PITR.TxCount, res.Replay.ResumedAt)
 	}
-	same(t, "resumed", want, sums(t, c, "r_resume"))
+	sameReplayed(t, "resumed", want, sums(t, c, "r_resume"), res)
 	var n int
 	conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_origin`).Scan(&n)
 	if n != 0 {
