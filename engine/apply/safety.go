@@ -209,6 +209,43 @@ func qualified(name string) bool {
 // search_path (old change sets) are resolved under the database's own
 // search_path and then written schema-qualified.
 func (w *writer) typeOf(ctx context.Context, rel *changeset.Relation, i int) (typeInfo, error) {
+	ri := w.rel(rel)
+	if i < len(ri.types) && ri.types[i].eqOp != "" {
+		return ri.types[i], nil
+	}
+	ti, err := w.lookupColumn(ctx, rel, i)
+	if err != nil {
+		return ti, err
+	}
+	if i < len(ri.types) {
+		ri.types[i] = ti
+	}
+	return ti, nil
+}
+
+// relInfo caches, per Relation record, what the writer looked up for it.
+type relInfo struct {
+	types      []typeInfo // by column; eqOp "" until looked up
+	table      *tableInfo
+	tableKnown bool
+}
+
+// rel returns the cache entry of rel (dropped after DDL, and when many
+// Relation records were seen).
+func (w *writer) rel(rel *changeset.Relation) *relInfo {
+	ri, ok := w.rels[rel]
+	if !ok {
+		if len(w.rels) >= 10000 {
+			clear(w.rels)
+		}
+		ri = &relInfo{types: make([]typeInfo, len(rel.Columns))}
+		w.rels[rel] = ri
+	}
+	return ri
+}
+
+// lookupColumn is typeOf without the per-Relation cache.
+func (w *writer) lookupColumn(ctx context.Context, rel *changeset.Relation, i int) (typeInfo, error) {
 	if i >= len(rel.Columns) {
 		return typeInfo{eqOp: pgEq}, nil
 	}
@@ -313,6 +350,10 @@ type tableInfo struct {
 // can run no code of a role that is not a superuser (or its owner is a
 // superuser) and are written directly.
 func (w *writer) table(ctx context.Context, rel *changeset.Relation) (*tableInfo, error) {
+	ri := w.rel(rel)
+	if ri.tableKnown {
+		return ri.table, nil
+	}
 	if w.tables == nil {
 		if err := w.flush(ctx); err != nil {
 			return nil, err
@@ -326,7 +367,8 @@ func (w *writer) table(ctx context.Context, rel *changeset.Relation) (*tableInfo
 		}
 		w.tables = m
 	}
-	return w.tables[rel.QualifiedName()], nil
+	ri.table, ri.tableKnown = w.tables[rel.QualifiedName()], true
+	return ri.table, nil
 }
 
 // untrustedTablesSQL lists the tables (relkind r, p) whose inserts, updates

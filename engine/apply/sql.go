@@ -76,10 +76,11 @@ type writer struct {
 
 	// Catalog knowledge of the target, looked up on first use and
 	// forgotten after DDL (see safety.go).
-	types  map[typeKey]typeInfo  // column types: cast and key comparison
-	tables map[string]*tableInfo // tables whose changes run as their owner; nil: not loaded
-	dbPath string                // the database's own search_path, for old change sets
-	setup  *sessionSettings      // replay session settings, re-set after owner code ran
+	types  map[typeKey]typeInfo             // column types: cast and key comparison
+	rels   map[*changeset.Relation]*relInfo // per Relation record
+	tables map[string]*tableInfo            // tables whose changes run as their owner; nil: not loaded
+	dbPath string                           // the database's own search_path, for old change sets
+	setup  *sessionSettings                 // replay session settings, re-set after owner code ran
 }
 
 // txRef names a transaction in errors.
@@ -120,7 +121,8 @@ type expect struct {
 // newWriter returns a writer on conn that calls onCommit, in commit order,
 // for each transaction the target confirmed committed.
 func newWriter(conn *pgconn.PgConn, onCommit func(c changeset.Commit)) *writer {
-	return &writer{conn: conn, stmts: map[string]string{}, onCommit: onCommit, types: map[typeKey]typeInfo{}}
+	return &writer{conn: conn, stmts: map[string]string{}, onCommit: onCommit, types: map[typeKey]typeInfo{},
+		rels: map[*changeset.Relation]*relInfo{}}
 }
 
 // fail names the transaction and change (if any) of err.
@@ -651,6 +653,7 @@ func (w *writer) afterDDL(ctx context.Context) error {
 	}
 	w.tables = nil
 	clear(w.types)
+	clear(w.rels)
 	if err := syncUserCode(ctx, w.conn); err != nil {
 		return w.failf("%w", err)
 	}
