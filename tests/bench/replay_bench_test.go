@@ -24,7 +24,10 @@ var replayedRe = regexp.MustCompile(`replayed (\d+) transactions \((\d+) rows, (
 // insert per transaction) and a bulk phase (inserts in large transactions,
 // as a batch job would), captured by `incremental`, then replayed by
 // `restore --latest` into a new database. It reports rows per second on both
-// sides and the restore's peak memory.
+// sides and the restore's peak memory. BENCH_OWNER_CODE=1 gives
+// pgbench_accounts to a role that is not a superuser, with a CHECK calling
+// that role's PL/pgSQL function, so that replay applies its changes with
+// the owner's privileges (see engine/apply/safety.go).
 func BenchmarkReplay(b *testing.B) {
 	secs := envInt("BENCH_SECONDS", 30)
 	c := pgharness.Start(b)
@@ -38,6 +41,16 @@ func BenchmarkReplay(b *testing.B) {
 	}
 	pgbench("-i", "-s", "10", "-q", "bench")
 	c.Exec(b, "bench", `CREATE TABLE batch (id bigint PRIMARY KEY, at timestamptz, payload jsonb, note text)`)
+	if os.Getenv("BENCH_OWNER_CODE") == "1" {
+		// The accounts table belongs to a role that is not a superuser and
+		// has a CHECK calling that role's PL/pgSQL function: replay applies
+		// its changes with its owner's privileges (the slower path).
+		c.Exec(b, "bench", `CREATE ROLE bench_owner;
+			CREATE FUNCTION bench_ok(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS 'BEGIN RETURN $1 IS NOT NULL; END';
+			ALTER FUNCTION bench_ok(int) OWNER TO bench_owner;
+			ALTER TABLE pgbench_accounts ADD CONSTRAINT bench_ok CHECK (bench_ok(abalance));
+			ALTER TABLE pgbench_accounts OWNER TO bench_owner`)
+	}
 	env := pgharness.ConfigEnv(b, c, []string{"bench"}, "REPLICA_IDENTITY_FIX=full")
 	cfg := pgharness.LoadConfig(b, env)
 	if _, err := backup.Full(context.Background(), cfg, backup.Options{}); err != nil {
