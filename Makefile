@@ -51,7 +51,7 @@ package: $(NFPM)
 # The packages installed into a booted Debian root file system (systemd-nspawn);
 # see tests/system. Run by .ci/run after make test.
 system-test: deps package
-	$(GO) test -count=1 -timeout 15m -v ./tests/system/
+	PME2GO_SYSTEM_TEST=1 $(GO) test -count=1 -timeout 30m -v ./tests/system/
 
 # gofmt, go vet, and the layering check of DESIGN.md (tests/layering): engine
 # never imports cmd, daemon or dbusapi; outside engine only engine/ops and its
