@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"time"
 
@@ -24,9 +25,9 @@ type LargeObjectsReport struct {
 	Count   int       `json:"count"`   // large objects in that state
 	Written int       `json:"written"` // created or rewritten in the restored database
 	Removed int       `json:"removed"` // unlinked (not in that state)
-	// Exact is true when the state did not change between the seal before
-	// the target's archive (or the full backup) and the seal used: then it
-	// is the state at the target.
+	// Exact is true when the state did not change between the capture
+	// before the one used (or the full backup) and the one used: then it is
+	// the state at the target.
 	Exact bool `json:"exact"`
 	// Note says how exact the state is, for the restore's output.
 	Note string `json:"note"`
@@ -38,52 +39,87 @@ func loSegment(seg segment) string {
 }
 
 // ApplyLargeObjects brings the large objects of the database conn is
-// connected to (the restored full backup, after replay) to the state the
-// plan's last archive recorded. It returns nil when the plan's archives
-// recorded none (older archives, or capture without the right to read
-// them).
+// connected to (the restored full backup, after replay) to a state the
+// plan's archives recorded: for --latest the last one; for other targets
+// the first taken at or after the target's time (the target time, or the
+// last replayed commit's time), else the last. Capture records the state
+// at each seal and, while streaming, whenever it changed (at most every
+// capture.Options.LargeObjectInterval). It returns nil when the plan's
+// archives recorded none (older archives, or capture without the right to
+// read them).
 func ApplyLargeObjects(ctx context.Context, conn *pgx.Conn, p *Plan) (*LargeObjectsReport, error) {
-	var last, before *capture.LargeObjectIndex
-	lastArchive := ""
-	if n := len(p.Incrementals); n > 0 {
-		lastArchive = p.Incrementals[n-1].Name
+	type snap struct {
+		idx *capture.LargeObjectIndex
+		dir string
 	}
+	var snaps []snap
 	data := map[uint32]map[string]string{} // oid -> md5 -> file
-	for _, seg := range p.segments {
-		dir := loSegment(seg)
+	add := func(archive, dir string) error {
 		idx, err := capture.ReadLargeObjectIndex(dir)
 		if err != nil {
-			return nil, fmt.Errorf("incremental %s: %w", seg.archive, err)
+			return fmt.Errorf("incremental %s: %w", archive, err)
 		}
 		if idx == nil {
-			continue
+			return nil
 		}
-		if seg.archive != lastArchive {
-			before = idx
-		}
-		last = idx
+		snaps = append(snaps, snap{idx, dir})
 		for _, oid := range idx.Data {
 			if data[oid] == nil {
 				data[oid] = map[string]string{}
 			}
 			data[oid][idx.Objects[oid].MD5] = filepath.Join(dir, strconv.FormatUint(uint64(oid), 10))
 		}
+		return nil
 	}
-	if last == nil {
+	for _, seg := range p.segments {
+		dir := loSegment(seg)
+		subs, _ := filepath.Glob(filepath.Join(dir, "s*"))
+		sort.Strings(subs)
+		for _, sub := range subs {
+			if err := add(seg.archive, sub); err != nil {
+				return nil, err
+			}
+		}
+		if err := add(seg.archive, dir); err != nil {
+			return nil, err
+		}
+	}
+	if len(snaps) == 0 {
 		return nil, nil
 	}
+	sort.SliceStable(snaps, func(i, j int) bool { return snaps[i].idx.Taken.Before(snaps[j].idx.Taken) })
+	chosen, exact := len(snaps)-1, false
+	if p.Target.Kind != Latest {
+		at := p.Target.Time
+		if p.Target.Kind != Time {
+			at = p.LastCommitTime
+		}
+		for i, sn := range snaps {
+			if !sn.idx.Taken.Before(at) {
+				chosen = i
+				break
+			}
+		}
+		// The first capture at or after the target; but when the one
+		// before it was still seen unchanged at the target, that one is
+		// the state at the target.
+		if s := snaps[chosen].idx.Since; chosen > 0 && !s.IsZero() && !at.After(s) {
+			chosen, exact = chosen-1, true
+		}
+	}
+	last := snaps[chosen].idx
 	cur, err := chain.ReadLargeObjects(ctx, conn, "")
 	if err != nil {
 		return nil, err
 	}
 	rep := &LargeObjectsReport{AsOf: last.Taken, Count: len(last.Objects)}
-	// The state before the target's archive: the previous archive's, or
-	// the full backup's (what was restored).
+	// The state recorded before it: the previous capture's, or the full
+	// backup's (what was restored). Unchanged means exact at the target.
 	prior := cur
-	if before != nil {
-		prior = before.Objects
+	if chosen > 0 {
+		prior = snaps[chosen-1].idx.Objects
 	}
-	rep.Exact = sameObjects(prior, last.Objects)
+	rep.Exact = exact || sameObjects(prior, last.Objects)
 	for oid := range cur {
 		if _, ok := last.Objects[oid]; !ok {
 			if _, err := conn.Exec(ctx, `SELECT pg_catalog.lo_unlink($1)`, oid); err != nil {
@@ -126,9 +162,9 @@ func ApplyLargeObjects(ctx context.Context, conn *pgx.Conn, p *Plan) (*LargeObje
 			}
 		}
 	}
-	rep.Note = "large objects are restored as recorded when the archive was sealed (" + last.Taken.UTC().Format(time.RFC3339Nano) + "), not per transaction"
+	rep.Note = "large objects are restored as recorded at " + last.Taken.UTC().Format(time.RFC3339Nano) + " (captured at each seal and, while streaming, when they changed), not per transaction"
 	if rep.Exact {
-		rep.Note = "large objects did not change around the target (same state at the seals before and after it); restored as recorded at " + last.Taken.UTC().Format(time.RFC3339Nano)
+		rep.Note = "large objects did not change around the target (same state at the captures before and after it); restored as recorded at " + last.Taken.UTC().Format(time.RFC3339Nano)
 	}
 	p.LargeObjects = rep
 	return rep, nil

@@ -40,8 +40,13 @@ type Options struct {
 	// what is synced is ever reported.
 	SyncInterval time.Duration
 	SyncBytes    int64
-	// HealthInterval is how often slot lag is measured (default 10s).
+	// HealthInterval is how often slot lag is measured, the catalog
+	// compared and the recovery window extended while streaming (default
+	// 10s).
 	HealthInterval time.Duration
+	// LargeObjectInterval is how often, while streaming, the large objects
+	// are read and their state recorded when it changed (default 30s).
+	LargeObjectInterval time.Duration
 	// Progress, when set, is called after each fsync with the totals so far.
 	Progress func(Progress)
 }
@@ -76,6 +81,9 @@ func (o *Options) defaults() {
 	}
 	if o.HealthInterval <= 0 {
 		o.HealthInterval = 10 * time.Second
+	}
+	if o.LargeObjectInterval <= 0 {
+		o.LargeObjectInterval = 30 * time.Second
 	}
 }
 

@@ -106,7 +106,9 @@ type session struct {
 	completeLSN    uint64    // the stream is complete up to here …
 	completeTime   time.Time // … and this server time
 	lastCommitTime time.Time
-	txPos          uint64 // last WAL position seen in the open transaction
+	txPos          uint64             // last WAL position seen in the open transaction
+	loState        chain.LargeObjects // large objects at the last capture (streaming)
+	loSeen         time.Time          // last time loState was seen unchanged
 }
 
 func open(ctx context.Context, cfg *config.Config, st *chain.State, opts Options) (*session, error) {

@@ -47,6 +47,7 @@ func (s *session) stream(ctx context.Context, target uint64, token string) error
 	// caught up with the position at start (the first probe), so that the
 	// changes before a schema change are stored before the chain ends.
 	proofDue, firstProof := false, target == 0
+	nextLO := time.Now().Add(s.opts.LargeObjectInterval)
 	if target == 0 {
 		if err := s.startProbe(ctx); err != nil {
 			return err
@@ -92,6 +93,12 @@ func (s *session) stream(ctx context.Context, target uint64, token string) error
 			}
 			nextHealth = now.Add(s.opts.HealthInterval)
 			proofDue = true
+		}
+		if target == 0 && !s.inTx && now.After(nextLO) {
+			nextLO = now.Add(s.opts.LargeObjectInterval)
+			if err := s.streamLargeObjects(ctx); err != nil {
+				s.opts.Log.Warn("large objects not captured", "database", s.st.Database, "error", err)
+			}
 		}
 		if s.checkProbe() && firstProof {
 			proofDue, firstProof = true, false

@@ -265,23 +265,24 @@ const (
 )
 
 // addLargeObjects adds the large objects captured with the segment at
-// path, as largeobjects/<segment>/index.json and largeobjects/<segment>/<oid>.
+// path, as largeobjects/<segment>/index.json and largeobjects/<segment>/<oid>
+// (at the seal) and largeobjects/<segment>/s<ns>/… (while streaming).
 func addLargeObjects(w *archive.Writer, path string) error {
 	dir := capture.LargeObjectsDir(path)
-	entries, err := os.ReadDir(dir)
-	if os.IsNotExist(err) {
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("large objects of %s: %w", filepath.Base(path), err)
-	}
-	for _, e := range entries {
-		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") {
-			continue
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("large objects of %s: %w", filepath.Base(path), err)
 		}
-		if err := w.AddFile("largeobjects/"+filepath.Base(path)+"/"+e.Name(), filepath.Join(dir, e.Name())); err != nil {
+		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), ".") {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
 			return err
 		}
-	}
-	return nil
+		return w.AddFile("largeobjects/"+filepath.Base(path)+"/"+filepath.ToSlash(rel), p)
+	})
 }
