@@ -48,6 +48,21 @@ func TestRestoreNamesAndRefusals(t *testing.T) {
 		}
 		pgharness.CompareDatabases(t, c, "pristine", src)
 	})
+	t.Run("force over a template database", func(t *testing.T) {
+		// The replaced database, a template since the backup, is dropped
+		// all the same; the restored one has the backup's flag (not a template).
+		c.Exec(t, "postgres", `ALTER DATABASE "it's ""q""=1" IS_TEMPLATE true`)
+		before := databases(t, c)
+		if r := runCLI(t, env, "restore", "--backup", path, "--force"); r.code != 0 {
+			t.Fatalf("restore --force over a template: %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		var tmpl bool
+		c.Conn(t, "postgres").QueryRow(context.Background(), `SELECT datistemplate FROM pg_database WHERE datname = $1`, src).Scan(&tmpl)
+		if after := databases(t, c); after != before || tmpl {
+			t.Fatalf("after restore --force over a template: databases %s (before %s), template %v", after, before, tmpl)
+		}
+		pgharness.CompareDatabases(t, c, "pristine", src)
+	})
 	t.Run("non-empty target-db without force", func(t *testing.T) {
 		c.Exec(t, "pristine", `INSERT INTO items VALUES (-1, 'mine')`)
 		before := databases(t, c)
