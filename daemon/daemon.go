@@ -49,6 +49,8 @@ type Daemon struct {
 
 	jobs     *Jobs
 	server   *dbusapi.Server
+	conn     *dbus.Conn
+	timers   map[string]time.Time // next runs of the systemd timers
 	beat     time.Duration // how often the loops beat (well under the watchdog interval)
 	mu       sync.Mutex
 	lastCall time.Time
@@ -114,6 +116,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("connect to the system bus: %w", err)
 	}
 	defer conn.Close()
+	d.conn = conn
 
 	// Jobs get their own context: cancelled when the daemon stops, after
 	// the name is released, so that their last signals still go out.
@@ -239,6 +242,12 @@ func (d *Daemon) refresh(ctx context.Context) {
 	if err != nil {
 		d.Log.Warn("list backups", "error", err)
 	}
+	if len(d.Schedules) == 0 {
+		t := systemdTimers(cctx, d.conn)
+		d.mu.Lock()
+		d.timers = t
+		d.mu.Unlock()
+	}
 	if d.Streaming {
 		if w, err := d.Engine.Window(cctx); err == nil {
 			d.mu.Lock()
@@ -312,11 +321,17 @@ func (d *Daemon) statusLine() string {
 }
 
 // nextRuns is the NextScheduled property: the built-in scheduler's next
-// activations.
+// activations, or the systemd timers' when the scheduler is off. d.mu may
+// be held.
 func (d *Daemon) nextRuns(now time.Time) map[string]time.Time {
 	out := map[string]time.Time{}
 	for kind, s := range d.Schedules {
 		out[kind] = s.Next(now)
+	}
+	if len(d.Schedules) == 0 {
+		for kind, t := range d.timers {
+			out[kind] = t
+		}
 	}
 	return out
 }

@@ -402,6 +402,23 @@ func TestDaemonOverBus(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "full_backup_") || !strings.Contains(errOut, "job /org/pme2go/Backup1/job/") {
 			t.Fatalf("full through the daemon: exit %d\n%s\n%s", code, out, errOut)
 		}
+		// The cost of going through the daemon against --direct for a small
+		// full backup (the same database, one after the other).
+		var cfgEnv []string
+		for k, v := range env {
+			cfgEnv = append(cfgEnv, k+"="+v)
+		}
+		t0 := time.Now()
+		if out, errOut, code := run(nil, "full", "--database", "small"); code != 0 {
+			t.Fatalf("full through the daemon: exit %d\n%s\n%s", code, out, errOut)
+		}
+		viaDaemon := time.Since(t0)
+		t0 = time.Now()
+		if out, errOut, code := run(cfgEnv, "full", "--direct", "--database", "small"); code != 0 {
+			t.Fatalf("full --direct: exit %d\n%s\n%s", code, out, errOut)
+		}
+		direct := time.Since(t0)
+		t.Logf("bench: small full backup through the daemon %.2fs, --direct %.2fs (difference %+.2fs)", viaDaemon.Seconds(), direct.Seconds(), (viaDaemon - direct).Seconds())
 		out, _, code = run(nil, "list", "--json")
 		var list []map[string]any
 		if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) < 3 || list[0]["name"] == "" {
