@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a throwaway PostgreSQL, sample data, a full backup, list, verify,
-# a restore into a new database, and a table-by-table comparison.
+# a restore into a new database, and a table-by-table comparison. With
+# dbus-daemon installed, the CLI goes through pme2go-backupd running on a
+# private bus configured like the system bus (PME2GO_DIRECT=1 runs it all in
+# process instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLI="$PWD/bin/pme2go-backup"
@@ -20,7 +23,11 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 port=$(( 20000 + RANDOM % 20000 ))
 pgdata="$work/data"
+daemon_pid=""
+bus_pid=""
 cleanup() {
+	[ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
+	[ -n "$bus_pid" ] && kill "$bus_pid" 2>/dev/null || true
 	"${as_pg[@]}" "$bindir/pg_ctl" -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
@@ -68,8 +75,68 @@ DB_USER=postgres
 REPLICA_IDENTITY_FIX=full
 CONF
 export PME2GO_CONF="$work/pme2go-backup.conf"
-export PME2GO_DIRECT=1 # the CLI works in process; without it, it asks the daemon
-cli() { echo "\$ pme2go-backup $*"; "$CLI" --config "$PME2GO_CONF" "$@"; }
+
+if [ "${PME2GO_DIRECT:-}" != "1" ] && command -v dbus-daemon >/dev/null 2>&1; then
+	step "pme2go-backupd on a private bus configured like the system bus"
+	go build -o "$PWD/bin/pme2go-backupd" ./cmd/pme2go-backupd
+	# The project's bus policy, plus this user when not root (the policy lets
+	# root own the name and call it).
+	me=$(id -un)
+	cat >"$work/bus.conf" <<BUS
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <auth>EXTERNAL</auth>
+  <listen>unix:path=$work/system_bus_socket</listen>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <include>$PWD/systemd/org.pme2go.Backup1.conf</include>
+  <policy user="$me">
+    <allow own="org.pme2go.Backup1"/>
+    <allow send_destination="org.pme2go.Backup1"/>
+  </policy>
+</busconfig>
+BUS
+	dbus-daemon --config-file="$work/bus.conf" --nofork --nopidfile 2>"$work/bus.log" &
+	bus_pid=$!
+	export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$work/system_bus_socket"
+	for _ in $(seq 50); do [ -S "$work/system_bus_socket" ] && break; sleep 0.1; done
+	"$PWD/bin/pme2go-backupd" --config "$PME2GO_CONF" 2>"$work/daemon.log" &
+	daemon_pid=$!
+	for _ in $(seq 100); do
+		"$CLI" status >/dev/null 2>&1 && break
+		kill -0 "$daemon_pid" 2>/dev/null || { cat "$work/daemon.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	echo "pme2go-backupd (pid $daemon_pid) owns org.pme2go.Backup1 on $DBUS_SYSTEM_BUS_ADDRESS"
+	if command -v busctl >/dev/null 2>&1; then
+		busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" introspect org.pme2go.Backup1 /org/pme2go/Backup1 org.pme2go.Backup1.Manager | head -n 12
+	fi
+else
+	export PME2GO_DIRECT=1 # no dbus-daemon here: the CLI works in process
+fi
+# test, config and show-changes always run in process and read the file; the
+# others go to the daemon, which has its own configuration.
+cli() {
+	echo "\$ pme2go-backup $*"
+	case "$1" in
+	config | test | show-changes | stream) "$CLI" --config "$PME2GO_CONF" "$@" ;;
+	*) if [ "${PME2GO_DIRECT:-}" = "1" ]; then "$CLI" --config "$PME2GO_CONF" "$@"; else "$CLI" "$@"; fi ;;
+	esac
+}
 
 step "configuration"
 cli config
@@ -77,6 +144,9 @@ step "self-test"
 cli test
 step "full backup"
 cli full
+if [ -n "$daemon_pid" ] && command -v busctl >/dev/null 2>&1; then
+	busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" get-property org.pme2go.Backup1 /org/pme2go/Backup1/job/1 org.pme2go.Backup1.Job State Progress Bytes
+fi
 step "list"
 cli list
 step "verify"
@@ -137,3 +207,7 @@ step "point-in-time restore to the latest captured transaction"
 cli restore --latest --target-db shop_latest
 sums shop >"$work/d"; sums shop_latest >"$work/e"
 same "restore --latest vs the source now" "$work/d" "$work/e"
+if [ -n "$daemon_pid" ]; then
+	step "the daemon's view: status with its job history"
+	cli status | head -n 10
+fi

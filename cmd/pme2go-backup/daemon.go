@@ -121,7 +121,7 @@ func (p *jobPrinter) update(j dbusapi.JobInfo) {
 		p.said = true
 		fmt.Fprintf(p.w, "job %s: %s\n", p.path, j.Kind)
 	}
-	if dbusapi.Finished(j.State) {
+	if dbusapi.Finished(j.State) || j.Phase == "done" {
 		return
 	}
 	bytes := ""
