@@ -51,7 +51,7 @@ type Daemon struct {
 	server   *dbusapi.Server
 	conn     *dbus.Conn
 	timers   map[string]time.Time // next runs of the systemd timers
-	beat     time.Duration // how often the loops beat (well under the watchdog interval)
+	beat     time.Duration        // how often the loops beat (well under the watchdog interval)
 	mu       sync.Mutex
 	lastCall time.Time
 	state    dbusapi.ManagerState
