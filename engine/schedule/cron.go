@@ -91,29 +91,72 @@ func (c *Cron) String() string { return c.expr }
 
 // Next returns the first activation strictly after t, in t's location.
 // It returns the zero time if none exists within five years.
+//
+// Fields are matched against the wall clock of t's location (as cron
+// does), never against UTC: "0 2 * * *" in Asia/Kolkata (+05:30) fires at
+// 02:00 IST. Across daylight-saving changes each matching wall-clock time
+// fires once: a time skipped when clocks go forward fires at the end of the
+// gap (02:30 fires at 03:00 EDT in America/New_York on the spring-forward
+// day), and a time repeated when clocks go back fires at its first
+// occurrence only (so an hourly job skips the repeated hour), as cron does.
 func (c *Cron) Next(t time.Time) time.Time {
-	t = t.Truncate(time.Minute).Add(time.Minute)
-	limit := t.AddDate(5, 0, 0)
-	for t.Before(limit) {
-		if c.month&(1<<uint(t.Month())) == 0 {
-			t = time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, t.Location())
+	loc := t.Location()
+	// u walks civil (wall-clock) time; UTC has no gaps or repeats.
+	u := time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), 0, 0, time.UTC).Add(time.Minute)
+	limit := u.AddDate(5, 0, 0)
+	for u.Before(limit) {
+		if c.month&(1<<uint(u.Month())) == 0 {
+			u = time.Date(u.Year(), u.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 			continue
 		}
-		if !c.dayMatches(t) {
-			t = time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, t.Location())
+		if !c.dayMatches(u) {
+			u = time.Date(u.Year(), u.Month(), u.Day()+1, 0, 0, 0, 0, time.UTC)
 			continue
 		}
-		if c.hour&(1<<uint(t.Hour())) == 0 {
-			t = t.Truncate(time.Hour).Add(time.Hour)
+		if c.hour&(1<<uint(u.Hour())) == 0 {
+			u = time.Date(u.Year(), u.Month(), u.Day(), u.Hour()+1, 0, 0, 0, time.UTC)
 			continue
 		}
-		if c.minute&(1<<uint(t.Minute())) == 0 {
-			t = t.Add(time.Minute)
+		if c.minute&(1<<uint(u.Minute())) == 0 {
+			u = u.Add(time.Minute)
 			continue
 		}
-		return t
+		if r := atWall(u, loc); r.After(t) {
+			return r
+		}
+		u = u.Add(time.Minute)
 	}
 	return time.Time{}
+}
+
+// wallOf returns t's wall clock in its location as a UTC time (civil time).
+func wallOf(t time.Time) time.Time {
+	return time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), 0, 0, time.UTC)
+}
+
+// atWall returns the first instant at which loc's wall clock shows the civil
+// minute u: the first of two when clocks went back, and when u was skipped
+// because clocks went forward, the first instant after the skip.
+func atWall(u time.Time, loc *time.Location) time.Time {
+	r := time.Date(u.Year(), u.Month(), u.Day(), u.Hour(), u.Minute(), 0, 0, loc)
+	if wallOf(r).Equal(u) {
+		// time.Date may pick either of two instants; take the earliest.
+		// Daylight-saving shifts are at most two hours.
+		for back := 2 * time.Hour; back > 0; back -= 15 * time.Minute {
+			if e := r.Add(-back); wallOf(e).Equal(u) {
+				return e
+			}
+		}
+		return r
+	}
+	// u lies in a gap: scan from before it for the first instant whose wall
+	// clock has passed u.
+	for e := r.Add(-3 * time.Hour).Truncate(time.Minute); e.Before(r.Add(3 * time.Hour)); e = e.Add(time.Minute) {
+		if !wallOf(e).Before(u) {
+			return e
+		}
+	}
+	return r
 }
 
 // dayMatches applies cron's rule: when both day fields are restricted, a day
