@@ -8,7 +8,7 @@ LDFLAGS  := -X github.com/pme2go/pme2go-backup/engine/version.Version=$(VERSION)
 BIN      := bin
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build deps test test-short bench demo lint fmt clean package system-test
+.PHONY: all build deps test test-race fuzz test-short bench demo lint fmt clean package system-test
 
 all: build
 
@@ -19,10 +19,25 @@ build:
 deps:
 	bash tests/install-deps.sh
 
-# The whole suite against real PostgreSQL. Set PME2GO_TEST_REQUIRE=all to make
-# missing tools fail instead of skip (as .ci/run does).
-test: deps lint build
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+# The whole suite. The engine and CLI packages (no PostgreSQL) run with the
+# race detector; each fuzz target of archive, change-set and LSN reading runs
+# for FUZZTIME from its committed seed corpus; then the tests against real
+# PostgreSQL. Set PME2GO_TEST_REQUIRE=all to make missing tools fail instead
+# of skip (as .ci/run does).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := engine/archive:FuzzArchive engine/archive:FuzzManifest engine/archive:FuzzCleanMemberName \
+	engine/changeset:FuzzReader engine/lsn:FuzzParse
+test: deps lint build test-race fuzz
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/engine/' -e '/cmd/')
+
+test-race:
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./engine/... ./cmd/...
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -count=1 -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 0s ./$$pkg/ || exit 1; \
+	done
 
 test-short:
 	$(GO) test -count=1 -short ./...

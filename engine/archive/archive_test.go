@@ -154,13 +154,26 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// systemCheck runs a system tool, skipping if it is missing.
-func systemCheck(t *testing.T, _ string, _ map[string][]byte, tool string, args ...string) {
+// requireTool skips the test when tool is missing, or fails it when
+// PME2GO_TEST_REQUIRE is "all" or names the tool (as tests/pgharness.Require
+// does; that package cannot be imported here).
+func requireTool(t *testing.T, tool string) {
 	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Logf("%s not installed, skipping", tool)
+	if _, err := exec.LookPath(tool); err == nil {
 		return
 	}
+	for _, item := range strings.Split(os.Getenv("PME2GO_TEST_REQUIRE"), ",") {
+		if item = strings.TrimSpace(item); strings.EqualFold(item, "all") || item == tool {
+			t.Fatalf("required %q is not installed", tool)
+		}
+	}
+	t.Skipf("skipping: %s is not installed (set PME2GO_TEST_REQUIRE=all to fail instead)", tool)
+}
+
+// systemCheck runs a system tool; a missing tool skips (or fails, see requireTool).
+func systemCheck(t *testing.T, _ string, _ map[string][]byte, tool string, args ...string) {
+	t.Helper()
+	requireTool(t, tool)
 	if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %v: %v\n%s", tool, args, err, out)
 	}
@@ -172,9 +185,7 @@ func systemTar(t *testing.T, c Codec, path string, all map[string][]byte) {
 	flags := map[Codec][]string{CodecXZ: {"-xJf"}, CodecZstd: {"--zstd", "-xf"}, CodecGzip: {"-xzf"}, CodecNone: {"-xf"}}[c]
 	tool := map[Codec]string{CodecXZ: "xz", CodecZstd: "zstd", CodecGzip: "gzip", CodecNone: "tar"}[c]
 	for _, need := range []string{"tar", tool} {
-		if _, err := exec.LookPath(need); err != nil {
-			t.Skipf("%s not installed", need)
-		}
+		requireTool(t, need)
 	}
 	dest := t.TempDir()
 	args := append(append([]string{}, flags...), path, "-C", dest)

@@ -46,7 +46,9 @@ func BenchmarkFullBackup(b *testing.B) {
 	pgharness.LoadBulk(b, c, "bench", benchMB())
 	conn := c.Conn(b, "bench")
 	var dbSize int64
-	conn.QueryRow(context.Background(), `SELECT pg_database_size('bench')`).Scan(&dbSize)
+	if err := conn.QueryRow(context.Background(), `SELECT pg_database_size('bench')`).Scan(&dbSize); err != nil {
+		b.Fatal(err)
+	}
 	fmt.Printf("database: %d MB on disk, loaded in %s, %d cores\n", dbSize>>20, time.Since(t0).Round(time.Second), runtime.NumCPU())
 	out := b.TempDir()
 	jobs := strconv.Itoa(runtime.NumCPU())

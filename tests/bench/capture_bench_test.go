@@ -86,7 +86,9 @@ func BenchmarkCapture(b *testing.B) {
 		}
 		conn := c.Conn(b, "bench")
 		var startLSN string
-		conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&startLSN)
+		if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&startLSN); err != nil {
+			b.Fatal(err)
+		}
 		out := run("-c", "4", "-j", "2", "-T", fmt.Sprint(secs), "-n", "bench")
 		tps := "?"
 		if m := tpsRe.FindStringSubmatch(out); m != nil {
@@ -94,11 +96,17 @@ func BenchmarkCapture(b *testing.B) {
 		}
 		lagQ := `SELECT coalesce((pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, -1) FROM pg_replication_slots WHERE slot_name LIKE 'pme2go_%'`
 		var lagAtEnd, walBytes int64
-		conn.QueryRow(context.Background(), lagQ).Scan(&lagAtEnd)
-		conn.QueryRow(context.Background(), `SELECT (pg_current_wal_lsn() - $1::pg_lsn)::bigint`, startLSN).Scan(&walBytes)
+		if err := conn.QueryRow(context.Background(), lagQ).Scan(&lagAtEnd); err != nil {
+			b.Fatal(err)
+		}
+		if err := conn.QueryRow(context.Background(), `SELECT (pg_current_wal_lsn() - $1::pg_lsn)::bigint`, startLSN).Scan(&walBytes); err != nil {
+			b.Fatal(err)
+		}
 		caught := time.Now()
 		for lag := lagAtEnd; lag > 64<<10 && time.Since(caught) < 5*time.Minute; time.Sleep(100 * time.Millisecond) {
-			conn.QueryRow(context.Background(), lagQ).Scan(&lag)
+			if err := conn.QueryRow(context.Background(), lagQ).Scan(&lag); err != nil {
+				b.Fatal(err)
+			}
 		}
 		catchUp := time.Since(caught)
 		peak := peakRSS(stream.Process.Pid)

@@ -102,6 +102,8 @@ func BenchmarkReplay(b *testing.B) {
 func countChanges(b *testing.B, c *pgharness.Cluster) int64 {
 	var hist, batch int64
 	conn := c.Conn(b, "bench")
-	conn.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM pgbench_history), (SELECT count(*) FROM batch)`).Scan(&hist, &batch)
+	if err := conn.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM pgbench_history), (SELECT count(*) FROM batch)`).Scan(&hist, &batch); err != nil {
+		b.Fatal(err)
+	}
 	return hist*4 + batch
 }

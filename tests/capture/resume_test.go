@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,29 +20,48 @@ import (
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
-// writer commits single-row transactions until stop is closed and returns
-// their xids in commit order.
-func writer(t *testing.T, c *pgharness.Cluster, stop <-chan struct{}) func() []uint32 {
+// writer commits single-row transactions until stop is closed. collect
+// waits for it to stop and returns their xids in commit order (failing the
+// test, from the test goroutine, if a commit failed); count says how many
+// have committed so far.
+func writer(t *testing.T, c *pgharness.Cluster, stop <-chan struct{}) (collect func() []uint32, count func() int) {
 	conn := c.Conn(t, "app")
 	var mu sync.Mutex
 	var xids []uint32
+	var werr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for {
+		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			x := txs(t, conn, 1)
+			var xid int64
+			err := conn.QueryRow(context.Background(), `INSERT INTO t (v, n) VALUES ($1, 1.5) RETURNING txid_current()`, "row"+strconv.Itoa(i)).Scan(&xid)
 			mu.Lock()
-			xids = append(xids, x...)
+			if err != nil {
+				werr = err
+				mu.Unlock()
+				return
+			}
+			xids = append(xids, uint32(xid))
 			mu.Unlock()
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(2 * time.Millisecond) // pacing, not synchronisation
 		}
 	}()
-	return func() []uint32 { <-done; mu.Lock(); defer mu.Unlock(); return xids }
+	collect = func() []uint32 {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		if werr != nil {
+			t.Fatalf("writer: %v", werr)
+		}
+		return xids
+	}
+	count = func() int { mu.Lock(); defer mu.Unlock(); return len(xids) }
+	return collect, count
 }
 
 // allTxs returns the transactions of every incremental of the chain, in
@@ -64,7 +84,17 @@ func TestCancelledCaptureResumes(t *testing.T) {
 	full(t, cfg)
 	st := openChain(t, cfg, "app")
 	stop := make(chan struct{})
-	collect := writer(t, c, stop)
+	collect, count := writer(t, c, stop)
+	conn := c.Conn(t, "app")
+	// stored waits until capture has stored everything committed so far and
+	// at least n more of the writer's transactions.
+	stored := func(what string, n int) {
+		t.Helper()
+		target := count() + n
+		waitFor(t, what+": more transactions committed", func() bool { return count() >= target })
+		lsn := currentLSN(t, conn)
+		waitFor(t, what+": capture stored them", func() bool { return flushedPast(t, conn, st.Slot, lsn) })
+	}
 
 	run := func(ctx context.Context) chan error {
 		ch := make(chan error, 1)
@@ -73,7 +103,8 @@ func TestCancelledCaptureResumes(t *testing.T) {
 	}
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	r1 := run(ctx1)
-	time.Sleep(700 * time.Millisecond)
+	waitFor(t, "the first capture to stream", func() bool { return slotActivePID(t, conn, st.Slot) != 0 })
+	stored("first capture", 20)
 	if _, err := capture.Drain(context.Background(), cfg, st, capture.Options{}); err == nil || !strings.Contains(err.Error(), "capture already running (pid") {
 		t.Fatalf("second capture: %v", err)
 	}
@@ -81,18 +112,19 @@ func TestCancelledCaptureResumes(t *testing.T) {
 	if err := <-r1; err != nil {
 		t.Fatalf("cancelled capture: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "the server to release the slot", func() bool { return slotActivePID(t, conn, st.Slot) == 0 })
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	r2 := run(ctx2)
-	time.Sleep(700 * time.Millisecond)
+	waitFor(t, "the second capture to stream", func() bool { return slotActivePID(t, conn, st.Slot) != 0 })
+	stored("second capture", 20)
 	res1, err := incremental.Take(context.Background(), cfg, incremental.Options{})
 	if err != nil {
 		t.Fatalf("incremental while streaming: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	stored("after the seal", 20)
 	close(stop)
 	want := collect()
-	time.Sleep(300 * time.Millisecond)
+	stored("after the writer stopped", 0)
 	cancel2()
 	if err := <-r2; err != nil {
 		t.Fatalf("capture: %v", err)
@@ -159,7 +191,9 @@ func TestKilledStreamResumes(t *testing.T) {
 	waitActive := func() {
 		for i := 0; i < 100; i++ {
 			var active bool
-			conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, st.Slot).Scan(&active)
+			if err := conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, st.Slot).Scan(&active); err != nil {
+				t.Fatal(err)
+			}
 			if active {
 				return
 			}
@@ -169,10 +203,17 @@ func TestKilledStreamResumes(t *testing.T) {
 	}
 
 	stop := make(chan struct{})
-	collect := writer(t, c, stop)
+	collect, count := writer(t, c, stop)
+	stored := func(what string, n int) {
+		t.Helper()
+		target := count() + n
+		waitFor(t, what+": more transactions committed", func() bool { return count() >= target })
+		lsn := currentLSN(t, conn)
+		waitFor(t, what+": the stream stored them", func() bool { return flushedPast(t, conn, st.Slot, lsn) })
+	}
 	s1 := start()
 	waitActive()
-	time.Sleep(800 * time.Millisecond)
+	stored("first stream", 20)
 	s1.Process.Signal(syscall.SIGKILL)
 	s1.Wait()
 
@@ -197,7 +238,7 @@ func TestKilledStreamResumes(t *testing.T) {
 	if !errors.As(err, &ee) || !strings.Contains(string(out), "capture already running (pid") {
 		t.Fatalf("second stream: %v\n%s", err, out)
 	}
-	time.Sleep(500 * time.Millisecond)
+	stored("second stream", 20)
 	close(stop)
 	want := collect()
 	out, err = command("incremental").CombinedOutput()

@@ -96,13 +96,28 @@ func TestDamagedArchives(t *testing.T) {
 			expectFailure(t, runCLI(t, env, "verify", tc.path), tc.wants...)
 			expectFailure(t, runCLI(t, env, "restore", "--backup", tc.path, "--target-db", "never_created"), "verification")
 			var exists bool
-			c.Conn(t, "postgres").QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'never_created')`).Scan(&exists)
+			if err := c.Conn(t, "postgres").QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'never_created')`).Scan(&exists); err != nil {
+				t.Fatal(err)
+			}
 			if exists {
 				t.Fatal("a refused restore created its target database")
 			}
 		})
 	}
-	if _, err := os.Stat("/tmp/evil-pme2go"); err == nil {
+	// restore extracts below BACKUP_DIR/state (a private work directory),
+	// so "../evil-pme2go" would land in BACKUP_DIR/state; look everywhere
+	// under BACKUP_DIR and in the temporary directory.
+	stateDir := filepath.Join(env["BACKUP_DIR"], "state")
+	if _, err := os.Stat(stateDir); err != nil {
+		t.Fatalf("no state directory %s: the check below would look in the wrong place: %v", stateDir, err)
+	}
+	filepath.WalkDir(env["BACKUP_DIR"], func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Name() == "evil-pme2go" {
+			t.Errorf("extraction wrote outside its directory: %s", p)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(os.TempDir(), "evil-pme2go")); err == nil {
 		t.Fatal("extraction wrote outside its directory")
 	}
 	if r := runCLI(t, env, "verify", good); r.code != 0 {
@@ -157,7 +172,7 @@ func TestBackupDirNotWritable(t *testing.T) {
 		// root writes anywhere: run the CLI as nobody against a root-owned directory.
 		nobody, err := user.Lookup("nobody")
 		if err != nil {
-			t.Skip("no user nobody")
+			pgharness.Require(t, "user nobody", "running as root, this test runs the CLI as the unprivileged user nobody: "+err.Error())
 		}
 		os.Chmod(filepath.Dir(parent), 0o755)
 		os.Chmod(parent, 0o755)
@@ -192,8 +207,8 @@ func TestKilledBackupLeavesNothing(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(60 * time.Second); !phaseReached(full, "staging") && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
+	if !waitPhase(full, "staging") {
+		t.Fatal("the backup never reached its staging phase within a minute")
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err == nil || !strings.Contains(stderr.String(), "cancel") {
@@ -208,9 +223,8 @@ func TestKilledBackupLeavesNothing(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(60 * time.Second)
-		for !phaseReached(full, wait) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
+		if !waitPhase(full, wait) {
+			t.Fatalf("the backup never reached its %s phase within a minute", wait)
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -235,6 +249,16 @@ func TestKilledBackupLeavesNothing(t *testing.T) {
 
 // phaseReached reports whether the backup in dir has reached the phase:
 // "staging" once pg_dump writes, "archive" once the temporary archive exists.
+// waitPhase polls until the backup in dir reaches phase; false after a minute.
+func waitPhase(dir, phase string) bool {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if phaseReached(dir, phase) {
+			return true
+		}
+	}
+	return false
+}
+
 func phaseReached(dir, phase string) bool {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {

@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
@@ -64,7 +66,9 @@ func TestRestoreOverExistingDatabase(t *testing.T) {
 		t.Fatalf("restore safety backup: %s%s", r.stdout, r.stderr)
 	}
 	var n int
-	c.Conn(t, "damaged").QueryRow(t.Context(), `SELECT count(*) FROM items WHERE name = 'oops'`).Scan(&n)
+	if err := c.Conn(t, "damaged").QueryRow(t.Context(), `SELECT count(*) FROM items WHERE name = 'oops'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
 	if n != 10 {
 		t.Fatalf("safety backup content: %d damaged rows, want 10", n)
 	}
@@ -86,9 +90,48 @@ func TestMultipleDatabasesAndCleanup(t *testing.T) {
 		t.Fatalf("restore one database: %s%s", r.stdout, r.stderr)
 	}
 	pgharness.CompareDatabases(t, c, "two", "two_copy")
-	takeBackup(t, env)
+	newest := takeBackup(t, env)
 	env["BACKUP_RETENTION_DAYS"] = "0"
 	if r := runCLI(t, env, "cleanup"); r.code != 0 || !strings.Contains(r.stdout, "2 backups kept, 0 removed") {
 		t.Fatalf("cleanup with retention 0: %s%s", r.stdout, r.stderr)
+	}
+	// A retention that deletes: backdate the first backup's manifest past
+	// one day; cleanup removes it and keeps the newest full backup, whose
+	// age does not matter.
+	backdate(t, path, 3*24*time.Hour)
+	backdate(t, newest, 2*24*time.Hour)
+	env["BACKUP_RETENTION_DAYS"] = "1"
+	r := runCLI(t, env, "cleanup")
+	if r.code != 0 || !strings.Contains(r.stdout, "removed\t"+filepath.Base(path)) || !strings.Contains(r.stdout, "1 backups kept, 1 removed") {
+		t.Fatalf("cleanup with retention 1 day: %s%s", r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("removed backup still there: %v", err)
+	}
+	if _, err := os.Stat(newest); err != nil {
+		t.Fatalf("newest full backup removed: %v", err)
+	}
+}
+
+// backdate moves a backup's recorded time (its sidecar manifest) back by d.
+func backdate(t *testing.T, path string, d time.Duration) {
+	t.Helper()
+	side := path + ".manifest.json"
+	b, err := os.ReadFile(side)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, m["timestamp"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m["timestamp"] = ts.Add(-d).Format(time.RFC3339Nano)
+	out, _ := json.Marshal(m)
+	if err := os.WriteFile(side, out, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

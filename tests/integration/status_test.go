@@ -105,9 +105,15 @@ func TestForceRestoreEndsChain(t *testing.T) {
 	}
 	var slots, stray, rows int
 	conn := c.Conn(t, "postgres")
-	conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_replication_slots`).Scan(&slots)
-	conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_database WHERE datname LIKE '%pme2go%'`).Scan(&stray)
-	c.Conn(t, "app").QueryRow(t.Context(), `SELECT count(*) FROM t`).Scan(&rows)
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_replication_slots`).Scan(&slots); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_database WHERE datname LIKE '%pme2go%'`).Scan(&stray); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Conn(t, "app").QueryRow(t.Context(), `SELECT count(*) FROM t`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
 	if slots != 0 || stray != 0 || rows != 100 {
 		t.Fatalf("after the restore: %d slots, %d stray databases, %d rows (want 0, 0, 100)", slots, stray, rows)
 	}

@@ -161,7 +161,10 @@ func TestClusterLifecycle(t *testing.T) {
 	if s := sums["bulk.events"]; s.Rows < 10000 {
 		t.Errorf("bulk.events = %+v, want many rows", s)
 	}
-	if !strings.Contains(c.LogTail(50), "") || c.Bin("pg_dump") == "" {
-		t.Error("LogTail/Bin broken")
+	if tail := c.LogTail(50); !strings.Contains(tail, "database system is ready to accept connections") {
+		t.Errorf("LogTail lacks the server's start message:\n%s", tail)
+	}
+	if b := c.Bin("pg_dump"); b == "" || !filepath.IsAbs(b) {
+		t.Errorf("Bin(pg_dump) = %q", b)
 	}
 }

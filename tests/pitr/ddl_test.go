@@ -3,7 +3,6 @@ package pitr_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
@@ -52,8 +51,11 @@ func TestSchemaChangeEndsChain(t *testing.T) {
 	e.incremental(t)
 	c.Exec(t, "app", `ALTER TABLE t ADD COLUMN w int`)
 	c.Exec(t, "app", `INSERT INTO t (v, w) VALUES ('after', 1)`)
-	time.Sleep(50 * time.Millisecond)
-	after := time.Now().UTC().Format(time.RFC3339Nano)
+	// A time after that commit, read from the server's own clock.
+	var after string
+	if err := c.Conn(t, "app").QueryRow(context.Background(), `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
 	res, err := incremental.Take(context.Background(), e.cfg, incremental.Options{})
 	if len(res) == 0 {
 		t.Fatalf("no incremental archived the ended chain: %v", err)

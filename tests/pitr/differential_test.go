@@ -2,6 +2,7 @@ package pitr_test
 
 import (
 	"context"
+	"github.com/jackc/pgx/v5"
 	"math/rand"
 	"os/exec"
 	"strings"
@@ -70,7 +71,7 @@ func TestDifferentialPITR(t *testing.T) {
 			// Checkpoint: no commit may run while it is recorded.
 			w.mu.Lock()
 			bench.Process.Signal(syscall.SIGSTOP)
-			time.Sleep(300 * time.Millisecond)
+			waitQuiet(t, probe)
 			points = append(points, record(t, c, probe, "app"))
 			bench.Process.Signal(syscall.SIGCONT)
 			w.mu.Unlock()
@@ -78,8 +79,8 @@ func TestDifferentialPITR(t *testing.T) {
 			e.incremental(t)
 			incs++
 		}
-		if w.err != nil {
-			t.Fatal(w.err)
+		if err := w.failure(); err != nil {
+			t.Fatal(err)
 		}
 	}
 	<-benchDone
@@ -88,8 +89,8 @@ func TestDifferentialPITR(t *testing.T) {
 	}
 	stopWork()
 	<-workDone
-	if w.err != nil {
-		t.Fatal(w.err)
+	if err := w.failure(); err != nil {
+		t.Fatal(err)
 	}
 	// A checkpoint after the workload went quiet, restored by a time
 	// after its last commit: the recovery window reaches it.
@@ -156,6 +157,25 @@ func TestDifferentialPITR(t *testing.T) {
 	t.Logf("checked %d checkpoints (%d restores by time and LSN) and the latest state", len(points), checked)
 	if len(points) < 3 {
 		t.Fatalf("only %d checkpoints", len(points))
+	}
+}
+
+// waitQuiet waits until no pgbench session runs a statement: the stopped
+// client's last statement has finished, so nothing commits until SIGCONT
+// (a transaction left open commits later, past the checkpoint).
+func waitQuiet(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		var n int
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgbench sessions still active a minute after SIGSTOP")
+		}
 	}
 }
 

@@ -33,7 +33,9 @@ func chainOf3(t *testing.T, e *env) []string {
 func nothingWritten(t *testing.T, c *pgharness.Cluster) {
 	t.Helper()
 	var n int
-	c.Conn(t, "postgres").QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname LIKE '%pme2go%' OR datname IN ('r_early', 'r_late', 'r_foreign', 'r_gap', 'r_after', 'r_cli')`).Scan(&n)
+	if err := c.Conn(t, "postgres").QueryRow(context.Background(), `SELECT count(*) FROM pg_database WHERE datname LIKE '%pme2go%' OR datname IN ('r_early', 'r_late', 'r_foreign', 'r_gap', 'r_after', 'r_cli')`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
 	if n != 0 {
 		t.Fatalf("a refused restore left %d database(s) behind", n)
 	}
@@ -165,7 +167,9 @@ func TestResume(t *testing.T) {
 	}
 	sameReplayed(t, "resumed", want, sums(t, c, "r_resume"), res)
 	var n int
-	conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_origin`).Scan(&n)
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_origin`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
 	if n != 0 {
 		t.Fatalf("%d replication origins left after the restore", n)
 	}

@@ -45,7 +45,9 @@ func TestTargets(t *testing.T) {
 	tx, _ := conn.Begin(ctx)
 	tx.Exec(ctx, `DELETE FROM public.orders WHERE id > 500`)
 	tx.Exec(ctx, `INSERT INTO public.customers VALUES (1000, 'late')`)
-	tx.QueryRow(ctx, `SELECT txid_current()`).Scan(&xid)
+	if err := tx.QueryRow(ctx, `SELECT txid_current()`).Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -62,6 +62,13 @@ var ops = []string{
 	`UPDATE public.nopk SET c = coalesce(c, 0) + 1 WHERE ctid = (SELECT ctid FROM public.nopk WHERE a = 1 LIMIT 1)`,
 }
 
+// failure returns the error that stopped the worker, if any.
+func (w *worker) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
 // step runs the next operation (and, now and then, a multi-table TRUNCATE
 // or the large transaction).
 func (w *worker) step(ctx context.Context) error {
@@ -96,7 +103,9 @@ func (w *worker) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		if err := w.step(ctx); err != nil {
 			if ctx.Err() == nil {
+				w.mu.Lock()
 				w.err = err
+				w.mu.Unlock()
 			}
 			return
 		}
