@@ -42,11 +42,14 @@ fuzz:
 test-short:
 	$(GO) test -count=1 -short ./...
 
-# Benchmarks: full backup of a generated ~500 MB database against pg_dump -Fc
-# and pg_dump -Fd -j<cores>, measured in the same run. Results go to stdout;
-# docs/benchmarks.md records them with this command. BENCH_MB sets the size.
+# Benchmarks (tests/bench), each measured against the obvious alternative in
+# the same run: full backup against pg_dump -Fc and pg_dump -Fd -j<cores>,
+# restore against pg_restore -j<cores> of the same data (BENCH_MB sets the
+# database size, default 500); capture under pgbench at full rate; replay
+# against the source's write rate (BENCH_SECONDS of pgbench, default 30).
+# docs/benchmarks.md records the figures with the command that made them.
 bench: deps build
-	$(GO) run ./tests/bench -mb $${BENCH_MB:-500}
+	BENCH_MB=$${BENCH_MB:-500} $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 90m ./tests/bench/
 
 demo: deps build
 	bash tests/demo.sh

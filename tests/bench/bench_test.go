@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
@@ -38,7 +38,9 @@ func envInt(name string, def int) int {
 }
 
 // BenchmarkFullBackup compares `pme2go-backup full` (default codec, and
-// zstd) with pg_dump -Fc and pg_dump -Fd -j<cores> on the same database.
+// zstd) with pg_dump -Fc and pg_dump -Fd -j<cores> on the same database,
+// then `pme2go-backup restore` of those archives with pg_restore -j<cores>
+// of the pg_dump -Fd dump, each into a new database.
 func BenchmarkFullBackup(b *testing.B) {
 	c := pgharness.Start(b)
 	c.CreateDB(b, "bench")
@@ -57,10 +59,25 @@ func BenchmarkFullBackup(b *testing.B) {
 		var rs []result
 		rs = append(rs, timeCmd(b, "pg_dump -Fc", c, filepath.Join(out, "fc.dump"), pgDump, "-Fc", "-f", filepath.Join(out, "fc.dump"), "bench"))
 		rs = append(rs, timeCmd(b, "pg_dump -Fd -j"+jobs, c, filepath.Join(out, "fd"), pgDump, "-Fd", "-j", jobs, "-f", filepath.Join(out, "fd"), "bench"))
+		var archives []string
 		for _, codec := range []string{"xz", "zstd"} {
-			rs = append(rs, timeFull(b, c, codec, filepath.Join(out, "pme2go-"+codec)))
+			r, path := timeFull(b, c, codec, filepath.Join(out, "pme2go-"+codec))
+			rs = append(rs, r)
+			archives = append(archives, path)
 		}
+		fmt.Println("full backup:")
 		report(rs)
+
+		// Restore of the same data: pg_restore -j<cores> of the pg_dump -Fd
+		// dump against pme2go-backup restore of its archives (which verifies,
+		// extracts and runs pg_restore -j into a scratch database it then
+		// swaps in).
+		rr := []result{timeCmd(b, "pg_restore -j"+jobs+" (of pg_dump -Fd)", c, "", c.Bin("pg_restore"), "-j", jobs, "-d", createDB(b, c, fmt.Sprintf("r_pgrestore_%d", i)), filepath.Join(out, "fd"))}
+		for k, codec := range []string{"xz", "zstd"} {
+			rr = append(rr, timeRestore(b, c, codec, archives[k], fmt.Sprintf("r_pme2go_%s_%d", codec, i)))
+		}
+		fmt.Println("restore:")
+		report(rr)
 		for _, p := range []string{"fc.dump", "fd", "pme2go-xz", "pme2go-zstd"} {
 			os.RemoveAll(filepath.Join(out, p))
 		}
@@ -77,7 +94,8 @@ func timeCmd(b *testing.B, name string, c *pgharness.Cluster, outPath, bin strin
 	return result{name: name, wall: time.Since(start), size: duSize(outPath)}
 }
 
-func timeFull(b *testing.B, c *pgharness.Cluster, codec, dir string) result {
+// benchConfig is the configuration of a run with codec, backups in dir.
+func benchConfig(b *testing.B, c *pgharness.Cluster, codec, dir string) *config.Config {
 	env := map[string]string{"BACKUP_DIR": dir, "DB_HOST": c.SocketDir, "DB_PORT": strconv.Itoa(c.Port),
 		"DB_USER": "postgres", "DB_NAME": "bench", "BACKUP_COMPRESSION": codec}
 	conf := filepath.Join(b.TempDir(), "bench.conf")
@@ -86,8 +104,15 @@ func timeFull(b *testing.B, c *pgharness.Cluster, codec, dir string) result {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return cfg
+}
+
+// timeFull takes a full backup through the front door and returns its
+// figures and archive path.
+func timeFull(b *testing.B, c *pgharness.Cluster, codec, dir string) (result, string) {
+	cfg := benchConfig(b, c, codec, dir)
 	start := time.Now()
-	res, err := backup.Full(context.Background(), cfg, backup.Options{Trigger: "bench", Log: slog.New(slog.NewTextHandler(os.Stdout, nil))})
+	res, err := ops.Full(context.Background(), cfg, ops.FullOptions{Trigger: "bench", Log: slog.New(slog.NewTextHandler(os.Stdout, nil))}, nil)
 	if err != nil {
 		b.Fatalf("full backup (%s): %v", codec, err)
 	}
@@ -95,7 +120,23 @@ func timeFull(b *testing.B, c *pgharness.Cluster, codec, dir string) result {
 	if codec != "xz" {
 		name += " (" + codec + ")"
 	}
-	return result{name: name, wall: time.Since(start), size: res.Size}
+	return result{name: name, wall: time.Since(start), size: res.Size}, res.Path
+}
+
+// timeRestore restores archive into a new database db through the front door.
+func timeRestore(b *testing.B, c *pgharness.Cluster, codec, archive, db string) result {
+	cfg := benchConfig(b, c, codec, filepath.Dir(filepath.Dir(archive)))
+	start := time.Now()
+	if _, err := ops.Restore(context.Background(), cfg, ops.RestoreOptions{Backup: archive, TargetDB: db}, nil); err != nil {
+		b.Fatalf("restore (%s): %v", codec, err)
+	}
+	return result{name: "pme2go-backup restore (" + codec + ")", wall: time.Since(start)}
+}
+
+// createDB creates an empty database and returns its name.
+func createDB(b *testing.B, c *pgharness.Cluster, db string) string {
+	c.CreateDB(b, db)
+	return db
 }
 
 func duSize(p string) int64 {
@@ -111,10 +152,13 @@ func duSize(p string) int64 {
 
 func report(rs []result) {
 	base := rs[0]
-	fmt.Printf("%-32s %10s %12s %12s %12s\n", "command", "wall", "size MB", "time ratio", "size ratio")
+	fmt.Printf("%-40s %10s %12s %12s %12s\n", "command", "wall", "size MB", "time ratio", "size ratio")
 	for _, r := range rs {
-		fmt.Printf("%-32s %10s %12.1f %12.2f %12.2f\n", r.name, r.wall.Round(10*time.Millisecond),
-			float64(r.size)/(1<<20), r.wall.Seconds()/base.wall.Seconds(), float64(r.size)/float64(base.size))
+		size, ratio := "-", "-"
+		if r.size > 0 && base.size > 0 {
+			size, ratio = fmt.Sprintf("%.1f", float64(r.size)/(1<<20)), fmt.Sprintf("%.2f", float64(r.size)/float64(base.size))
+		}
+		fmt.Printf("%-40s %10s %12s %12.2f %12s\n", r.name, r.wall.Round(10*time.Millisecond), size, r.wall.Seconds()/base.wall.Seconds(), ratio)
 	}
 	fmt.Printf("(ratios against %s)\n", base.name)
 }
