@@ -33,7 +33,7 @@ func TestReplayErrorPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Exec(t, "app", `BEGIN; INSERT INTO t VALUES (11, 'second'); UPDATE t SET v = 'changed' WHERE id = 2; COMMIT`) // T2
-	c.Exec(t, "app", `INSERT INTO t VALUES (12, 'third')`)                                                              // T3
+	c.Exec(t, "app", `INSERT INTO t VALUES (12, 'third')`)                                                          // T3
 	e.incremental(t)
 	want := sums(t, c, "app")
 
