@@ -2,9 +2,13 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pme2go/pme2go-backup/engine/restore"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
@@ -85,4 +89,50 @@ func TestRestoreNamesAndRefusals(t *testing.T) {
 			t.Fatalf("failed restore left databases: %s (before %s)", after, before)
 		}
 	})
+}
+
+// TestRecoverInterruptedPhases: journals left by dead restore processes in
+// each phase are finished or undone: building drops the scratch database,
+// locked puts a swapped database back under its name with its connections,
+// committed completes the restore; a journal of a live process is left.
+func TestRecoverInterruptedPhases(t *testing.T) {
+	c := pgharness.Start(t)
+	for _, db := range []string{"b_fresh", "l_target", "l_fresh", "c_target", "c_old", "live_fresh"} {
+		c.CreateDB(t, db)
+	}
+	c.Exec(t, "l_target", `CREATE TABLE marker AS SELECT 'restored copy'::text AS what`)
+	c.Exec(t, "l_fresh", `CREATE TABLE marker AS SELECT 'original'::text AS what`)
+	// locked, after the swap: the original is under its private name.
+	c.Exec(t, "postgres", `ALTER DATABASE l_fresh RENAME TO l_old; ALTER DATABASE l_target ALLOW_CONNECTIONS false; ALTER DATABASE c_target ALLOW_CONNECTIONS false`)
+	env := cfgEnv(t, c, []string{"postgres"})
+	cfg := loadCfg(t, env)
+	dir := filepath.Join(cfg.StateDir(), "restores")
+	os.MkdirAll(dir, 0o700)
+	dead := 999999 // no such process (pid_max is lower by default)
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("1-1.json", fmt.Sprintf(`{"pid": %d, "target": "b_target", "fresh": "b_fresh", "allowConn": true, "phase": "building"}`, dead))
+	write("2-1.json", fmt.Sprintf(`{"pid": %d, "target": "l_target", "fresh": "l_fresh", "old": "l_old", "allowConn": true, "phase": "locked"}`, dead))
+	write("3-1.json", fmt.Sprintf(`{"pid": %d, "target": "c_target", "fresh": "c_fresh", "old": "c_old", "allowConn": true, "phase": "committed"}`, dead))
+	write("4-1.json", fmt.Sprintf(`{"pid": %d, "target": "live", "fresh": "live_fresh", "allowConn": true, "phase": "building"}`, os.Getppid()))
+	done, err := restore.RecoverInterrupted(context.Background(), cfg, nil)
+	if err != nil || len(done) != 3 {
+		t.Fatalf("recovered %d (%v), want 3: %v", len(done), err, done)
+	}
+	if got := databases(t, c); got != "c_target,l_target,live_fresh,postgres,template0,template1" {
+		t.Fatalf("databases after recovery: %s", got)
+	}
+	var what string
+	c.Conn(t, "l_target").QueryRow(context.Background(), `SELECT what FROM marker`).Scan(&what)
+	if what != "original" {
+		t.Fatalf("l_target holds the %s, want the original put back", what)
+	}
+	c.Conn(t, "c_target").Close(context.Background()) // accepts connections again
+	left, _ := os.ReadDir(dir)
+	if len(left) != 1 || left[0].Name() != "4-1.json" {
+		t.Fatalf("journals left: %v", left)
+	}
 }
