@@ -375,10 +375,20 @@ func ResolveDDL(content []byte) (ResolvedDDL, error) {
 		return r, nil
 	}
 	var firing []Statement
+	rollback := false
 	for _, s := range SplitStatements(*p.Query) {
 		if firesEventTrigger(s.Words) {
 			firing = append(firing, s)
 		}
+		if len(s.Words) > 0 && (s.Words[0] == "ROLLBACK" || s.Words[0] == "ABORT") {
+			rollback = true
+		}
+	}
+	if rollback && len(firing) > 1 {
+		// The trigger's firing count is a session setting, which a
+		// rollback puts back: the n-th firing may not be the n-th statement.
+		r.End = fmt.Sprintf("a query string with ROLLBACK among several DDL statements (%q): cannot tell which statement ran %s", abbreviate(*p.Query, 200), p.Tag)
+		return r, nil
 	}
 	var st Statement
 	switch {

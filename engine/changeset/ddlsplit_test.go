@@ -79,6 +79,10 @@ func TestResolveDDL(t *testing.T) {
 	if r.End == "" {
 		t.Fatal("tag mismatch accepted")
 	}
+	r, _ = ResolveDDL(raw("BEGIN; CREATE TABLE a(); SAVEPOINT s; CREATE TABLE b(); ROLLBACK TO s; CREATE TABLE c(); COMMIT", 2, "CREATE TABLE", ""))
+	if r.End == "" {
+		t.Fatal("a string with ROLLBACK between DDL statements accepted")
+	}
 	d, _ := ParseDDL([]byte("ALTER TABLE x ADD y int"))
 	if d.V != 1 || d.SQL() != "ALTER TABLE x ADD y int;" {
 		t.Fatalf("%+v", d)
