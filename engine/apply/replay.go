@@ -256,13 +256,13 @@ func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
 		// the database's own, and the replay's is put back afterwards.
 		err = a.conn.PgConn().Exec(a.ctx, "SELECT pg_catalog.set_config('search_path', "+quoteLit(a.w.dbPath)+", false)").Close()
 		if err == nil {
-			err = runDDL(a.ctx, a.conn, d)
+			err = runDDL(a.ctx, a.conn, d, a.w.setup)
 		}
 		if err == nil {
 			err = a.conn.PgConn().Exec(a.ctx, "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)").Close()
 		}
 	} else if err == nil {
-		err = runDDL(a.ctx, a.conn, d)
+		err = runDDL(a.ctx, a.conn, d, a.w.setup)
 	}
 	if err != nil {
 		return fail(a.w.tx, 0, fmt.Errorf("captured DDL at LSN %s: %w", changeset.FormatLSN(m.LSN), err))
@@ -275,13 +275,42 @@ func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
 // objects it creates get the same owner and it has no more rights than it
 // had there) and under the search_path its session had, both put back
 // afterwards. Legacy (version 1) records are the plain text, run as they are.
-func runDDL(ctx context.Context, conn *pgx.Conn, d changeset.DDL) error {
+//
+// A role that is not a superuser runs the statement inside its
+// SECURITY DEFINER owner function (safety.go) instead of under SET ROLE:
+// code the statement runs (a CHECK function validating existing rows, an
+// index expression) could otherwise RESET ROLE and be superuser again.
+func runDDL(ctx context.Context, conn *pgx.Conn, d changeset.DDL, st *sessionSettings) error {
 	if d.V < 2 {
 		return conn.PgConn().Exec(ctx, d.Statement).Close()
 	}
 	var old string
 	if err := conn.QueryRow(ctx, `SELECT pg_catalog.current_setting('search_path')`).Scan(&old); err != nil {
 		return fmt.Errorf("read search_path: %w", err)
+	}
+	fn := ""
+	if d.Role != "" {
+		var oid, ident string
+		var super bool
+		err := conn.QueryRow(ctx, `SELECT r.oid::pg_catalog.int8::pg_catalog.text, r.rolsuper, pg_catalog.quote_ident(r.rolname)
+			FROM pg_catalog.pg_roles r WHERE r.rolname = $1`, d.Role).Scan(&oid, &super, &ident)
+		if err == nil && !super {
+			if fn, err = ownerFunction(ctx, conn.PgConn(), oid, ident, st); err != nil {
+				return err
+			}
+		}
+	}
+	if fn != "" {
+		if _, err := conn.Exec(ctx, `SELECT pg_catalog.set_config('search_path', $1, false)`, d.SearchPath); err != nil {
+			return fmt.Errorf("set search_path to %q: %w", d.SearchPath, err)
+		}
+		if _, err := conn.Exec(ctx, "SELECT "+fn+"($1::pg_catalog.text, '{}'::pg_catalog.text[])", d.Statement); err != nil {
+			return fmt.Errorf("%s (as role %s): %w", abbreviateSQL(d.Statement), d.Role, err)
+		}
+		if _, err := conn.Exec(ctx, `SELECT pg_catalog.set_config('search_path', $1, false)`, old); err != nil {
+			return fmt.Errorf("put search_path back: %w", err)
+		}
+		return nil
 	}
 	if d.Role != "" {
 		if _, err := conn.Exec(ctx, "SET ROLE "+changeset.QuoteIdent(d.Role)); err != nil {

@@ -278,3 +278,56 @@ func enableStates(t *testing.T, c *pgharness.Cluster, db string) []string {
 	}
 	return states
 }
+
+// TestCapturedDDLAsItsRole: with DDL capture, a role that is not a
+// superuser adds a CHECK constraint whose function (trying to become
+// superuser, RESET ROLE first) runs on the table's existing rows; replay
+// runs the captured statement as that role, where it cannot escalate, and
+// the restored data and constraint equal the source's.
+func TestCapturedDDLAsItsRole(t *testing.T) {
+	c := pgharness.Start(t)
+	c.CreateDB(t, "app")
+	ctx := context.Background()
+	c.Exec(t, "app", `CREATE ROLE mallory LOGIN NOSUPERUSER; CREATE ROLE esc_ddl;
+		CREATE SCHEMA m AUTHORIZATION mallory;
+		SET ROLE mallory;
+		CREATE FUNCTION m.chk(int) RETURNS boolean LANGUAGE plpgsql AS $$
+		BEGIN
+		  BEGIN RESET ROLE; EXCEPTION WHEN others THEN NULL; END;
+		  BEGIN ALTER ROLE esc_ddl SUPERUSER; EXCEPTION WHEN others THEN NULL; END;
+		  RETURN $1 IS NOT NULL;
+		END $$;
+		CREATE TABLE m.t (id int PRIMARY KEY, n int);
+		INSERT INTO m.t SELECT g, g FROM generate_series(1, 10) g;
+		RESET ROLE`)
+	e := newEnv(t, c, "CAPTURE_DDL=true")
+	e.full(t)
+	mallory, err := pgx.Connect(ctx, strings.Replace(c.ConnString("app"), "user=postgres", "user=mallory", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`ALTER TABLE m.t ADD CONSTRAINT n_ok CHECK (m.chk(n))`, `INSERT INTO m.t VALUES (11, 11)`, `UPDATE m.t SET n = 0 WHERE id = 1`} {
+		if _, err := mallory.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	mallory.Close(ctx)
+	if isSuper(t, c, "esc_ddl") {
+		t.Fatal("the source's own statement escalated: the test is wrong")
+	}
+	want := sums(t, c, "app")
+	e.incremental(t)
+	if _, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_ddl_role"); err != nil {
+		t.Fatal(err)
+	}
+	if isSuper(t, c, "esc_ddl") {
+		t.Fatal("the captured ALTER TABLE … ADD CONSTRAINT … CHECK ran its function as superuser during the point-in-time restore")
+	}
+	same(t, "captured DDL as its role", want, sums(t, c, "r_ddl_role"))
+	var def, owner string
+	c.Conn(t, "r_ddl_role").QueryRow(ctx, `SELECT pg_get_constraintdef(oid), (SELECT relowner::regrole::text FROM pg_class WHERE oid = conrelid)
+		FROM pg_constraint WHERE conname = 'n_ok'`).Scan(&def, &owner)
+	if def != "CHECK (m.chk(n))" || owner != "mallory" {
+		t.Fatalf("restored constraint %q on a table of %q, want CHECK (m.chk(n)) on mallory's", def, owner)
+	}
+}
