@@ -50,8 +50,31 @@ func (c *Client) Close() error { return c.conn.Close() }
 // Conn is the underlying connection.
 func (c *Client) Conn() *dbus.Conn { return c.conn }
 
+// interactiveCall calls a method with the ALLOW_INTERACTIVE_AUTHORIZATION
+// flag set (godbus's Call drops it), so that polkit may ask the user for a
+// password on a terminal with an agent.
+func (c *Client) interactiveCall(ctx context.Context, path dbus.ObjectPath, iface, method string, args ...any) *dbus.Call {
+	msg := &dbus.Message{Type: dbus.TypeMethodCall, Flags: dbus.FlagAllowInteractiveAuthorization, Headers: map[dbus.HeaderField]dbus.Variant{
+		dbus.FieldDestination: dbus.MakeVariant(BusName),
+		dbus.FieldPath:        dbus.MakeVariant(path),
+		dbus.FieldInterface:   dbus.MakeVariant(iface),
+		dbus.FieldMember:      dbus.MakeVariant(method),
+	}, Body: args}
+	if len(args) > 0 {
+		msg.Headers[dbus.FieldSignature] = dbus.MakeVariant(dbus.SignatureOf(args...))
+	}
+	ch := make(chan *dbus.Call, 1)
+	c.conn.SendWithContext(ctx, msg, ch)
+	select {
+	case call := <-ch:
+		return call
+	case <-ctx.Done():
+		return &dbus.Call{Err: ctx.Err()}
+	}
+}
+
 func (c *Client) call(ctx context.Context, method string, out []any, args ...any) error {
-	call := c.obj.CallWithContext(ctx, ManagerIface+"."+method, dbus.FlagAllowInteractiveAuthorization, args...)
+	call := c.interactiveCall(ctx, ManagerPath, ManagerIface, method, args...)
 	if call.Err != nil {
 		return FromDBus(call.Err)
 	}
@@ -238,7 +261,7 @@ func jobFromProps(id uint64, p map[string]dbus.Variant) JobInfo {
 
 // CancelJob asks the daemon to cancel the job.
 func (c *Client) CancelJob(ctx context.Context, p dbus.ObjectPath) error {
-	call := c.conn.Object(BusName, p).CallWithContext(ctx, JobIface+".Cancel", dbus.FlagAllowInteractiveAuthorization)
+	call := c.interactiveCall(ctx, p, JobIface, "Cancel")
 	if call.Err != nil {
 		return FromDBus(call.Err)
 	}
