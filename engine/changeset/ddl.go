@@ -88,7 +88,11 @@ func (d DDL) SQL() string {
 	if d.Role != "" {
 		fmt.Fprintf(&b, "SET ROLE %s;\n", QuoteIdent(d.Role))
 	}
-	fmt.Fprintf(&b, "SET search_path = %s;\n", d.SearchPath)
+	sp := d.SearchPath
+	if strings.TrimSpace(sp) == "" {
+		sp = "''"
+	}
+	fmt.Fprintf(&b, "SET search_path = %s;\n", sp)
 	b.WriteString(stmt)
 	b.WriteString("\nRESET search_path;")
 	if d.Role != "" {

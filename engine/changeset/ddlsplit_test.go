@@ -88,3 +88,21 @@ func TestResolveDDL(t *testing.T) {
 		t.Fatalf("%+v", d)
 	}
 }
+
+func TestRenderDDLMessage(t *testing.T) {
+	var b strings.Builder
+	content, _ := json.Marshal(DDL{V: 2, SearchPath: `s1, "My Schema"`, Role: "app owner", Tag: "CREATE INDEX", Statement: "CREATE INDEX i ON t (x)", Concurrently: true})
+	renderMessage(&b, &Message{LSN: 0x10, Transactional: true, Prefix: DDLPrefixFor("0123abcd"), Content: content})
+	want := "-- ddl at 0/10 (CREATE INDEX), run CONCURRENTLY on the source\nSET ROLE \"app owner\";\nSET search_path = s1, \"My Schema\";\nCREATE INDEX i ON t (x);\nRESET search_path;\nRESET ROLE;\n"
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+	b.Reset()
+	renderMessage(&b, &Message{LSN: 0x10, Transactional: true, Prefix: DDLPrefix, Content: []byte("ALTER TABLE t ADD c int")})
+	if b.String() != "-- ddl at 0/10\nALTER TABLE t ADD c int;\n" {
+		t.Fatalf("legacy: %q", b.String())
+	}
+	if !IsDDLPrefix(DDLPrefixFor("0123abcd")) || !IsDDLPrefix(DDLPrefix) || IsDDLPrefix("pme2go.ddl.") || IsDDLPrefix(MarkPrefix) {
+		t.Fatal("IsDDLPrefix")
+	}
+}
