@@ -366,6 +366,18 @@ func (m *Machine) CopyIn(src, dst string) {
 	}
 }
 
+// WriteFile writes a file into the container's file system (owned by root).
+func (m *Machine) WriteFile(path, content string, mode os.FileMode) {
+	m.t.Helper()
+	p := filepath.Join(m.Root, path)
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
 func (m *Machine) consoleTail() string {
 	data, _ := os.ReadFile(filepath.Join(m.dir, "console.log"))
 	return tail(string(data), 30)

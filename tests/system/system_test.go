@@ -154,6 +154,33 @@ grep -v '^#' /etc/pme2go-backup/pme2go-backup.conf | grep .`)
 	logf("restored databases equal the source: at the mark %q, latest %q", atMark, latest)
 	m.Run("systemctl start pme2go-backup-cleanup.service && journalctl --no-pager -o cat -u pme2go-backup-cleanup.service | tail -n 5")
 
+	// --- The password as a systemd credential ---------------------------
+	// Over TCP the server asks for a password (scram-sha-256 in Debian's
+	// pg_hba.conf); it comes from /etc/pme2go-backup/db-password, which only
+	// root can read, through LoadCredential=. It never reaches the journal.
+	const secret = "cr3d-Ential-7q"
+	// Written from outside, so that no command line carries the password
+	// (runuser logs its command line to the journal).
+	m.WriteFile("/root/set-password.sql", "ALTER ROLE \"pme2go-backup\" PASSWORD '"+secret+"';\n", 0o600)
+	m.WriteFile("/etc/pme2go-backup/db-password", secret+"\n", 0o600)
+	m.Run(`runuser -u postgres -- psql -q </root/set-password.sql && rm /root/set-password.sql`)
+	m.Run(`sed -i 's|^DB_HOST=.*|DB_HOST=127.0.0.1|' /etc/pme2go-backup/pme2go-backup.conf && ls -l /etc/pme2go-backup/`)
+	m.Run("systemctl stop pme2go-backupd.service; systemctl start pme2go-backup-full.service && ls /var/lib/pme2go-backup/full/ | grep -c 'tar.xz$'")
+	m.Run("journalctl --no-pager -o cat -u pme2go-backup-full.service -n 3")
+	out = m.Run("journalctl --no-pager -o json | grep -F '" + secret + "' | cut -c1-2000 || true")
+	if strings.Contains(out, secret) {
+		t.Fatalf("the password is in the journal:\n%s", out)
+	}
+
+	// --- An upgrade keeps the administrator's choices ---------------------
+	m.Run("systemctl disable --now pme2go-backup-drill.timer")
+	out = m.Run("apt-get install -y --reinstall /root/" + filepath.Base(deb) + " 2>&1 | grep -v '^\\(Reading\\|Building\\)'; systemctl is-enabled pme2go-backup-drill.timer pme2go-backup-full.timer || true; grep -c '^DB_HOST=127.0.0.1' /etc/pme2go-backup/pme2go-backup.conf")
+	mustMatch(t, out, `(?m)^disabled\nenabled\n1$`)
+	if strings.Contains(out, "Could not execute systemctl") {
+		t.Fatalf("the upgrade's maintainer script failed a systemctl call:\n%s", out)
+	}
+	m.Run("systemctl is-active pme2go-backupd.socket pme2go-backup-full.timer")
+
 	// --- Removal keeps the archives --------------------------------------
 	out = m.Run("apt-get remove -y pme2go-backup 2>&1 | grep -v '^\\(Reading\\|Building\\)'")
 	mustContain(t, out, "backups in /var/lib/pme2go-backup are kept")
