@@ -62,15 +62,20 @@ func (p *Plan) walkSegment(ctx context.Context, seg segment, expect *uint64, ddl
 	}
 	s := changeset.NewTxScanner(r)
 	skipping := false
+	var open *changeset.Begin // the transaction being read
 	for s.Scan() {
 		ev := s.Event()
 		switch rec := ev.Record.(type) {
 		case *changeset.Relation:
-			if rec.Changed && !*ddlSeen {
+			// Past a chain's end nothing is replayed: a schema change there
+			// is the reason it ended (targets past it are refused by name).
+			pastEnd := p.ChainEnd != nil && open != nil && open.FinalLSN >= p.ChainEnd.lsn
+			if rec.Changed && !*ddlSeen && !pastEnd {
 				return fmt.Errorf("the chain holds a schema change of %s (was %d columns, now %d) in %s without captured DDL: replay cannot go past it; choose a target before it or restore from a newer full backup; nothing was restored",
 					rec.QualifiedName(), len(rec.Previous.Columns), len(rec.Columns), seg.archive)
 			}
 		case *changeset.Begin:
+			open = rec
 			if err := ctx.Err(); err != nil {
 				return err
 			}

@@ -103,7 +103,14 @@ func TestCatalogChangeEndsChain(t *testing.T) {
 		want, wantSchema := sums(t, c, "app"), schemaOf(t, c, "app")
 		time.Sleep(20 * time.Millisecond)
 		c.Exec(t, "app", `ALTER TABLE t ADD COLUMN status text NOT NULL DEFAULT 'new'`)
-		c.Exec(t, "app", `INSERT INTO m VALUES (1, 'sad')`)
+		// A transaction past the change (in the change set: its table did
+		// not change), targeted by xid, is refused too.
+		var xid string
+		conn := c.Conn(t, "app")
+		if err := conn.QueryRow(ctx, `INSERT INTO m VALUES (1, 'sad') RETURNING (txid_current() % 4294967296)::text`).Scan(&xid); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close(ctx)
 		after := nowText(t, c)
 		_, err := incremental.Take(ctx, e.cfg, incremental.Options{})
 		if !errors.Is(err, capture.ErrChainEnded) {
@@ -114,6 +121,9 @@ func TestCatalogChangeEndsChain(t *testing.T) {
 		if !strings.Contains(te.Message, "relation public.t changed") {
 			t.Fatalf("refusal does not name the changed table: %v", te)
 		}
+		nothingWritten(t, c)
+		_, err = e.restoreTo(ctx, mustTarget(t, apply.TargetSpec{Xid: xid}), "r_after")
+		refusedAs(t, err, apply.CodeChainEnded)
 		nothingWritten(t, c)
 		res, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_latest1")
 		if err != nil {
