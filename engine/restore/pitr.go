@@ -153,6 +153,14 @@ func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) e
 		// the last archive recorded (r.plan.LargeObjects reports it).
 		_, err = apply.ApplyLargeObjects(ctx, conn, r.plan)
 	}
+	if err == nil {
+		// Sequences are recorded per seal: never leave one behind the
+		// rows its column holds.
+		var raised []string
+		if raised, err = apply.RaiseOwnedSequences(ctx, conn); len(raised) > 0 {
+			r.opts.Log.Info("sequences raised to the values their columns hold", "sequences", raised)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%w (scratch database %s kept; the target database was not changed)", err, db)
 	}

@@ -129,7 +129,14 @@ func TestDifferentialPITR(t *testing.T) {
 			}
 			sameReplayed(t, db, p.sums, sums(t, c, db), res)
 			rc := c.Conn(t, db)
-			seqsNotBehind(t, db, p.seqs, seqValues(t, rc), false)
+			// TRUNCATE … RESTART IDENTITY resets these two during the run.
+			floor := map[string]int64{}
+			for seq, table := range map[string]string{"public.wl_parent_id_seq": "wl_parent", "public.wl_child_id_seq": "wl_child"} {
+				var m int64
+				rc.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM `+table).Scan(&m)
+				floor[seq] = m
+			}
+			seqsNotBehind(t, db, p.seqs, seqValues(t, rc), false, floor)
 			rc.Close(ctx)
 			checked++
 			t.Logf("checkpoint %d by %s: %d transactions, %d rows replayed in %s (%.0f rows/s); restore took %s", i, map[bool]string{true: "time " + p.time, false: "LSN " + p.lsn}[spec.Time != ""],
@@ -144,7 +151,7 @@ func TestDifferentialPITR(t *testing.T) {
 	}
 	sameReplayed(t, "quiet checkpoint", quiet.sums, sums(t, c, "r_quiet"), qres)
 	qc := c.Conn(t, "r_quiet")
-	seqsNotBehind(t, "quiet checkpoint", quiet.seqs, seqValues(t, qc), true)
+	seqsNotBehind(t, "quiet checkpoint", quiet.seqs, seqValues(t, qc), true, nil)
 	qc.Close(ctx)
 	res, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_latest")
 	if err != nil {
