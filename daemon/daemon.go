@@ -113,9 +113,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	conn, err := d.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to the system bus: %w", err)
+		// A container without D-Bus still runs its scheduler and streaming
+		// (issue: the daemon in the foreground running its own scheduler).
+		if len(d.Schedules) == 0 && !d.Streaming {
+			return fmt.Errorf("connect to the system bus: %w", err)
+		}
+		d.Log.Warn("no system bus: running the scheduler and streaming without the D-Bus API", "error", err)
+		conn = nil
+	} else {
+		defer conn.Close()
 	}
-	defer conn.Close()
 	d.conn = conn
 
 	// Jobs get their own context: cancelled when the daemon stops, after
@@ -123,22 +130,28 @@ func (d *Daemon) Run(ctx context.Context) error {
 	jobCtx, cancelJobs := context.WithCancel(context.Background())
 	defer cancelJobs()
 	d.jobs = NewJobs(jobCtx, d.Engine, hist, d.Log)
-	auth := &dbusapi.Authorizer{Conn: conn, Group: d.Group, Polkit: d.Polkit, Log: d.Log}
-	d.server = dbusapi.NewServer(jobCtx, conn, backend{d}, auth, d.Log)
-	d.jobs.Observe(d.server)
 	d.jobs.OnChange(d.poke)
-	if err := d.server.Export(d.Version); err != nil {
-		return err
+	if conn != nil {
+		auth := &dbusapi.Authorizer{Conn: conn, Group: d.Group, Polkit: d.Polkit, Log: d.Log}
+		d.server = dbusapi.NewServer(jobCtx, conn, backend{d}, auth, d.Log)
+		d.jobs.Observe(d.server)
+		if err := d.server.Export(d.Version); err != nil {
+			return err
+		}
 	}
 	d.refresh(ctx)
-	reply, err := conn.RequestName(dbusapi.BusName, dbus.NameFlagDoNotQueue)
-	if err != nil {
-		return fmt.Errorf("request bus name %s: %w", dbusapi.BusName, err)
+	if conn != nil {
+		reply, err := conn.RequestName(dbusapi.BusName, dbus.NameFlagDoNotQueue)
+		if err != nil {
+			return fmt.Errorf("request bus name %s: %w", dbusapi.BusName, err)
+		}
+		if reply != dbus.RequestNameReplyPrimaryOwner && reply != dbus.RequestNameReplyAlreadyOwner {
+			return ErrNameTaken
+		}
+		d.Log.Info("ready", "bus_name", dbusapi.BusName, "version", d.Version)
+	} else {
+		d.Log.Info("ready", "version", d.Version)
 	}
-	if reply != dbus.RequestNameReplyPrimaryOwner && reply != dbus.RequestNameReplyAlreadyOwner {
-		return ErrNameTaken
-	}
-	d.Log.Info("ready", "bus_name", dbusapi.BusName, "version", d.Version)
 	d.Notify.Ready(d.statusLine())
 
 	loopCtx, stopLoops := context.WithCancel(ctx)
@@ -163,7 +176,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.Log.Info("stopping", "reason", why)
 	d.setState("stopping")
 	d.Notify.Stopping("stopping: " + why)
-	_, _ = conn.ReleaseName(dbusapi.BusName)
+	if conn != nil {
+		_, _ = conn.ReleaseName(dbusapi.BusName)
+	}
 	cancelJobs()
 	d.jobs.WaitAll()
 	d.Log.Info("stopped")
@@ -189,7 +204,7 @@ func (d *Daemon) mainLoop(ctx context.Context, conn *dbus.Conn) string {
 			d.refresh(ctx)
 			lastRefresh = time.Now()
 		case <-tick.C:
-			if !conn.Connected() {
+			if conn != nil && !conn.Connected() {
 				return "bus connection lost"
 			}
 			if time.Since(lastRefresh) >= refreshEvery {
@@ -282,7 +297,9 @@ func (d *Daemon) updateRunning() {
 	st := d.state
 	st.Jobs = append([]uint64(nil), d.state.Jobs...)
 	d.mu.Unlock()
-	d.server.SetManagerState(st)
+	if d.server != nil {
+		d.server.SetManagerState(st)
+	}
 	d.Notify.Status(d.statusLine())
 }
 
@@ -291,7 +308,9 @@ func (d *Daemon) setState(s string) {
 	d.state.State = s
 	st := d.state
 	d.mu.Unlock()
-	d.server.SetManagerState(st)
+	if d.server != nil {
+		d.server.SetManagerState(st)
+	}
 }
 
 // statusLine is the STATUS= text: what the daemon is doing.

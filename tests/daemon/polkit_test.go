@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"os/user"
 	"strings"
 	"sync"
@@ -142,5 +143,30 @@ func TestIdleExit(t *testing.T) {
 	}
 	if !strings.Contains(d.stderr.String(), `"reason":"idle"`) {
 		t.Fatalf("log:\n%s", d.stderr.String())
+	}
+}
+
+// TestSchedulerWithoutBus: in a container without D-Bus, --scheduler still
+// runs (the D-Bus API is off); without anything to do the daemon refuses to
+// start.
+func TestSchedulerWithoutBus(t *testing.T) {
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/system_bus_socket")
+	env := map[string]string{"BACKUP_DIR": t.TempDir(), "DB_NAME": "app", "DB_HOST": "/nonexistent"}
+	d := startDaemon(t, env, nil, "--scheduler")
+	for i := 0; !strings.Contains(d.stderr.String(), "without the D-Bus API"); i++ {
+		if i == 50 {
+			t.Fatalf("log:\n%s", d.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatalf("exit: %v\n%s", err, d.stderr.String())
+	}
+	cmd := exec.Command(daemonBin)
+	cmd.Env = []string{"DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent/system_bus_socket", "BACKUP_DIR=" + t.TempDir()}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "system bus") {
+		t.Fatalf("without a bus and without --scheduler: %v\n%s", err, out)
 	}
 }
