@@ -158,3 +158,70 @@ func TestHistoryPersistsAndSurvivesDamage(t *testing.T) {
 		t.Fatal("the damaged file was not kept aside")
 	}
 }
+
+// blockingEngine runs every job until its context is cancelled (the
+// daemon's own Engine interface; PostgreSQL is exercised in tests/daemon).
+type blockingEngine struct{ dbs []string }
+
+func (e blockingEngine) Validate(dbusapi.JobRequest) error { return nil }
+func (e blockingEngine) Run(ctx context.Context, _ dbusapi.JobRequest, p func(Progress)) (Outcome, error) {
+	p(Progress{Phase: "working"})
+	<-ctx.Done()
+	return Outcome{}, ctx.Err()
+}
+func (e blockingEngine) ListBackups(context.Context) ([]dbusapi.BackupEntry, error) { return nil, nil }
+func (e blockingEngine) Status(context.Context) (any, error)                        { return nil, nil }
+func (e blockingEngine) Mark(context.Context, string) (string, error)               { return "", nil }
+func (e blockingEngine) Databases() []string                                        { return e.dbs }
+func (e blockingEngine) Stream(ctx context.Context, _ string, _ func(Progress)) error {
+	<-ctx.Done()
+	return nil
+}
+func (e blockingEngine) Window(context.Context) (Window, error) { return Window{}, nil }
+
+func TestJobLimitsAndBusy(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	m := NewJobs(ctx, blockingEngine{dbs: []string{"a", "b"}}, nil, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
+	m.MaxRunning = 3
+	if _, err := m.StartJob(dbusapi.JobRequest{Kind: "full", Databases: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.StartJob(dbusapi.JobRequest{Kind: "restore", Restore: dbusapi.RestoreOptions{TargetDB: "a"}})
+	if dbusapi.AsError(err).Code != dbusapi.CodeBusy || !strings.Contains(err.Error(), "job 1") {
+		t.Fatalf("restore into a database being backed up: %v", err)
+	}
+	if _, err := m.StartJob(dbusapi.JobRequest{Kind: "full", Databases: []string{"b"}}); err != nil {
+		t.Fatalf("another database: %v", err)
+	}
+	if _, err := m.StartJob(dbusapi.JobRequest{Kind: "cleanup"}); dbusapi.AsError(err).Code != dbusapi.CodeBusy {
+		t.Fatalf("cleanup during backups: %v", err)
+	}
+	if _, err := m.StartJob(dbusapi.JobRequest{Kind: "verify"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.StartJob(dbusapi.JobRequest{Kind: "verify"})
+	if dbusapi.AsError(err).Code != dbusapi.CodeBusy || !strings.Contains(err.Error(), "3 jobs") {
+		t.Fatalf("a fourth job: %v", err)
+	}
+	if _, err := m.StartJob(dbusapi.JobRequest{Kind: "weekly"}); dbusapi.AsError(err).Code != dbusapi.CodeInvalidArgs {
+		t.Fatalf("unknown kind: %v", err)
+	}
+	if err := m.CancelJob(1, dbusapi.Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	info, ok := m.Wait(context.Background(), 1)
+	if !ok || info.State != dbusapi.JobCancelled || info.Error.Code != dbusapi.CodeCancelled {
+		t.Fatalf("cancelled job: %+v", info)
+	}
+	if err := m.CancelJob(1, dbusapi.Caller{}); dbusapi.AsError(err).Code != dbusapi.CodeNoSuchJob {
+		t.Fatalf("cancelling it again: %v", err)
+	}
+	cancel() // the daemon stops: every job ends as cancelled
+	m.WaitAll()
+	if len(m.Running()) != 0 {
+		t.Fatal("jobs left running")
+	}
+	if _, err := m.StartJob(dbusapi.JobRequest{Kind: "verify"}); dbusapi.AsError(err).Code != dbusapi.CodeUnavailable {
+		t.Fatalf("a job while stopping: %v", err)
+	}
+}

@@ -31,6 +31,9 @@ type Jobs struct {
 	History          *History
 	Log              *slog.Logger
 	ProgressInterval time.Duration // default 250 ms
+	// MaxRunning caps the jobs running at once (default MaxRunningJobs), so
+	// that no caller can start verify jobs without end.
+	MaxRunning int
 
 	ctx       context.Context
 	mu        sync.Mutex
@@ -104,6 +107,9 @@ func (m *Jobs) lockKeys(req dbusapi.JobRequest) []string {
 	return nil
 }
 
+// MaxRunningJobs is the default cap on jobs running at once.
+const MaxRunningJobs = 8
+
 // StartJob starts req as a job (dbusapi.Backend). A database already held by
 // a running backup or restore refuses it with CodeBusy naming that job.
 func (m *Jobs) StartJob(req dbusapi.JobRequest) (dbusapi.JobInfo, error) {
@@ -118,6 +124,15 @@ func (m *Jobs) StartJob(req dbusapi.JobRequest) (dbusapi.JobInfo, error) {
 	}
 	keys := m.lockKeys(req)
 	m.mu.Lock()
+	limit := m.MaxRunning
+	if limit <= 0 {
+		limit = MaxRunningJobs
+	}
+	if len(m.running) >= limit {
+		m.mu.Unlock()
+		return dbusapi.JobInfo{}, dbusapi.Errorf(dbusapi.CodeBusy, "wait for a running job to finish",
+			fmt.Sprintf("%d jobs are running, the most the daemon runs at once", limit))
+	}
 	for _, k := range keys {
 		if id, held := m.dbOwner[k]; held {
 			other := m.running[id]
