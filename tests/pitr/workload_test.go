@@ -145,25 +145,43 @@ func newStreamer(t *testing.T, e *env, bin string) *streamer {
 
 func (s *streamer) loop() {
 	defer close(s.done)
+	pendingKill := false
 	for {
+		before := s.captured()
 		cmd := s.start()
 		if cmd == nil {
 			return
 		}
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
-		select {
-		case <-exited: // e.g. the killed session still held the slot: retry
-			time.Sleep(200 * time.Millisecond)
-		case <-s.kill:
-			cmd.Process.Signal(syscall.SIGKILL)
-			<-exited
-			s.kills++
-		case <-s.stop:
-			cmd.Process.Signal(syscall.SIGTERM)
-			<-exited
-			return
+		tick := time.NewTicker(50 * time.Millisecond)
+	run:
+		for {
+			select {
+			case <-exited: // e.g. the killed session still held the slot: retry
+				time.Sleep(200 * time.Millisecond)
+				break run
+			case <-s.kill:
+				pendingKill = true
+			case <-s.stop:
+				tick.Stop()
+				cmd.Process.Signal(syscall.SIGTERM)
+				<-exited
+				return
+			case <-tick.C:
+			}
+			// A kill waits until this run has started capturing (its log
+			// line is observable), so that every kill interrupts a
+			// capturing stream however slow the machine is.
+			if pendingKill && s.captured() > before {
+				cmd.Process.Signal(syscall.SIGKILL)
+				<-exited
+				s.kills++
+				pendingKill = false
+				break run
+			}
 		}
+		tick.Stop()
 	}
 }
 
