@@ -132,6 +132,7 @@ DECLARE
   c record;
   ends pg_catalog.text[] := '{}';
   e pg_catalog.text;
+  found boolean;
 BEGIN
   IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' AND session_user = $OWNER THEN
     RETURN;
@@ -142,10 +143,20 @@ BEGIN
     why := pg_catalog.pg_event_trigger_table_rewrite_reason();
     SELECT cl.relpersistence, pg_catalog.format('%I.%I', n.nspname, cl.relname) AS name INTO c
       FROM pg_catalog.pg_class cl JOIN pg_catalog.pg_namespace n ON n.oid = cl.relnamespace WHERE cl.oid = rel;
-    IF c.relpersistence IS DISTINCT FROM 'p' THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname LIKE $PUBLIKE) THEN
       EXIT body;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname LIKE $PUBLIKE) THEN
+    IF c.relpersistence = 'u' AND (why & 1) <> 0 THEN
+      -- ALTER TABLE … SET LOGGED: the rows the table holds were written
+      -- while it was unlogged, so no change set carries them.
+      EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM ONLY %s)', rel::pg_catalog.regclass) INTO found;
+      IF found THEN
+        ends := ends || pg_catalog.format('table %s set LOGGED by %s while holding rows written when it was unlogged: those rows are in no change set, so a restore past this point could not reproduce them',
+                            c.name, pg_catalog.quote_literal(pg_catalog.left(pg_catalog.current_query(), 200)));
+      END IF;
+      EXIT body;
+    END IF;
+    IF c.relpersistence IS DISTINCT FROM 'p' THEN
       EXIT body;
     END IF;
     IF (why & 2) <> 0 THEN
@@ -260,6 +271,20 @@ BEGIN
         JOIN pg_catalog.pg_class c ON c.oid = t.relid
         JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
        WHERE TG_TAG IN ('DROP INDEX', 'ALTER INDEX')
+      UNION
+      -- ALTER TABLE … DETACH PARTITION: the detached partition (reported by
+      -- no DDL command) is a table of its own now, no longer published
+      -- through its old root; every permanent table must stay published.
+      SELECT c.oid, c.relkind, c.relpersistence, c.relispartition,
+             pg_catalog.format('%I.%I', ns.nspname, c.relname)
+        FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+       WHERE TG_TAG = 'ALTER TABLE' AND c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND NOT c.relispartition
+         AND ns.nspname NOT IN ('pg_catalog', 'information_schema') AND ns.nspname !~ '^pg_'
+         AND ns.nspname !~ '^pme2go_[0-9a-f]{8}$'
+         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr
+                           JOIN pg_catalog.pg_publication pb ON pb.oid = pr.prpubid AND pb.pubname LIKE $PUBLIKE
+                          WHERE pr.prrelid = c.oid)
     LOOP
       IF r.relpersistence = 't' THEN
         CONTINUE;
