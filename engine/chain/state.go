@@ -16,13 +16,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pme2go/pme2go-backup/engine/lsn"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/jackc/pglogrepl"
 
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
@@ -124,17 +123,17 @@ func NewID(db string, t time.Time) string {
 	return "c" + strings.ToLower(t.UTC().Format("20060102T150405")) + "_" + hex.EncodeToString(h[:3])
 }
 
-// ParseLSN parses an LSN written as X/X; "" is 0.
+// ParseLSN parses an LSN written as X/Y (engine/lsn); "" is 0.
 func ParseLSN(s string) (uint64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	l, err := pglogrepl.ParseLSN(s)
+	l, err := lsn.Parse(s)
 	return uint64(l), err
 }
 
-// FormatLSN renders an LSN as X/X.
-func FormatLSN(l uint64) string { return pglogrepl.LSN(l).String() }
+// FormatLSN renders an LSN as X/Y (engine/lsn).
+func FormatLSN(l uint64) string { return lsn.LSN(l).String() }
 
 // Start returns the chain's consistent point.
 func (s *State) Start() uint64 { l, _ := ParseLSN(s.StartLSN); return l }

@@ -4,9 +4,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/pme2go/pme2go-backup/engine/lsn"
 	"time"
-
-	"github.com/jackc/pglogrepl"
 )
 
 // Record is one typed record read from a segment: *Relation, *Begin,
@@ -17,7 +16,7 @@ type Record interface {
 }
 
 // FormatLSN renders an LSN the way PostgreSQL does ("16/B374D848").
-func FormatLSN(lsn uint64) string { return pglogrepl.LSN(lsn).String() }
+func FormatLSN(l uint64) string { return lsn.LSN(l).String() }
 
 // Header describes a segment; it is the first record of every segment.
 type Header struct {
