@@ -357,11 +357,11 @@ func checkReach(p *Plan, t Target, end, lastCommit uint64, lastTime time.Time, e
 	}
 	msg := fmt.Sprintf("target %s is after the last captured commit of chain %s; the newest reachable point is %s", t, p.ChainID, newest)
 	if ended != "" && ended != "sealed" {
-		msg += "; the chain ended before the target (" + ended + "): restore from a newer full backup"
-	} else {
-		msg += "; run pme2go-backup incremental to archive newer changes, or use --latest"
+		msg += "; the chain ended before the target (" + ended + ")"
+		return &TargetError{Code: CodeChainEnded, Message: msg, Fixes: []errs.Fix{FixNewerFull}, Window: p.Window}
 	}
-	return fmt.Errorf("%s; nothing was restored", msg)
+	return &TargetError{Code: CodeTargetPastWindow, Message: msg, Window: p.Window,
+		Fixes: []errs.Fix{FixIncremental, {Action: errs.ActLatest, Text: "restore the newest captured state instead"}}}
 }
 
 // pastEnd is the refusal of a target past the chain's end.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -95,8 +96,8 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 		return nil, err
 	}
 	if done > p.LastCommitLSN {
-		return nil, fmt.Errorf("the target database already holds transactions up to commit LSN %s, past this plan's last one (%s): it was replayed towards a later target; drop it and restore without --resume",
-			changeset.FormatLSN(done), changeset.FormatLSN(p.LastCommitLSN))
+		return nil, errs.New(errs.NeedsResume, fmt.Sprintf("the target database already holds transactions up to commit LSN %s, past this plan's last one (%s): it was replayed towards a later target",
+			changeset.FormatLSN(done), changeset.FormatLSN(p.LastCommitLSN))).WithFix(errs.ActNoResume, "drop it and restore again without resuming")
 	}
 	st := &Stats{ResumedAt: done, LastCommitLSN: done}
 	if p.TxCount > 0 {
@@ -120,8 +121,12 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 	st.Rows = a.w.rows
 	st.Duration = time.Since(start)
 	if err != nil {
-		return st, fmt.Errorf("replay stopped after %d transactions (last applied commit %s); the target database holds a consistent prefix: rerun with --resume to continue: %w",
-			st.Applied, changeset.FormatLSN(st.LastCommitLSN), err)
+		code := errs.CodeOf(err)
+		if code == errs.Failed {
+			code = errs.NeedsResume
+		}
+		return st, &errs.Error{Code: code, Err: err, Fix: &errs.Fix{Action: errs.ActResume, Text: "the target database holds a consistent prefix: resume the same restore to continue"},
+			Message: fmt.Sprintf("replay stopped after %d transactions (last applied commit %s)", st.Applied, changeset.FormatLSN(st.LastCommitLSN))}
 	}
 	if _, err := conn.Exec(ctx, "SELECT pg_replication_origin_session_reset()"); err != nil {
 		return st, fmt.Errorf("reset replication origin session: %w", err)

@@ -10,6 +10,8 @@ package apply
 import (
 	"errors"
 	"fmt"
+	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/lsn"
 	"strconv"
 	"strings"
 	"time"
@@ -88,7 +90,7 @@ func ParseTime(s string) (time.Time, error) {
 
 // ParseLSN parses an LSN written X/Y.
 func ParseLSN(s string) (uint64, error) {
-	l, err := pglogrepl.ParseLSN(strings.TrimSpace(s))
+	l, err := lsn.Parse(s)
 	if err != nil {
 		return 0, fmt.Errorf("target LSN %q: write it as PostgreSQL does, e.g. 0/16B3748: %w", s, err)
 	}
@@ -115,11 +117,11 @@ func ParseTarget(s TargetSpec) (Target, error) {
 	}
 	switch {
 	case n == 0 && s.Exclusive:
-		return Target{}, errors.New("--target-exclusive needs a target: --target-time, --target-lsn, --target-xid or --target-name")
+		return Target{}, errs.New(errs.Usage, "an exclusive target needs a target: a time, an LSN, an xid or a mark name")
 	case n == 0:
 		return Target{}, ErrNoTarget
 	case n > 1:
-		return Target{}, errors.New("give only one of --target-time, --target-lsn, --target-xid, --target-name and --latest")
+		return Target{}, errs.New(errs.Usage, "give only one recovery target: a time, an LSN, an xid, a mark name, or the latest state")
 	}
 	t := Target{Exclusive: s.Exclusive}
 	var err error
@@ -142,7 +144,7 @@ func ParseTarget(s TargetSpec) (Target, error) {
 		t.Kind, t.Name = Name, s.Name
 	default:
 		if s.Exclusive {
-			return Target{}, errors.New("--target-exclusive does not apply to --latest")
+			return Target{}, errs.New(errs.Usage, "an exclusive target does not apply to the latest state")
 		}
 		t.Kind = Latest
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -165,7 +166,8 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 		args = append(args, "--no-owner", "--no-acl")
 	}
 	if err := tool.Run(ctx, opts.Log, target, fresh, append(args, dumpDir)...); err != nil {
-		return fmt.Errorf("%w (the target database %s was not changed; if roles are missing use --restore-globals or --no-owner)", err, st.Target)
+		return &errs.Error{Code: errs.CodeOf(err), Message: fmt.Sprintf("%v (the target database %s was not changed)", err, st.Target), Err: err,
+			Fix: &errs.Fix{Action: errs.ActRestoreGlobals, Text: "if roles are missing, create them first from the backup's globals, or restore without ownership and privileges"}}
 	}
 	return nil
 }

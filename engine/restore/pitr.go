@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"fmt"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,7 +32,8 @@ func buildPITR(ctx context.Context, cfg *config.Config, opts *Options) (*apply.P
 	case len(opts.Databases) == 0 && len(cfg.DBNames) == 1:
 		db = cfg.DBNames[0]
 	default:
-		return nil, nil, fmt.Errorf("a point-in-time restore replays one database; choose it with --database (configured: %s)", strings.Join(cfg.DBNames, ", "))
+		return nil, nil, errs.New(errs.Usage, fmt.Sprintf("a point-in-time restore replays one database (configured: %s)", strings.Join(cfg.DBNames, ", "))).
+			WithFix(errs.ActChooseDatabase, "name the one database to restore")
 	}
 	// A subdirectory: backup.Prepare removes temporary files directly in
 	// the state directory, and runs after planning.
@@ -65,7 +67,8 @@ func buildPITR(ctx context.Context, cfg *config.Config, opts *Options) (*apply.P
 		}
 		if filepath.Clean(b.Path) != filepath.Clean(plan.Full.Path) {
 			cleanup()
-			return nil, nil, fmt.Errorf("target %s needs full backup %s, not %s; leave out --backup to let the target choose", opts.Target, plan.Full.Name, b.Name)
+			return nil, nil, errs.New(errs.Usage, fmt.Sprintf("target %s needs full backup %s, not %s", opts.Target, plan.Full.Name, b.Name)).
+				WithFix(errs.ActNoBackup, "name no backup and let the target choose its full backup")
 		}
 	}
 	opts.Backup, opts.Databases = plan.Full.Path, []string{db}
@@ -105,8 +108,8 @@ func checkScratch(ctx context.Context, target pgclient.Target, plan *Plan, p *ap
 	}
 	switch {
 	case exists && !opts.Resume:
-		return "", fmt.Errorf("database %s was left by an interrupted point-in-time restore; pass --resume to continue it, or drop it (DROP DATABASE %s) to start over",
-			name, pgx.Identifier{name}.Sanitize())
+		return "", errs.New(errs.NeedsResume, fmt.Sprintf("database %s was left by an interrupted point-in-time restore", name)).
+			WithFix(errs.ActResume, fmt.Sprintf("resume the same restore to continue it, or drop it (DROP DATABASE %s) to start over", pgx.Identifier{name}.Sanitize()))
 	case !exists:
 		return "", nil // --resume with nothing to resume: a normal restore
 	case comment == nil || *comment != scratchMark(p):
@@ -114,8 +117,8 @@ func checkScratch(ctx context.Context, target pgclient.Target, plan *Plan, p *ap
 		if comment != nil {
 			got = *comment
 		}
-		return "", fmt.Errorf("database %s belongs to another restore (%s), not to full backup %s of chain %s; drop it (DROP DATABASE %s) and restore without --resume",
-			name, got, p.Full.Name, p.ChainID, pgx.Identifier{name}.Sanitize())
+		return "", errs.New(errs.NeedsResume, fmt.Sprintf("database %s belongs to another restore (%s), not to full backup %s of chain %s", name, got, p.Full.Name, p.ChainID)).
+			WithFix(errs.ActNoResume, fmt.Sprintf("drop it (DROP DATABASE %s) and restore again without resuming", pgx.Identifier{name}.Sanitize()))
 	}
 	return name, nil
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"io"
 	"log/slog"
 	"os"
@@ -244,7 +245,8 @@ func makePlan(ctx context.Context, target pgclient.Target, b catalog.Backup, opt
 		}
 		if st.TargetExists && !st.TargetEmpty {
 			if !opts.Force {
-				return nil, fmt.Errorf("database %s holds data: %w; pass --force to replace it (a safety backup is taken first unless --no-safety-backup) or --target-db NAME to restore beside it", st.Target, ErrNotEmpty)
+				return nil, &errs.Error{Code: errs.NeedsForce, Message: fmt.Sprintf("database %s holds data", st.Target), Err: ErrNotEmpty,
+					Fix: &errs.Fix{Action: errs.ActForce, Text: "replace it (a safety backup of it is taken first unless turned off), or restore beside it into another database"}}
 			}
 			st.SafetyBackup = !opts.NoSafetyBackup
 		}

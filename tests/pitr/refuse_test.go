@@ -3,6 +3,7 @@ package pitr_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/restore"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
@@ -152,12 +154,15 @@ func TestResume(t *testing.T) {
 			}
 		}
 	})
-	if err == nil || !strings.Contains(err.Error(), "--resume") {
-		t.Fatalf("interrupted replay: %v", err)
+	if f := errs.FixOf(err); err == nil || f == nil || f.Action != errs.ActResume {
+		t.Fatalf("interrupted replay: want a fix to resume, got %v (fix %+v)", err, f)
 	}
 	t.Logf("interrupted: %v", err)
 	_, err = e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_resume")
-	expectRefusal(t, err, "--resume", "r_resume_pme2go_pitr")
+	expectRefusal(t, err, "interrupted point-in-time restore", "r_resume_pme2go_pitr")
+	if !errors.Is(err, errs.ErrNeedsResume) || errs.FixOf(err).Action != errs.ActResume {
+		t.Fatalf("refusal %v: want code NEEDS_RESUME with a fix to resume", err)
+	}
 	res, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_resume", func(o *restore.Options) { o.Resume = true })
 	if err != nil {
 		t.Fatalf("resume: %v", err)
