@@ -121,7 +121,7 @@ func ParseTarget(s TargetSpec) (Target, error) {
 	case n == 0:
 		return Target{}, ErrNoTarget
 	case n > 1:
-		return Target{}, errs.New(errs.Usage, "give only one recovery target: a time, an LSN, an xid, a mark name, or the latest state")
+		return Target{}, errs.New(errs.Usage, "give only one of the recovery targets: a time, an LSN, an xid, a mark name, or the latest state")
 	}
 	t := Target{Exclusive: s.Exclusive}
 	var err error
