@@ -104,7 +104,9 @@ BEGIN
   GET DIAGNOSTICS ctx = PG_CONTEXT;
   -- Runs with the caller's rights and search_path: operators qualified.
   IF pg_catalog.strpos(ctx, E'\n') OPERATOR(pg_catalog.>) 0
-     AND pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')) OPERATOR(pg_catalog.~) 'function pme2go_[0-9a-f]{8}\.' THEN
+     AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
+                  WHERE o.rolsuper AND n.nspname OPERATOR(pg_catalog.=) pg_catalog.substring(pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')),
+                        'function (pme2go_[0-9a-f]{8})\.')::pg_catalog.name) THEN
     RETURN; -- a statement of pme2go machinery, not the caller's
   END IF;
   PERFORM pg_catalog.set_config($GSP, pg_catalog.current_setting('search_path'), false);
@@ -208,9 +210,13 @@ BEGIN
   END IF;
   GET DIAGNOSTICS ctx = PG_CONTEXT;
   -- Fired by a statement of a pme2go function (ours or another
-  -- installation's): machinery, not the application's DDL.
+  -- installation's, in a schema a superuser owns: a role that names its
+  -- own schema pme2go_<8 hex> does not hide its DDL this way): machinery,
+  -- not the application's DDL.
   IF pg_catalog.strpos(ctx, E'\n') > 0
-     AND pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')) ~ 'function pme2go_[0-9a-f]{8}\.' THEN
+     AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles o ON o.oid = n.nspowner
+                  WHERE o.rolsuper AND n.nspname = pg_catalog.substring(pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')),
+                        'function (pme2go_[0-9a-f]{8})\.')::pg_catalog.name) THEN
     RETURN;
   END IF;
   <<body>>

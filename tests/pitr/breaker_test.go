@@ -12,13 +12,16 @@ import (
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
-// TestTablesLeavingTheStream: tables whose rows would silently leave the
-// change stream during a chain with DDL capture. A partition detached from
+// TestChainEdgeCases: what would silently leave the change stream during a
+// chain with DDL capture. A partition detached from
 // its partitioned table is a table of its own and must be published (its
 // later changes are restored); an unlogged table set LOGGED while holding
 // rows (written when no change was decoded) ends the chain with the reason,
-// and --latest restores what was exact before it.
-func TestTablesLeavingTheStream(t *testing.T) {
+// and --latest restores what was exact before it; DDL a role runs from a
+// function of its own schema named like the program's (pme2go_<8 hex>) is
+// not taken for the program's machinery: it ends the chain as any DDL run
+// inside a function does.
+func TestChainEdgeCases(t *testing.T) {
 	c := pgharness.Start(t)
 	c.CreateDB(t, "app")
 	c.Exec(t, "app", `CREATE TABLE meas (id int, d date, v int, PRIMARY KEY (id, d)) PARTITION BY RANGE (d);
@@ -72,6 +75,19 @@ func TestTablesLeavingTheStream(t *testing.T) {
 		c.Conn(t, "r_logged").QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relname = 'staging' AND relpersistence = 'p'`).Scan(&n)
 		if n != 0 {
 			t.Fatal("the restore holds the logged table staging, which no change set can fill")
+		}
+	})
+
+	t.Run("ddl hidden in a schema named like ours", func(t *testing.T) {
+		c.Exec(t, "app", `CREATE ROLE mallory LOGIN; GRANT CREATE ON DATABASE app TO mallory; GRANT CREATE ON SCHEMA public TO mallory`)
+		c.Exec(t, "app", `SET ROLE mallory; CREATE TABLE mt (id int PRIMARY KEY); CREATE SCHEMA pme2go_deadbeef;
+			CREATE FUNCTION pme2go_deadbeef.f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'ALTER TABLE public.mt ADD COLUMN hidden int DEFAULT 7'; END $$`)
+		e.full(t)
+		c.Exec(t, "app", `CREATE TABLE other (id int PRIMARY KEY)`) // captured DDL, which must not cover what follows
+		c.Exec(t, "app", `SET ROLE mallory; SELECT pme2go_deadbeef.f(); INSERT INTO mt VALUES (1, 8)`)
+		_, err := incremental.Take(ctx, e.cfg, incremental.Options{})
+		if !errors.Is(err, capture.ErrChainEnded) || !strings.Contains(err.Error(), "inside a function") {
+			t.Fatalf("incremental after DDL run from a function in schema pme2go_deadbeef: %v, want the chain ended", err)
 		}
 	})
 }
