@@ -199,7 +199,11 @@ func (p *Plan) describeReach() []string {
 		out = append(out, fmt.Sprintf("recovery window %s .. %s (LSN up to %s)", w.From.UTC().Format(time.RFC3339Nano), w.To.UTC().Format(time.RFC3339Nano), w.ToLSN))
 	}
 	if e := p.ChainEnd; e != nil {
-		out = append(out, fmt.Sprintf("chain %s ended at LSN %s (%s): %s", e.ChainID, e.LSN, e.Time.UTC().Format(time.RFC3339Nano), e.Reason))
+		when := "" // no commit time known at the end (for example right after the full backup)
+		if !e.Time.IsZero() {
+			when = " (" + e.Time.UTC().Format(time.RFC3339Nano) + ")"
+		}
+		out = append(out, fmt.Sprintf("chain %s ended at LSN %s%s: %s", e.ChainID, e.LSN, when, e.Reason))
 	}
 	if g := p.Gap; g != nil {
 		out = append(out, fmt.Sprintf("latest state reached %s, %.0f s older than the last backup activity (%s): %s; %s",
