@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	pgc "github.com/jackc/pgx/v5/pgconn"
 
@@ -218,22 +219,38 @@ func (s *session) close() {
 // search_path = pg_catalog (SET LOCAL, in the implicit transaction of one
 // simple query), so that every type outside pg_catalog comes out
 // schema-qualified whatever the session's search_path is: replay runs with
-// search_path = pg_catalog and must find the same type.
-func (s *session) typeName(ctx context.Context) func(uint32, int32) string {
-	return func(oid uint32, mod int32) string {
-		k := [2]int64{int64(oid), int64(mod)}
-		if n, ok := s.types[k]; ok {
-			return n
-		}
-		n := fmt.Sprintf("oid %d", oid)
-		q := fmt.Sprintf("SET LOCAL search_path = pg_catalog; SELECT pg_catalog.format_type(%d::pg_catalog.oid, %d)", oid, mod)
-		res, err := s.conn.PgConn().Exec(ctx, q).ReadAll()
-		if err == nil && len(res) == 2 && len(res[1].Rows) == 1 && len(res[1].Rows[0]) == 1 {
-			n = string(res[1].Rows[0][0])
-		}
-		s.types[k] = n
-		return n
+// search_path = pg_catalog and must find the same type. A failed look-up is
+// an error, never a placeholder: a relation definition written with a wrong
+// type name would make every restore through it fail.
+func (s *session) typeName(ctx context.Context, oid uint32, mod int32) (string, error) {
+	k := [2]int64{int64(oid), int64(mod)}
+	if n, ok := s.types[k]; ok {
+		return n, nil
 	}
+	q := fmt.Sprintf("SET LOCAL search_path = pg_catalog; SELECT pg_catalog.format_type(%d::pg_catalog.oid, %d)", oid, mod)
+	res, err := s.conn.PgConn().Exec(ctx, q).ReadAll()
+	if err != nil {
+		return "", fmt.Errorf("look up the name of type oid %d: %w", oid, err)
+	}
+	if len(res) != 2 || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1 || len(res[1].Rows[0][0]) == 0 {
+		return "", fmt.Errorf("look up the name of type oid %d: no such type", oid)
+	}
+	n := string(res[1].Rows[0][0])
+	s.types[k] = n
+	return n, nil
+}
+
+// typeNames resolves the type name of every column of m (see typeName).
+func (s *session) typeNames(ctx context.Context, m *pglogrepl.RelationMessage) (func(uint32, int32) string, error) {
+	names := map[[2]int64]string{}
+	for _, c := range m.Columns {
+		n, err := s.typeName(ctx, c.DataType, c.TypeModifier)
+		if err != nil {
+			return nil, fmt.Errorf("relation %s.%s: %w", m.Namespace, m.RelationName, err)
+		}
+		names[[2]int64{int64(c.DataType), int64(c.TypeModifier)}] = n
+	}
+	return func(oid uint32, mod int32) string { return names[[2]int64{int64(oid), int64(mod)}] }, nil
 }
 
 // sync makes everything written durable and advances the confirmable

@@ -181,7 +181,11 @@ func (s *session) notCovered(tables []string) {
 // unless CAPTURE_DDL is on and a captured DDL statement came after the
 // known definition.
 func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
-	rel := changeset.RelationFromMessage(m, s.typeName(ctx))
+	typeName, err := s.typeNames(ctx, m)
+	if err != nil {
+		return err
+	}
+	rel := changeset.RelationFromMessage(m, typeName)
 	key := chain.TableKey(rel.Schema, rel.Name)
 	// The definition holds from just after the last position seen in the
 	// transaction (its first LSN, a change, a DDL message): pgoutput sends

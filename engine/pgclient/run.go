@@ -38,8 +38,11 @@ func (tool *Tool) Run(ctx context.Context, log *slog.Logger, t Target, db string
 		return fmt.Errorf("start %s: %w", tool.Path, err)
 	}
 	tail := relay(log, tool.Name, db, stderr)
-	err = cmd.Wait()
+	// Read stderr to its end before Wait, which closes the pipe: waiting
+	// first could lose the program's last words (os/exec: "it is incorrect
+	// to call Wait before all reads from the pipe have completed").
 	lines := tail()
+	err = cmd.Wait()
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s of database %s cancelled: %w", tool.Name, db, ctx.Err())
 	}
@@ -88,6 +91,7 @@ func relay(log *slog.Logger, tool, db string, r io.Reader) func() []string {
 			}
 			mu.Unlock()
 		}
+		io.Copy(io.Discard, r) // past an overlong line: keep the pipe drained
 	}()
 	return func() []string {
 		<-done
