@@ -68,9 +68,11 @@ func (c Codec) Ext() string {
 // Valid reports whether c is one of the supported codecs.
 func (c Codec) Valid() bool { return c.Ext() != "" }
 
-// CodecFromName derives the codec from an archive file name extension. It
-// reports false if the name has no known archive extension.
+// CodecFromName derives the codec from an archive file name extension,
+// with or without the ".age" of an encrypted archive. It reports false if
+// the name has no known archive extension.
 func CodecFromName(filename string) (Codec, bool) {
+	filename = strings.TrimSuffix(filename, ".age")
 	for _, c := range Codecs {
 		if strings.HasSuffix(filename, c.Ext()) {
 			return c, true

@@ -67,6 +67,11 @@ func (w *Writer) Commit(m *Manifest) error {
 	if err := w.bw.Flush(); err != nil {
 		return w.fail(fmt.Errorf("flush archive: %w", err))
 	}
+	if w.enc != nil {
+		if err := w.enc.Close(); err != nil {
+			return w.fail(fmt.Errorf("finish age encryption: %w", err))
+		}
+	}
 	if err := w.f.Sync(); err != nil {
 		return w.fail(writeErr(w.dir, fmt.Errorf("fsync %s: %w", w.tmpPath, err)))
 	}
@@ -78,10 +83,11 @@ func (w *Writer) Commit(m *Manifest) error {
 	}
 	w.done = true
 	info := &ArchiveInfo{
-		Name:   filepath.Base(w.finalPath),
-		Size:   w.sink.n.Load(),
-		SHA256: "sha256:" + hex.EncodeToString(w.sink.h.Sum(nil)),
-		Codec:  w.codec,
+		Name:       filepath.Base(w.finalPath),
+		Size:       w.sink.n.Load(),
+		SHA256:     "sha256:" + hex.EncodeToString(w.sink.h.Sum(nil)),
+		Codec:      w.codec,
+		Encryption: w.encInfo,
 	}
 	if err := w.writeSidecar(&inner, info); err != nil {
 		w.err = err

@@ -33,7 +33,7 @@ func Extract(ctx context.Context, archivePath, destDir string) (*Manifest, error
 	}
 	defer s.Close()
 	if !s.known {
-		return nil, fmt.Errorf("extract %s: not a pme2go-backup archive: unrecognised file format", archivePath)
+		return nil, fmt.Errorf("extract %s: %s", archivePath, s.unknownFormat())
 	}
 	dec, err := NewDecompressor(s.br, s.codec)
 	if err != nil {

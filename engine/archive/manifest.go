@@ -91,6 +91,9 @@ type ArchiveInfo struct {
 	SHA256 string `json:"sha256"`
 	// Codec is the compression applied to the tar stream.
 	Codec Codec `json:"codec"`
+	// Encryption is set when the file is encrypted (name ends in ".age");
+	// Size and SHA256 are then those of the encrypted file as stored.
+	Encryption *Encryption `json:"encryption,omitempty"`
 }
 
 // SidecarPath returns the path of the sidecar manifest of archivePath.

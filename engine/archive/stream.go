@@ -49,6 +49,19 @@ type rawStream struct {
 	br    *bufio.Reader
 	codec Codec
 	known bool
+	// encrypted: br reads the plaintext of an age file; stored reads the
+	// file's bytes, so that drain hashes all of them.
+	encrypted bool
+	stored    *bufio.Reader
+	damage    error // an encrypted file whose start cannot be decrypted
+}
+
+// unknownFormat explains why the file's format was not recognised.
+func (s *rawStream) unknownFormat() string {
+	if s.damage != nil {
+		return s.damage.Error()
+	}
+	return "not a pme2go-backup archive: unrecognised file format"
 }
 
 // openRaw opens path, hashing every byte read, and detects its codec.
@@ -59,7 +72,20 @@ func openRaw(ctx context.Context, path string) (*rawStream, error) {
 	}
 	raw := &hashingReader{r: ctxReader{ctx: ctx, r: f}, h: sha256.New()}
 	br := bufio.NewReaderSize(raw, 1<<20)
+	stored, encrypted, err := decryptRaw(path, br)
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	if encrypted {
+		br = bufio.NewReaderSize(stored, 1<<20)
+	}
 	head, err := br.Peek(DetectHeaderSize)
+	if err != nil && encrypted && err != io.EOF && err != bufio.ErrBufferFull && ctx.Err() == nil {
+		// Damage in the first chunk of an age file: report it as such.
+		return &rawStream{f: f, raw: raw, br: br, encrypted: true, stored: stored.(*decrypted).src,
+			damage: fmt.Errorf("encrypted archive is truncated or corrupt: %w", err)}, nil
+	}
 	if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
 		_ = f.Close()
 		if ctx.Err() != nil {
@@ -68,12 +94,19 @@ func openRaw(ctx context.Context, path string) (*rawStream, error) {
 		return nil, fmt.Errorf("read archive %s: %w", path, err)
 	}
 	codec, known := DetectCodec(head)
-	return &rawStream{f: f, raw: raw, br: br, codec: codec, known: known}, nil
+	rs := &rawStream{f: f, raw: raw, br: br, codec: codec, known: known, encrypted: encrypted}
+	if encrypted {
+		rs.stored = stored.(*decrypted).src
+	}
+	return rs, nil
 }
 
 // drain reads the rest of the file so the whole-file hash is complete.
 func (s *rawStream) drain() error {
 	_, err := io.Copy(io.Discard, s.br)
+	if s.encrypted && err == nil {
+		_, err = io.Copy(io.Discard, s.stored)
+	}
 	return err
 }
 

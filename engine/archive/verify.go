@@ -82,7 +82,12 @@ func Verify(ctx context.Context, archivePath string) (*VerifyReport, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("verify %s: %w", archivePath, ctx.Err())
 		}
-		return nil, fmt.Errorf("verify %s: read archive: %w", archivePath, err)
+		if !s.encrypted {
+			return nil, fmt.Errorf("verify %s: read archive: %w", archivePath, err)
+		}
+		if s.damage == nil {
+			rep.add("", "encrypted archive is truncated or corrupt: %v", err)
+		}
 	}
 	if side != nil && side.Archive != nil {
 		a := side.Archive
@@ -125,6 +130,10 @@ type fileSum struct {
 // observed checksums. Only context cancellation is returned as error.
 func verifyStream(ctx context.Context, s *rawStream, rep *VerifyReport) (*Manifest, map[string]fileSum, error) {
 	if !s.known {
+		if s.damage != nil {
+			rep.add("", "%s", s.unknownFormat())
+			return nil, nil, nil
+		}
 		rep.add("", "not a pme2go-backup archive: no manifest.json (unrecognised file format)")
 		return nil, nil, nil
 	}

@@ -47,6 +47,8 @@ type Writer struct {
 	f         *os.File
 	sink      *fileSink
 	bw        *bufio.Writer
+	enc       io.WriteCloser // age encryption between bw and sink, or nil
+	encInfo   *Encryption
 	comp      io.WriteCloser
 	tw        *tar.Writer
 	modTime   time.Time
@@ -92,7 +94,13 @@ func Create(finalPath string, opts WriterOptions) (*Writer, error) {
 		return nil, fmt.Errorf("create archive: %w", err)
 	}
 	sink := &fileSink{f: f, dir: dir, h: sha256.New(), progress: opts.Progress}
-	bw := bufio.NewWriterSize(sink, 1<<20)
+	out, enc, encInfo, err := startEncryption(finalPath, sink)
+	if err != nil {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	bw := bufio.NewWriterSize(out, 1<<20)
 	comp, err := newCompressor(bw, opts.Codec, opts.Level, opts.Workers)
 	if err != nil {
 		_ = f.Close()
@@ -107,6 +115,8 @@ func Create(finalPath string, opts WriterOptions) (*Writer, error) {
 		f:         f,
 		sink:      sink,
 		bw:        bw,
+		enc:       enc,
+		encInfo:   encInfo,
 		comp:      comp,
 		tw:        tar.NewWriter(comp),
 		modTime:   time.Now().Truncate(time.Second),

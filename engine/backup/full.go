@@ -135,7 +135,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	}
 
 	name := "full_backup_" + TimestampName(start)
-	path := filepath.Join(dir, name+archive.Codec(cfg.Compression).Ext())
+	path := filepath.Join(dir, name+archive.FileExt(archive.Codec(cfg.Compression)))
 	staging := filepath.Join(dir, fsutil.TempPrefix(name)+"staging")
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return nil, fmt.Errorf("create staging directory: %w", err)

@@ -92,21 +92,12 @@ func Find(dir, ref string) (Backup, error) {
 		return Backup{}, err
 	}
 	for _, b := range all {
-		if b.Name == ref || stripExt(b.Name) == ref {
+		if b.Name == ref || archive.TrimExt(b.Name) == ref || strings.TrimSuffix(b.Name, ".age") == ref {
 			return b, nil
 		}
 	}
 	return Backup{}, errs.New(errs.NotFound, fmt.Sprintf("backup %q not found (neither a file nor a name in %s)", ref, dir)).
 		WithFix("", "name a backup as the list of backups shows it, or give the archive's path")
-}
-
-func stripExt(name string) string {
-	for _, ext := range []string{".tar.xz", ".tar.zst", ".tar.gz", ".tar"} {
-		if s, ok := strings.CutSuffix(name, ext); ok {
-			return s
-		}
-	}
-	return name
 }
 
 // Newest returns the newest backup of the given type, or false.

@@ -13,6 +13,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/pme2go/pme2go-backup/engine/crypt"
 )
 
 // DefaultPath is the configuration file read when none is named.
@@ -65,6 +67,12 @@ type Config struct {
 	// "true" (required: a chain is not started without it) or "false".
 	CaptureDDL     bool
 	CaptureDDLMode string
+	// EncryptionRecipients is the age recipients file ("" writes plaintext);
+	// EncryptionIdentity the identity file that decrypts ("" none), from
+	// BACKUP_ENCRYPTION_IDENTITY_FILE or $CREDENTIALS_DIRECTORY/
+	// backup-encryption-identity. Load installs both in engine/crypt.
+	EncryptionRecipients string
+	EncryptionIdentity   string
 
 	values   map[string]string
 	sources  map[string]Source
@@ -125,6 +133,7 @@ func Load(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
 		return nil, err
 	}
 	c.fill()
+	c.resolveEncryption(lookupEnv)
 	return c, nil
 }
 
@@ -197,6 +206,28 @@ func (c *Config) resolvePassword(lookupEnv func(string) (string, bool)) error {
 		}
 	}
 	return nil
+}
+
+// resolveEncryption fills the encryption fields and installs them as the
+// process-wide settings of engine/crypt. The identity comes from
+// BACKUP_ENCRYPTION_IDENTITY_FILE, else from the systemd credential
+// $CREDENTIALS_DIRECTORY/backup-encryption-identity when it exists. The
+// files are read only when used (a changed recipients file applies to the
+// next archive).
+func (c *Config) resolveEncryption(lookupEnv func(string) (string, bool)) {
+	s := crypt.Settings{RecipientsFile: c.values["BACKUP_ENCRYPTION_RECIPIENTS"], IdentityFile: c.values["BACKUP_ENCRYPTION_IDENTITY_FILE"]}
+	if s.IdentityFile != "" {
+		s.IdentitySource = "BACKUP_ENCRYPTION_IDENTITY_FILE " + s.IdentityFile
+	} else if dir, ok := lookupEnv("CREDENTIALS_DIRECTORY"); ok && dir != "" {
+		p := filepath.Join(dir, crypt.CredentialName)
+		if _, err := os.Stat(p); err == nil {
+			s.IdentityFile, s.IdentitySource = p, "credential "+p
+			c.sources["BACKUP_ENCRYPTION_IDENTITY_FILE"] = Source{Kind: "credential", File: p}
+			c.values["BACKUP_ENCRYPTION_IDENTITY_FILE"] = p
+		}
+	}
+	c.EncryptionRecipients, c.EncryptionIdentity = s.RecipientsFile, s.IdentityFile
+	crypt.Configure(s)
 }
 
 func readSecret(path string) (string, error) {

@@ -45,6 +45,7 @@ const (
 	Unsupported       Code = "UNSUPPORTED"        // the server cannot do what is asked (e.g. wal_level)
 	NotAuthorized     Code = "NOT_AUTHORIZED"     // the caller may not do this (daemon)
 	Canceled          Code = "CANCELED"           // the operation was cancelled
+	KeyErr            Code = "KEY_ERR"            // an encryption key is missing, unreadable or does not open the archive
 )
 
 // Action names what fixes an error, in terms of the operation's options, so

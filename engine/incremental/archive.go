@@ -178,7 +178,7 @@ func alreadyArchived(cfg *config.Config, st *chain.State, start string) (string,
 func write(ctx context.Context, cfg *config.Config, m *archive.Manifest, segs []*segInfo) (string, error) {
 	var path string
 	for {
-		path = filepath.Join(cfg.IncrementalDir(), "incremental_backup_"+timestampName(m.Timestamp)+archive.Codec(cfg.Compression).Ext())
+		path = filepath.Join(cfg.IncrementalDir(), "incremental_backup_"+timestampName(m.Timestamp)+archive.FileExt(archive.Codec(cfg.Compression)))
 		if _, err := os.Stat(path); os.IsNotExist(err) {
 			break
 		}
