@@ -16,6 +16,8 @@ command -v pg_dump >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/pg_d
 command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
+# Encrypted archives opened by hand (tests/crypt).
+command -v age >/dev/null 2>&1 || missing+=(age)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 # Unit checks (tests/units): systemd-analyze.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
