@@ -16,9 +16,28 @@ import (
 // independent xz stream (a variable so tests can use small chunks).
 var xzChunkSize = 8 << 20
 
+// xzLZMAChunkSize is the smaller chunk size of LZMA-compressed chunks: the
+// pure-Go encoder compresses about 5-10 MB/s per core, so the few megabytes
+// of LZMA-compressed members of a typical archive (table of contents, small
+// tables, metadata) are spread over all cores. Stored chunks keep
+// xzChunkSize. The dictionary (1 MiB at the default level) is no larger, so
+// the compression ratio barely changes.
+var xzLZMAChunkSize = 2 << 20
+
+// chunkLimit is the size at which the chunk being filled is dispatched.
+func (z *parallelXZ) chunkLimit() int {
+	if z.store {
+		return xzChunkSize
+	}
+	return min(xzChunkSize, max(xzLZMAChunkSize, z.cfg.DictCap))
+}
+
 // xzConfig returns the xz writer configuration for a compression level 1-9.
+// Up to level 6 the dictionary is 64 KiB: with the pure-Go encoder's
+// HashTable4 matcher a larger dictionary made it three times slower on
+// pg_dump output without compressing it smaller (docs/benchmarks.md).
 func xzConfig(level int) xz.WriterConfig {
-	dict := 1 << 20
+	dict := 64 << 10
 	switch {
 	case level >= 9:
 		dict = 8 << 20
@@ -94,11 +113,12 @@ func (z *parallelXZ) Write(p []byte) (int, error) {
 		if z.buf == nil {
 			z.buf = z.pool.Get().([]byte)[:0]
 		}
-		k := min(len(p), xzChunkSize-len(z.buf))
+		limit := z.chunkLimit()
+		k := min(len(p), limit-len(z.buf))
 		z.buf = append(z.buf, p[:k]...)
 		p = p[k:]
 		n += k
-		if len(z.buf) == xzChunkSize {
+		if len(z.buf) >= limit {
 			if err := z.dispatch(); err != nil {
 				return n, err
 			}

@@ -186,9 +186,11 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		// zlib on table data and compresses it no better
 		// (docs/benchmarks.md): table data is gzip-compressed in parallel
 		// and stored in the xz stream; the rest is LZMA-compressed.
+		t := time.Now()
 		if err := compressTableData(ctx, filepath.Join(staging, "database"), cfg.CompressionLevel, cfg.Jobs); err != nil {
 			return nil, err
 		}
+		log.Info("table data compressed", "duration", time.Since(t).Round(time.Millisecond))
 	}
 	dumped := time.Now()
 	if err := dumpGlobals(ctx, log, target, tools["pg_dumpall"], srv, opts.source(dbs[0]), filepath.Join(staging, "globals.sql"), m); err != nil {
@@ -202,6 +204,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	if err != nil {
 		return nil, fmt.Errorf("read staging directory: %w", err)
 	}
+	archiveOrder(files, dbs)
 	files = append(files, pathMembers(cfg.LogPaths, "logs", m)...)
 	files = append(files, pathMembers(cfg.ExtraPaths, "files", m)...)
 	packStart := time.Now()
@@ -255,8 +258,10 @@ func dumpDatabase(ctx context.Context, log *slog.Logger, target pgclient.Target,
 		chainMeta(m, db, meta)
 	}
 	log.Info("dumping database", "database", db, "jobs", jobs, "snapshot", snapshot)
+	t := time.Now()
 	err := pgDump.Run(ctx, log, target, db, dumpArgs(out, jobs, snapshot)...)
 	release(err == nil)
+	log.Info("pg_dump finished", "database", db, "duration", time.Since(t).Round(time.Millisecond))
 	return err
 }
 

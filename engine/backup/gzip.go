@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/klauspost/compress/gzip"
@@ -18,30 +19,60 @@ import (
 // across concatenated members, so a file of members is an ordinary .dat.gz.
 const gzipChunk = 4 << 20
 
-// compressTableData replaces every table-data file (<id>.dat, blob_<oid>.dat)
+// Table-data files (<id>.dat, blob_<oid>.dat) below smallDataMax bytes stay
+// uncompressed in the dump directory, up to smallDataBudget bytes in all
+// (smallest first): the archive LZMA-compresses them in the xz stream,
+// together with their tar headers. A gzip member per small file would cost a
+// stored 512-byte tar header plus padding and a gzip header each, and zlib
+// compresses a few kilobytes of one table worse than LZMA compresses many
+// small tables in one stream (a database with hundreds of small tables or
+// large objects had an archive 19% larger than pg_dump -Fc's output).
+// The budget bounds the time spent in the pure-Go LZMA encoder, which is
+// several times slower than gzip (docs/benchmarks.md).
+const (
+	smallDataMax    = 64 << 10
+	smallDataBudget = 8 << 20
+)
+
+// compressTableData replaces the table-data files (<id>.dat, blob_<oid>.dat)
 // of the pg_dump directories below root by <file>.gz, compressing chunks in
-// parallel on workers goroutines. pg_restore looks for <file>.gz when <file>
-// is absent, so the dump stays restorable as it is. The archive then stores
-// these members without recompressing them.
+// parallel on workers goroutines, except small files (smallDataMax,
+// smallDataBudget), which stay as they are. pg_restore looks for <file>.gz
+// when <file> is absent, so the dump stays restorable as it is. The archive
+// then stores the .gz members without recompressing them.
 func compressTableData(ctx context.Context, root string, level, workers int) error {
-	var files []string
+	type dataFile struct {
+		path string
+		size int64
+	}
+	var files []dataFile
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.Type().IsRegular() && strings.HasSuffix(p, ".dat") && d.Name() != "toc.dat" {
-			files = append(files, p)
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			files = append(files, dataFile{p, info.Size()})
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("list dump files: %w", err)
 	}
+	sort.SliceStable(files, func(i, j int) bool { return files[i].size < files[j].size })
+	var small int64
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := gzipFile(f, tableGzipLevel(level), workers); err != nil {
+		if f.size < smallDataMax && small+f.size <= smallDataBudget {
+			small += f.size
+			continue
+		}
+		if err := gzipFile(f.path, tableGzipLevel(level), workers); err != nil {
 			return err
 		}
 	}
@@ -128,17 +159,19 @@ func gzipFile(path string, level, workers int) error {
 }
 
 // tableGzipLevel maps BACKUP_COMPRESSION_LEVEL to the level of the gzip
-// encoder (github.com/klauspost/compress), whose scale differs from zlib's:
-// measured on pg_dump data, its level 3 compresses smaller than zlib's
-// level 6 (what pg_dump -Fc uses) at about five times the speed.
+// encoder (github.com/klauspost/compress), whose scale differs from zlib's.
+// Its level 3 is fast but falls far behind zlib on some data (long repeats of
+// hex strings compressed 50% larger than zlib's level 6); its level 6
+// compresses smaller than zlib's level 6 (what pg_dump -Fc uses) on every
+// table measured, at about twice zlib's speed per core (docs/benchmarks.md).
 func tableGzipLevel(level int) int {
 	switch {
 	case level <= 3:
 		return 1
 	case level <= 6:
-		return 3
-	case level <= 8:
 		return 6
+	case level <= 8:
+		return 7
 	default:
 		return 9
 	}

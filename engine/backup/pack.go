@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
@@ -42,6 +44,77 @@ func collect(root, prefix string) ([]member, error) {
 		return nil
 	})
 	return out, err
+}
+
+// archiveOrder sorts the members of a full backup into the order a
+// streaming restore reads best (docs/archive-format.md): the metadata
+// (application_data.json first: a restore creates the database from it),
+// then each database's dump with its table of contents first (toc.dat,
+// blobs.toc: pg_restore can start with them alone), then its data files
+// stored uncompressed for LZMA, then its gzip-compressed table data largest
+// first (the order in which pg_restore -j loads tables), then logs and
+// extra files. Databases come in the order of dbs. Grouping the LZMA-compressed and the stored members also
+// keeps the xz stream from switching modes at every member.
+func archiveOrder(files []member, dbs []string) {
+	rank := func(m member) (int, int) {
+		switch {
+		case m.name == "application_data.json":
+			return 0, 0
+		case !strings.Contains(m.name, "/"):
+			return 0, 1
+		case strings.HasPrefix(m.name, "database/"):
+			base := m.name[strings.LastIndexByte(m.name, '/')+1:]
+			switch {
+			case base == "toc.dat":
+				return 1, 0
+			case base == "blobs.toc":
+				return 1, 1
+			case !strings.HasSuffix(base, ".gz"):
+				return 1, 2
+			}
+			return 1, 3
+		}
+		return 2, 0
+	}
+	type key struct {
+		group, db, sub int
+		size           int64
+		name           string
+	}
+	dbIndex := map[string]int{}
+	for i, db := range dbs {
+		dbIndex["database/"+db] = i
+	}
+	keys := make(map[string]key, len(files))
+	for _, f := range files {
+		g, sub := rank(f)
+		k := key{group: g, sub: sub, name: f.name}
+		if g == 1 {
+			d := path.Dir(f.name)
+			if _, ok := dbIndex[d]; !ok {
+				dbIndex[d] = len(dbIndex)
+			}
+			k.db = dbIndex[d]
+			if sub == 3 {
+				k.size = -f.size // largest first
+			}
+		}
+		keys[f.name] = k
+	}
+	sort.SliceStable(files, func(i, j int) bool {
+		a, b := keys[files[i].name], keys[files[j].name]
+		switch {
+		case a.group != b.group:
+			return a.group < b.group
+		case a.db != b.db:
+			return a.db < b.db
+		case a.sub != b.sub:
+			return a.sub < b.sub
+		case a.size != b.size:
+			return a.size < b.size
+		}
+		return a.name < b.name
+	})
 }
 
 // pathMembers lists configured log or extra paths under top ("logs" or
