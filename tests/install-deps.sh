@@ -29,6 +29,23 @@ command -v mandoc >/dev/null 2>&1 || missing+=(mandoc)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 
+# The S3-compatible server of the off-site tests (tests/s3harness): Versity
+# S3 Gateway, built with the Go toolchain into bin/tools like nfpm.
+VERSITYGW_VERSION=v1.8.0
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+versitygw="$repo_root/bin/tools/versitygw-$VERSITYGW_VERSION"
+if [ ! -x "$versitygw" ] && command -v "${GO:-go}" >/dev/null 2>&1; then
+	echo "install-deps: building versitygw $VERSITYGW_VERSION into bin/tools"
+	mkdir -p "$repo_root/bin/tools"
+	tmpbin="$(mktemp -d)"
+	if GOBIN="$tmpbin" "${GO:-go}" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"; then
+		mv "$tmpbin/versitygw" "$versitygw"
+	else
+		echo "install-deps: versitygw could not be built; the off-site tests will skip" >&2
+	fi
+	rm -rf "$tmpbin"
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi

@@ -163,6 +163,9 @@ func (c *Config) readFile(path string) error {
 		if key == "DB_PASSWORD" && c.values[key] != "" {
 			c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: DB_PASSWORD in the configuration file; prefer DB_PASSWORD_FILE, LoadCredential=db-password or ~/.pgpass", path, line))
 		}
+		if key == "OFFSITE_URL" && strings.Contains(c.values[key], "@") {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s:%d: OFFSITE_URL carries an access key in the configuration file; prefer OFFSITE_CREDENTIALS_FILE, LoadCredential=offsite-credentials or the AWS environment", path, line))
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read configuration %s: %w", path, err)
@@ -289,6 +292,9 @@ func (c *Config) Effective() []Entry {
 			if c.Password != "" && k.Name == "DB_PASSWORD" {
 				val = "(set, redacted)"
 			}
+		}
+		if k.Name == "OFFSITE_URL" || k.Name == "OFFSITE_ENDPOINT" {
+			val = RedactURL(val)
 		}
 		out = append(out, Entry{Key: k.Name, Value: val, Source: c.sources[k.Name].String()})
 	}

@@ -37,6 +37,15 @@ var Keys = []Key{
 	{Name: "BACKUP_ENCRYPTION_RECIPIENTS", Default: "", Doc: "file of age recipients (public keys): when set, every archive and change-set file is encrypted to them", check: checkOptionalAbsPath},
 	{Name: "BACKUP_ENCRYPTION_IDENTITY_FILE", Default: "", Doc: "age identity file (private key) that decrypts archives for restore and verify (else the credential backup-encryption-identity)", check: checkOptionalAbsPath},
 	{Name: "CAPTURE_DDL", Default: "auto", Doc: "capture DDL through event triggers: auto (when the role is a superuser), true (required) or false", check: checkAutoBool},
+	// Off-site repository (engine/offsite; docs/offsite.md).
+	{Name: "OFFSITE_URL", Default: "", Doc: "off-site S3 repository, s3://bucket/prefix (empty: no off-site copies)", check: checkOffsiteURL},
+	{Name: "OFFSITE_ENDPOINT", Default: "", Doc: "S3 endpoint URL, e.g. https://s3.example.net:9000 (empty: AWS S3)", check: checkOffsiteEndpoint},
+	{Name: "OFFSITE_REGION", Default: "", Doc: "S3 region (empty: us-east-1 or the endpoint's default)"},
+	{Name: "OFFSITE_CREDENTIALS_FILE", Default: "", Doc: "AWS-style credentials file for the off-site repository", check: checkOptionalAbsPath},
+	{Name: "OFFSITE_SYNC_INTERVAL", Default: "10s", Doc: "how often streaming sends the open change set off-site", check: checkOffsiteInterval},
+	{Name: "OFFSITE_RETENTION_DAYS", Default: "", Doc: "days to keep backups off-site (empty: BACKUP_RETENTION_DAYS; 0 keeps everything)", check: checkOptionalInt(0, 36500)},
+	{Name: "OFFSITE_CHECKSUM", Default: "auto", Doc: "upload checksums: auto, md5, crc32, crc32c, sha256 or none", check: checkOneOf("auto", "md5", "crc32", "crc32c", "sha256", "none")},
+	{Name: "LOCAL_RETENTION_DAYS", Default: "", Doc: "days to keep local copies once verified off-site (empty: keep them)", check: checkOptionalInt(0, 36500)},
 }
 
 // lookupKey returns the key definition for name.

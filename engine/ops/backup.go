@@ -37,6 +37,8 @@ type FullResult struct {
 	// DDLCapture says, per database, which DDL capture mode its new chain
 	// runs in and why ("on: …" or "off: …").
 	DDLCapture map[string]string `json:"ddlCapture,omitempty"`
+	// Offsite is the archive's off-site copy (absent without OFFSITE_URL).
+	Offsite []OffsiteCopy `json:"offsite,omitempty"`
 }
 
 // Full takes a full backup of the configured databases (or opts.Databases)
@@ -53,7 +55,9 @@ func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress)
 	if err != nil {
 		return nil, fmt.Errorf("full backup failed: %w", err)
 	}
-	return fullResult(res), nil
+	out := fullResult(res)
+	out.Offsite, err = copyOffsite(ctx, cfg, []string{res.Path}, logger(opts.Log), p)
+	return out, err
 }
 
 func fullResult(res *backup.Result) *FullResult {
@@ -106,6 +110,8 @@ type IncrementalArchive struct {
 type IncrementalResult struct {
 	Archives []IncrementalArchive `json:"archives"`
 	Duration float64              `json:"duration"` // seconds
+	// Offsite are the archives' off-site copies (absent without OFFSITE_URL).
+	Offsite []OffsiteCopy `json:"offsite,omitempty"`
 }
 
 // Incremental seals the changes captured since the last backup of each open
@@ -126,6 +132,12 @@ func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOption
 		out.Archives = append(out.Archives, IncrementalArchive{Name: baseName(r.Path), Path: r.Path, Database: r.Database,
 			ChainID: r.Chain, Transactions: r.TxCount, StartLSN: parseLSN(r.StartLSN), EndLSN: parseLSN(r.EndLSN)})
 	}
+	var paths []string
+	for _, a := range out.Archives {
+		paths = append(paths, a.Path)
+	}
+	var cerr error
+	out.Offsite, cerr = copyOffsite(ctx, cfg, paths, logger(opts.Log), p)
 	out.Duration = seconds(time.Since(start))
 	p.Report(progress.Event{Phase: "done", Done: int64(len(out.Archives)), Total: int64(len(out.Archives)), Unit: progress.Archives})
 	if err != nil {
@@ -135,5 +147,5 @@ func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOption
 		}
 		return out, fmt.Errorf("incremental backup failed: %w", err)
 	}
-	return out, nil
+	return out, cerr
 }

@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/catalog"
@@ -44,10 +45,13 @@ type Backup struct {
 	// Problem says why the backup cannot be used as listed (e.g. its
 	// manifest is missing); empty when fine.
 	Problem string `json:"problem,omitempty"`
+	// Location is where the backup lives: "local", "offsite" (its local
+	// copy was pruned; Path is then "offsite:<key>") or "both".
+	Location string `json:"location"`
 }
 
 func fromCatalog(b catalog.Backup) Backup {
-	out := Backup{Name: b.Name, Path: b.Path, Type: b.Type, Timestamp: b.Timestamp, Size: b.Size,
+	out := Backup{Name: b.Name, Path: b.Path, Type: b.Type, Timestamp: b.Timestamp, Size: b.Size, Location: "local",
 		Databases: b.Databases, ChainID: b.ChainID, Previous: b.Previous, Problem: b.Problem, Warnings: []string{}}
 	if m := b.Manifest; m != nil {
 		if t, ok := m.Metadata["trigger"].(string); ok {
@@ -95,12 +99,30 @@ func List(ctx context.Context, cfg *config.Config, opts ListOptions, _ Progress)
 		return nil, err
 	}
 	out := ListResult{}
-	for _, b := range all {
+	for _, b := range locate(cfg, backups(all)) {
 		if opts.Type == "" || b.Type == opts.Type {
-			out = append(out, fromCatalog(b))
+			out = append(out, b)
 		}
 	}
 	return out, ctx.Err()
 }
 
 func baseName(path string) string { return filepath.Base(path) }
+
+func backups(all []catalog.Backup) []Backup {
+	out := make([]Backup, 0, len(all))
+	for _, b := range all {
+		out = append(out, fromCatalog(b))
+	}
+	return out
+}
+
+// sortBackups orders backups oldest first, as catalog.List does.
+func sortBackups(list []Backup) {
+	sort.SliceStable(list, func(i, j int) bool {
+		if !list[i].Timestamp.Equal(list[j].Timestamp) {
+			return list[i].Timestamp.Before(list[j].Timestamp)
+		}
+		return list[i].Name < list[j].Name
+	})
+}

@@ -37,6 +37,11 @@ type CleanupResult struct {
 	// dropped (or, in a dry run, to drop).
 	Orphans     []Orphan `json:"orphans"`
 	OrphanError string   `json:"orphanError,omitempty"`
+	// Offsite are the retention decisions for the off-site repository
+	// (OFFSITE_RETENTION_DAYS); LocalPruned the local copies removed under
+	// LOCAL_RETENTION_DAYS (their verified off-site copy stays).
+	Offsite     []Retention `json:"offsite,omitempty"`
+	LocalPruned []string    `json:"localPruned,omitempty"`
 }
 
 // Retention is the decision for one backup.
@@ -131,6 +136,12 @@ func Cleanup(ctx context.Context, cfg *config.Config, opts CleanupOptions, p Pro
 	}
 	for _, o := range orphans {
 		res.Orphans = append(res.Orphans, orphanOf(o))
+	}
+	if off, pruned, err := offsiteCleanup(ctx, cfg, now, opts.DryRun, log); err != nil {
+		res.Offsite, res.LocalPruned = off, pruned
+		errList = append(errList, err)
+	} else {
+		res.Offsite, res.LocalPruned = off, pruned
 	}
 	p.Report(progress.Event{Phase: "done", Done: int64(len(plan)), Total: int64(len(plan)), Unit: progress.Archives})
 	return res, errors.Join(errList...)

@@ -11,6 +11,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/offsite"
 	"github.com/pme2go/pme2go-backup/engine/progress"
 	"github.com/pme2go/pme2go-backup/engine/restore"
 )
@@ -182,6 +183,16 @@ func Restore(ctx context.Context, cfg *config.Config, opts RestoreOptions, p Pro
 	}
 	if opts.Resume && tp == nil {
 		return nil, errs.New(errs.Usage, "resume continues a point-in-time restore; give the same target again")
+	}
+	need := offsite.Need{PointInTime: tp != nil, Databases: opts.Databases}
+	if opts.Backup != "" {
+		need.Backups = []string{opts.Backup}
+	}
+	if len(need.Databases) == 0 {
+		need.Databases = cfg.DBNames
+	}
+	if err := fetchMissing(ctx, cfg, need, logger(opts.Log)); err != nil {
+		return nil, fmt.Errorf("restore failed: %w", err)
 	}
 	var total int64
 	res, err := restore.Run(ctx, cfg, restore.Options{

@@ -47,6 +47,8 @@ type StatusResult struct {
 	// objects on the server that belong to other installations (left alone).
 	Installation       string   `json:"installation,omitempty"`
 	OtherInstallations []Orphan `json:"otherInstallations"`
+	// Offsite is the off-site repository's state (absent without OFFSITE_URL).
+	Offsite *OffsiteStatus `json:"offsite,omitempty"`
 }
 
 // Schedules are the configured cron schedules.
@@ -106,12 +108,16 @@ func Status(ctx context.Context, cfg *config.Config, opts StatusOptions, _ Progr
 	r := &StatusResult{BackupDir: cfg.BackupDir, RetentionDays: cfg.RetentionDays, Compression: cfg.Compression,
 		Databases: cfg.DBNames, Backups: len(all), Recent: []Backup{}, MaxSlotLag: cfg.MaxSlotLag, Time: time.Now().UTC(),
 		Schedules: Schedules{Full: cfg.FullSchedule, Incremental: cfg.IncrSchedule, Cleanup: cfg.CleanupSchedule}}
-	for i, b := range all {
+	for _, b := range all {
 		r.UsedBytes += b.Size
-		if i >= len(all)-n {
-			r.Recent = append(r.Recent, fromCatalog(b))
+	}
+	located := locate(cfg, backups(all))
+	for i, b := range located {
+		if i >= len(located)-n {
+			r.Recent = append(r.Recent, b)
 		}
 	}
+	r.Offsite = offsiteStatus(cfg, located)
 	if b, ok := catalog.Newest(all, "full"); ok {
 		fb := fromCatalog(b)
 		r.LastFull = &fb

@@ -54,6 +54,7 @@ func Stream(ctx context.Context, cfg *config.Config, opts StreamOptions, p Progr
 	}
 	log := logger(opts.Log)
 	res := &StreamResult{Databases: make([]StreamedDatabase, len(dbs))}
+	stopOffsite := offsiteStreamSync(ctx, cfg, log)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	errList := make([]error, len(dbs))
@@ -81,6 +82,7 @@ func Stream(ctx context.Context, cfg *config.Config, opts StreamOptions, p Progr
 		}()
 	}
 	wg.Wait()
+	stopOffsite()
 	res.Duration = seconds(time.Since(start))
 	return res, errors.Join(errList...)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/offsite"
 	"github.com/pme2go/pme2go-backup/engine/progress"
 )
 
@@ -52,6 +53,9 @@ type VerifyProblem struct {
 // does not stop the others; when any fails, the result is returned with an
 // error of code VERIFY_FAILED. NOT_FOUND names an unknown backup.
 func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions, p Progress) (*VerifyResult, error) {
+	if err := fetchMissing(ctx, cfg, offsite.Need{Backups: opts.Backups}, nil); err != nil {
+		return nil, err
+	}
 	var paths []string
 	for _, ref := range opts.Backups {
 		b, err := catalog.Find(cfg.BackupDir, ref)

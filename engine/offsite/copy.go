@@ -1,0 +1,252 @@
+package offsite
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/fsutil"
+)
+
+// relOf returns the repository path of a local archive: its directory
+// (full or incremental) and name.
+func relOf(path string) string {
+	return filepath.Base(filepath.Dir(path)) + "/" + filepath.Base(path)
+}
+
+// Uploaded is one archive copied (or found already copied) by Upload.
+type Uploaded struct {
+	Name   string  `json:"name"`
+	Key    string  `json:"key"`
+	Size   int64   `json:"size"`
+	SHA256 string  `json:"sha256"`
+	Skip   bool    `json:"alreadyCopied,omitempty"`
+	Secs   float64 `json:"duration"`
+}
+
+// Upload copies the local archive at path and its sidecar manifest to the
+// repository and verifies both by reading them back: the archive must have
+// the SHA-256 its sidecar records (the bytes as stored, encrypted or not),
+// or, for a sidecar without one, the SHA-256 of the local file. The sidecar
+// is uploaded last: an archive without it in the repository is an
+// unfinished upload. A verified copy is recorded in the state file. An
+// archive already recorded with the same checksum is not sent again.
+func (r *Repo) Upload(ctx context.Context, cfg *config.Config, path string, log *slog.Logger) (*Uploaded, error) {
+	start := time.Now()
+	name, rel := filepath.Base(path), relOf(path)
+	side, err := os.ReadFile(archive.SidecarPath(path))
+	if err != nil {
+		return nil, fmt.Errorf("upload %s: its sidecar manifest is unreadable (%w); run `pme2go-backup verify %s`", name, err, name)
+	}
+	var m archive.Manifest
+	if err := json.Unmarshal(side, &m); err != nil {
+		return nil, fmt.Errorf("upload %s: sidecar manifest: %w", name, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("upload %s: %w", name, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("upload %s: %w", name, err)
+	}
+	want := ""
+	if m.Archive != nil {
+		want = m.Archive.SHA256
+	}
+	st, err := LoadState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if c := st.Copies[name]; c != nil && st.Repository == r.S.String() && c.Size == fi.Size() && (want == "" || c.SHA256 == want) {
+		return &Uploaded{Name: name, Key: c.Key, Size: c.Size, SHA256: c.SHA256, Skip: true}, nil
+	}
+	sent, err := r.Put(ctx, rel, f, fi.Size())
+	if err != nil {
+		return nil, err
+	}
+	if want != "" && sent != want {
+		// The local file no longer matches its manifest: never let a
+		// damaged archive pass for a good copy.
+		r.Remove(context.WithoutCancel(ctx), rel)
+		return nil, &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("local archive %s does not match its sidecar checksum (%s, recorded %s); not copied off-site", name, sent, want),
+			Fix: &errs.Fix{Text: "run `pme2go-backup verify " + name + "` and take a new backup"}}
+	}
+	got, n, err := r.Hash(ctx, rel)
+	if err != nil {
+		return nil, err
+	}
+	if got != sent || n != fi.Size() {
+		r.Remove(context.WithoutCancel(ctx), rel)
+		return nil, &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site copy of %s reads back as %s (%d bytes), sent %s (%d bytes); removed it", name, got, n, sent, fi.Size()),
+			Fix: &errs.Fix{Text: "check the off-site server; try OFFSITE_CHECKSUM=md5 if it rewrites checksummed uploads; run `pme2go-backup offsite sync` again"}}
+	}
+	sideSum, err := r.Put(ctx, rel+archive.SidecarSuffix, bytes.NewReader(side), int64(len(side)))
+	if err != nil {
+		return nil, err
+	}
+	if got, _, err := r.Hash(ctx, rel+archive.SidecarSuffix); err != nil {
+		return nil, err
+	} else if got != sideSum {
+		r.Remove(context.WithoutCancel(ctx), rel+archive.SidecarSuffix)
+		return nil, &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site copy of the manifest of %s reads back wrong; removed it", name)}
+	}
+	c := &Copy{Name: name, Type: filepath.Base(filepath.Dir(path)), Key: rel, Size: fi.Size(), SHA256: sent, Copied: time.Now().UTC(), Manifest: &m}
+	if err := update(cfg, func(st *State) error {
+		st.Repository = r.S.String()
+		st.Copies[name] = c
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	d := time.Since(start)
+	if log != nil {
+		log.Info("backup copied off-site", "backup", name, "repository", r.S.String(), "bytes", fi.Size(), "seconds", d.Seconds())
+	}
+	return &Uploaded{Name: name, Key: rel, Size: fi.Size(), SHA256: sent, Secs: d.Seconds()}, nil
+}
+
+// Remote is a backup found in the repository.
+type Remote struct {
+	catalog.Backup
+	Key string // archive path below the repository root
+}
+
+// Remotes lists the backups of the repository: archives whose sidecar
+// manifest is present (an archive without one is an unfinished upload).
+// Sidecars already recorded in the state file are not downloaded again.
+func (r *Repo) Remotes(ctx context.Context, cfg *config.Config) ([]Remote, error) {
+	st, err := LoadState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var out []Remote
+	for _, sub := range []string{"full/", "incremental/"} {
+		objs, err := r.List(ctx, sub)
+		if err != nil {
+			return nil, err
+		}
+		size := map[string]int64{}
+		for _, o := range objs {
+			size[o.Rel] = o.Size
+		}
+		for _, o := range objs {
+			rel, ok := strings.CutSuffix(o.Rel, archive.SidecarSuffix)
+			if !ok {
+				continue
+			}
+			if _, ok := size[rel]; !ok {
+				continue
+			}
+			name := filepath.Base(rel)
+			var m *archive.Manifest
+			if c := st.Copies[name]; c != nil && c.Manifest != nil && c.Size == size[rel] {
+				m = c.Manifest
+			} else {
+				b, err := r.ReadAll(ctx, o.Rel)
+				if err != nil {
+					return nil, err
+				}
+				m = &archive.Manifest{}
+				if err := json.Unmarshal(b, m); err != nil {
+					continue
+				}
+			}
+			b := catalog.Backup{Name: name, Path: rel, Type: m.Type, Timestamp: m.Timestamp, Size: size[rel],
+				Databases: m.Databases, ChainID: m.ChainID, Previous: m.Previous, Manifest: m}
+			out = append(out, Remote{Backup: b, Key: rel})
+		}
+	}
+	return out, nil
+}
+
+// Fetch downloads the backup at rel (archive and sidecar) into BACKUP_DIR,
+// streaming, checking the archive against the SHA-256 its sidecar records
+// and the size; it is written under a temporary name, fsynced and renamed,
+// so a failed fetch leaves nothing that list shows. It returns the local
+// path.
+func (r *Repo) Fetch(ctx context.Context, cfg *config.Config, rel string) (string, error) {
+	side, err := r.ReadAll(ctx, rel+archive.SidecarSuffix)
+	if err != nil {
+		return "", err
+	}
+	var m archive.Manifest
+	if err := json.Unmarshal(side, &m); err != nil {
+		return "", fmt.Errorf("off-site manifest of %s: %w", rel, err)
+	}
+	dir := filepath.Join(cfg.BackupDir, filepath.Dir(rel))
+	if err := ensureDirs(cfg, dir); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, filepath.Base(rel))
+	body, size, err := r.Get(ctx, rel)
+	if err != nil {
+		return "", err
+	}
+	defer body.Close()
+	tmp, _, err := fsutil.CreateTemp(dir, filepath.Base(rel))
+	if err != nil {
+		return "", fmt.Errorf("fetch %s: %w", rel, err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), body)
+	if err != nil {
+		return "", r.objectErr("download "+rel, err)
+	}
+	got := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if n != size || (m.Archive != nil && (m.Archive.SHA256 != got || m.Archive.Size != n)) {
+		want := ""
+		if m.Archive != nil {
+			want = m.Archive.SHA256
+		}
+		return "", &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site copy of %s is damaged: %d bytes with %s, its manifest records %s", rel, n, got, want),
+			Fix: &errs.Fix{Text: "use another backup, or restore the object from the bucket's versions"}}
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", fmt.Errorf("fetch %s: %w", rel, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("fetch %s: %w", rel, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
+		return "", err
+	}
+	if err := writeAtomic(archive.SidecarPath(path), side); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(archive.SidecarPath(path))
+		return "", fmt.Errorf("fetch %s: %w", rel, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return "", err
+	}
+	// The local copy is back: it is no longer pruned.
+	_ = update(cfg, func(st *State) error {
+		if c := st.Copies[filepath.Base(rel)]; c != nil {
+			c.LocalPruned = nil
+		}
+		return nil
+	})
+	return path, nil
+}
+
+// ErrNoRepository wraps operations asked of an unconfigured repository.
+var ErrNoRepository = errors.New("no off-site repository")

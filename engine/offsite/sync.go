@@ -1,0 +1,267 @@
+package offsite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/config"
+)
+
+// TriggerStream is the manifest trigger of an incremental archive rebuilt
+// from the change set streaming sent off-site (see FetchStreams); such an
+// archive is never copied back to the repository.
+const TriggerStream = "offsite-stream"
+
+// SyncResult says what one Sync did.
+type SyncResult struct {
+	Repository string     `json:"repository"`
+	Uploaded   []Uploaded `json:"uploaded"`
+	// Failed names the archives whose copy failed, with the error.
+	Failed []Failure `json:"failed"`
+	// Pruned lists local copies removed under LOCAL_RETENTION_DAYS.
+	Pruned []string `json:"pruned"`
+	// Adopted lists backups found in the repository and recorded.
+	Adopted []string `json:"adopted"`
+	// AbortedUploads counts multipart uploads of interrupted runs aborted.
+	AbortedUploads int `json:"abortedUploads"`
+	// StreamsRemoved counts streamed change-set objects removed because an
+	// uploaded incremental archive now holds them.
+	StreamsRemoved int `json:"streamsRemoved"`
+}
+
+// Failure is one archive whose copy failed.
+type Failure struct {
+	Name  string `json:"name"`
+	Error string `json:"error"`
+}
+
+// Sync copies every local backup not yet verified in the repository,
+// records the repository's backups unknown to the state file, aborts the
+// multipart uploads interrupted runs left, removes streamed change sets an
+// uploaded incremental holds, and prunes local copies older than
+// LOCAL_RETENTION_DAYS that have a verified copy. A failed copy does not
+// stop the others; the joined error names each.
+func (r *Repo) Sync(ctx context.Context, cfg *config.Config, now time.Time, log *slog.Logger) (*SyncResult, error) {
+	res := &SyncResult{Repository: r.S.String(), Uploaded: []Uploaded{}, Failed: []Failure{}, Pruned: []string{}, Adopted: []string{}}
+	if err := r.Check(ctx); err != nil {
+		r.noteRun(cfg, err)
+		return res, err
+	}
+	var errList []error
+	if n, err := r.AbortIncomplete(ctx); err != nil {
+		errList = append(errList, err)
+	} else {
+		res.AbortedUploads = n
+	}
+	local, err := catalog.List(cfg.BackupDir)
+	if err != nil {
+		return res, err
+	}
+	for _, b := range local {
+		if b.Problem != "" || isStreamArchive(b.Manifest) {
+			continue
+		}
+		u, err := r.Upload(ctx, cfg, b.Path, log)
+		if err != nil {
+			res.Failed = append(res.Failed, Failure{Name: b.Name, Error: err.Error()})
+			errList = append(errList, err)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		if !u.Skip {
+			res.Uploaded = append(res.Uploaded, *u)
+		}
+	}
+	if remotes, err := r.Remotes(ctx, cfg); err != nil {
+		errList = append(errList, err)
+	} else {
+		res.Adopted, err = r.adopt(cfg, remotes)
+		if err != nil {
+			errList = append(errList, err)
+		}
+		n, err := r.dropStreamsCovered(ctx, remotes)
+		res.StreamsRemoved = n
+		if err != nil {
+			errList = append(errList, err)
+		}
+	}
+	pruned, err := r.PruneLocal(cfg, now, log)
+	res.Pruned = append(res.Pruned, pruned...)
+	if err != nil {
+		errList = append(errList, err)
+	}
+	err = errors.Join(errList...)
+	r.noteRun(cfg, err)
+	return res, err
+}
+
+// noteRun records when the last run ended and its error.
+func (r *Repo) noteRun(cfg *config.Config, err error) {
+	_ = update(cfg, func(st *State) error {
+		now := time.Now().UTC()
+		st.LastSync, st.LastError = &now, ""
+		if err != nil {
+			st.LastError = err.Error()
+		}
+		return nil
+	})
+}
+
+func isStreamArchive(m *archive.Manifest) bool {
+	if m == nil {
+		return false
+	}
+	t, _ := m.Metadata["trigger"].(string)
+	return t == TriggerStream
+}
+
+// adopt records the repository's backups the state file does not know
+// (copied by another installation, or before the state was lost), and
+// forgets recorded copies the repository no longer holds.
+func (r *Repo) adopt(cfg *config.Config, remotes []Remote) ([]string, error) {
+	var added []string
+	err := update(cfg, func(st *State) error {
+		if st.Repository != r.S.String() {
+			st.Repository, st.Copies = r.S.String(), map[string]*Copy{}
+		}
+		seen := map[string]bool{}
+		for _, rb := range remotes {
+			seen[rb.Name] = true
+			if c := st.Copies[rb.Name]; c != nil && c.Size == rb.Size {
+				continue
+			}
+			sum := ""
+			if rb.Manifest.Archive != nil {
+				sum = rb.Manifest.Archive.SHA256
+			}
+			st.Copies[rb.Name] = &Copy{Name: rb.Name, Type: filepath.Dir(rb.Key), Key: rb.Key, Size: rb.Size, SHA256: sum,
+				Copied: rb.Timestamp, Manifest: rb.Manifest}
+			if _, err := os.Stat(filepath.Join(cfg.BackupDir, rb.Key)); err != nil {
+				t := time.Now().UTC()
+				st.Copies[rb.Name].LocalPruned = &t
+			}
+			added = append(added, rb.Name)
+		}
+		for name := range st.Copies {
+			if !seen[name] {
+				delete(st.Copies, name)
+			}
+		}
+		return nil
+	})
+	sort.Strings(added)
+	return added, err
+}
+
+// PruneLocal removes local copies older than LOCAL_RETENTION_DAYS whose
+// off-site copy is verified (recorded with the same size). Unset
+// LOCAL_RETENTION_DAYS prunes nothing.
+func (r *Repo) PruneLocal(cfg *config.Config, now time.Time, log *slog.Logger) ([]string, error) {
+	days := r.S.LocalRetentionDays
+	if days < 0 {
+		return nil, nil
+	}
+	local, err := catalog.List(cfg.BackupDir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := LoadState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if st.Repository != r.S.String() {
+		return nil, nil
+	}
+	cutoff := now.Add(-time.Duration(days) * 24 * time.Hour)
+	var pruned []string
+	var errList []error
+	for _, b := range local {
+		c := st.Copies[b.Name]
+		if c == nil || c.Size != b.Size || b.Timestamp.After(cutoff) || isStreamArchive(b.Manifest) {
+			continue
+		}
+		if err := catalog.Remove(b); err != nil {
+			errList = append(errList, err)
+			continue
+		}
+		pruned = append(pruned, b.Name)
+		if log != nil {
+			log.Info("local copy pruned; the backup stays off-site", "backup", b.Name, "repository", r.S.String())
+		}
+	}
+	if len(pruned) > 0 {
+		if err := update(cfg, func(st *State) error {
+			t := now.UTC()
+			for _, n := range pruned {
+				if c := st.Copies[n]; c != nil {
+					c.LocalPruned = &t
+				}
+			}
+			return nil
+		}); err != nil {
+			errList = append(errList, err)
+		}
+	}
+	return pruned, errors.Join(errList...)
+}
+
+// Retention applies OFFSITE_RETENTION_DAYS to the repository with the same
+// rules as local retention (catalog.Plan: the newest full backup and
+// whatever a kept backup needs, its chain's full backup and earlier
+// incrementals, are kept). The sidecar is removed before the archive, so
+// a backup disappears from listings first. It returns the decisions.
+func (r *Repo) Retention(ctx context.Context, cfg *config.Config, now time.Time, dryRun bool, log *slog.Logger) ([]catalog.Decision, error) {
+	remotes, err := r.Remotes(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]catalog.Backup, len(remotes))
+	for i, rb := range remotes {
+		all[i] = rb.Backup
+	}
+	plan := catalog.Plan(all, r.S.RetentionDays, now)
+	var errList []error
+	var removed []string
+	for _, d := range plan {
+		if d.Keep || dryRun {
+			continue
+		}
+		rel := d.Backup.Path
+		if err := r.Remove(ctx, rel+archive.SidecarSuffix); err != nil {
+			errList = append(errList, err)
+			continue
+		}
+		if err := r.Remove(ctx, rel); err != nil {
+			errList = append(errList, err)
+			continue
+		}
+		removed = append(removed, d.Backup.Name)
+		if log != nil {
+			log.Info("off-site backup removed by retention", "backup", d.Backup.Name, "reason", d.Reason, "repository", r.S.String())
+		}
+	}
+	if len(removed) > 0 {
+		if err := update(cfg, func(st *State) error {
+			for _, n := range removed {
+				delete(st.Copies, n)
+			}
+			return nil
+		}); err != nil {
+			errList = append(errList, err)
+		}
+	}
+	if err := errors.Join(errList...); err != nil {
+		return plan, fmt.Errorf("off-site retention: %w", err)
+	}
+	return plan, nil
+}

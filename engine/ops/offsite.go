@@ -1,0 +1,249 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/offsite"
+	"github.com/pme2go/pme2go-backup/engine/progress"
+)
+
+// OffsiteCopy is the off-site copy of one archive made after a backup.
+type OffsiteCopy struct {
+	Name   string `json:"name"`
+	Copied bool   `json:"copied"`
+	Key    string `json:"key,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	Error  string `json:"error,omitempty"`
+	// Duration of upload and read-back check, seconds.
+	Duration float64 `json:"duration"`
+}
+
+// copyOffsite uploads and verifies the archives at paths when a
+// repository is configured; a failure leaves the local archives as they
+// are and is returned as an error saying the next run copies them.
+func copyOffsite(ctx context.Context, cfg *config.Config, paths []string, log *slog.Logger, p Progress) ([]OffsiteCopy, error) {
+	if !offsite.Configured(cfg) || len(paths) == 0 {
+		return nil, nil
+	}
+	out := []OffsiteCopy{}
+	r, err := offsite.Open(cfg)
+	if err != nil {
+		return out, offsiteFailed(paths, err)
+	}
+	for _, w := range r.S.Warnings {
+		log.Warn(w)
+	}
+	var errList []error
+	for i, path := range paths {
+		p.Report(progress.Event{Phase: "offsite", Object: baseName(path), Done: int64(i), Total: int64(len(paths)), Unit: progress.Archives})
+		u, err := r.Upload(ctx, cfg, path, log)
+		if err != nil {
+			out = append(out, OffsiteCopy{Name: baseName(path), Error: err.Error()})
+			errList = append(errList, err)
+			continue
+		}
+		out = append(out, OffsiteCopy{Name: u.Name, Copied: true, Key: u.Key, SHA256: u.SHA256, Duration: u.Secs})
+	}
+	if err := errors.Join(errList...); err != nil {
+		return out, offsiteFailed(paths, err)
+	}
+	return out, nil
+}
+
+func offsiteFailed(paths []string, err error) error {
+	return &errs.Error{Code: errs.CodeOf(err), Message: fmt.Sprintf("backup written locally (%s), but not copied off-site", baseName(paths[0])), Err: err,
+		Fix: &errs.Fix{Text: "the local archive is intact; the next backup or `pme2go-backup offsite sync` copies it once the repository is reachable"}}
+}
+
+// OffsiteSyncOptions tune OffsiteSync.
+type OffsiteSyncOptions struct {
+	// Now is the time LOCAL_RETENTION_DAYS is measured from (default: now).
+	Now time.Time    `json:"-"`
+	Log *slog.Logger `json:"-"`
+}
+
+// OffsiteSyncResult says what OffsiteSync copied, pruned and found.
+type OffsiteSyncResult = offsite.SyncResult
+
+// OffsiteSync copies every local backup not yet verified off-site, records
+// the repository's backups, aborts interrupted multipart uploads, removes
+// streamed change sets that uploaded incrementals now hold, and prunes
+// local copies older than LOCAL_RETENTION_DAYS with a verified copy.
+// Progress: phase "offsite", then "done". Errors: CONFIG when OFFSITE_URL
+// is empty; each failed copy (the others still run).
+func OffsiteSync(ctx context.Context, cfg *config.Config, opts OffsiteSyncOptions, p Progress) (*OffsiteSyncResult, error) {
+	r, err := openOffsite(cfg)
+	if err != nil {
+		return nil, err
+	}
+	log := logger(opts.Log)
+	for _, w := range r.S.Warnings {
+		log.Warn(w)
+	}
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	p.Report(progress.Event{Phase: "offsite", Message: r.S.String()})
+	res, err := r.Sync(ctx, cfg, now, log)
+	p.Report(progress.Event{Phase: "done"})
+	if err != nil {
+		return res, fmt.Errorf("off-site sync: %w", err)
+	}
+	return res, nil
+}
+
+func openOffsite(cfg *config.Config) (*offsite.Repo, error) {
+	r, err := offsite.Open(cfg)
+	if errors.Is(err, offsite.ErrNotConfigured) {
+		return nil, &errs.Error{Code: errs.Config, Message: err.Error(), Err: err,
+			Fix: &errs.Fix{Action: errs.ActConfig, Text: "set OFFSITE_URL (and OFFSITE_ENDPOINT, credentials) in the configuration"}}
+	}
+	if err != nil {
+		return nil, &errs.Error{Code: errs.Config, Message: err.Error(), Err: err}
+	}
+	return r, nil
+}
+
+// fetchMissing is the one call the read paths (restore, verify, drill)
+// make before they read BACKUP_DIR: what they need and is only off-site
+// is fetched (see offsite.Prepare). Without a repository it does nothing.
+func fetchMissing(ctx context.Context, cfg *config.Config, need offsite.Need, log *slog.Logger) error {
+	res, err := offsite.Prepare(ctx, cfg, need, log)
+	if res != nil {
+		for _, w := range res.Warnings {
+			log.Warn(w)
+		}
+	}
+	return err
+}
+
+// OffsiteStatus is the off-site part of Status.
+type OffsiteStatus struct {
+	Repository string `json:"repository"`
+	// Copied counts backups with a verified copy; NotCopied names the
+	// local backups without one.
+	Copied    int        `json:"copied"`
+	NotCopied []string   `json:"notCopied"`
+	LastSync  *time.Time `json:"lastSync,omitempty"`
+	LastError string     `json:"lastError,omitempty"`
+	// Streams is how far streaming sent each open segment.
+	Streams       []offsite.StreamPos `json:"streams"`
+	RetentionDays int                 `json:"retentionDays"`
+	// LocalRetentionDays: -1 keeps local copies.
+	LocalRetentionDays int `json:"localRetentionDays"`
+}
+
+// locate fills each backup's Location ("local", "offsite" or "both") and
+// appends the backups whose local copy was pruned (from the state file).
+func locate(cfg *config.Config, list []Backup) []Backup {
+	copies, err := offsite.Copies(cfg)
+	if err != nil || !offsite.Configured(cfg) {
+		for i := range list {
+			list[i].Location = "local"
+		}
+		return list
+	}
+	byName := map[string]*offsite.Copy{}
+	for _, c := range copies {
+		byName[c.Name] = c
+	}
+	seen := map[string]bool{}
+	for i := range list {
+		seen[list[i].Name] = true
+		list[i].Location = "local"
+		if c := byName[list[i].Name]; c != nil && c.Size == list[i].Size {
+			list[i].Location = "both"
+		}
+	}
+	for _, c := range copies {
+		if seen[c.Name] || c.Manifest == nil {
+			continue
+		}
+		m := c.Manifest
+		b := fromCatalog(catalog.Backup{Name: c.Name, Path: "offsite:" + c.Key, Type: m.Type, Timestamp: m.Timestamp, Size: c.Size,
+			Databases: m.Databases, ChainID: m.ChainID, Previous: m.Previous, Manifest: m})
+		b.Location = "offsite"
+		list = append(list, b)
+	}
+	sortBackups(list)
+	return list
+}
+
+func offsiteStatus(cfg *config.Config, list []Backup) *OffsiteStatus {
+	s, err := offsite.Parse(cfg)
+	if err != nil {
+		return nil
+	}
+	st, _ := offsite.LoadState(cfg)
+	os := &OffsiteStatus{Repository: s.String(), NotCopied: []string{}, Streams: []offsite.StreamPos{},
+		RetentionDays: s.RetentionDays, LocalRetentionDays: s.LocalRetentionDays}
+	for _, b := range list {
+		switch b.Location {
+		case "both", "offsite":
+			os.Copied++
+		default:
+			if b.Trigger != offsite.TriggerStream && b.Problem == "" {
+				os.NotCopied = append(os.NotCopied, b.Name)
+			}
+		}
+	}
+	if st != nil {
+		os.LastSync, os.LastError = st.LastSync, st.LastError
+		for _, p := range st.Streams {
+			os.Streams = append(os.Streams, *p)
+		}
+	}
+	return os
+}
+
+// offsiteStreamSync runs the off-site streaming of open segments while a
+// Stream runs (nil when no repository is configured).
+func offsiteStreamSync(ctx context.Context, cfg *config.Config, log *slog.Logger) func() {
+	if !offsite.Configured(cfg) {
+		return func() {}
+	}
+	r, err := offsite.Open(cfg)
+	if err != nil {
+		log.Error("off-site streaming not started", "error", err)
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.StreamSync(ctx, cfg, r.S.SyncInterval, log, nil)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// offsiteCleanup applies OFFSITE_RETENTION_DAYS and LOCAL_RETENTION_DAYS
+// after local retention (nothing without a repository).
+func offsiteCleanup(ctx context.Context, cfg *config.Config, now time.Time, dryRun bool, log *slog.Logger) ([]Retention, []string, error) {
+	if !offsite.Configured(cfg) {
+		return nil, nil, nil
+	}
+	r, err := openOffsite(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := r.Retention(ctx, cfg, now, dryRun, log)
+	out := []Retention{}
+	for _, d := range plan {
+		b := fromCatalog(d.Backup)
+		b.Location = "offsite"
+		out = append(out, Retention{Backup: b, Keep: d.Keep, Reason: d.Reason, Removed: !d.Keep && !dryRun && err == nil})
+	}
+	if err != nil || dryRun {
+		return out, nil, err
+	}
+	pruned, perr := r.PruneLocal(cfg, now, log)
+	return out, pruned, perr
+}
