@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/godbus/dbus/v5"
 
+	"github.com/pme2go/pme2go-backup/daemon/events"
+	"github.com/pme2go/pme2go-backup/daemon/rest"
 	"github.com/pme2go/pme2go-backup/dbusapi"
 )
 
@@ -47,15 +50,29 @@ type Daemon struct {
 	// schedule; non-empty runs the built-in scheduler (--scheduler).
 	Schedules map[string]Schedule
 
-	jobs     *Jobs
-	server   *dbusapi.Server
-	conn     *dbus.Conn
-	timers   map[string]time.Time // next runs of the systemd timers
-	beat     time.Duration        // how often the loops beat (well under the watchdog interval)
-	mu       sync.Mutex
-	lastCall time.Time
-	state    dbusapi.ManagerState
-	nudge    chan struct{}
+	// Events is the one source of the seed's notifications (D-Bus
+	// signals, WebSocket, server-sent events); Run creates it when nil.
+	Events *events.Broadcaster
+	// Listeners serve the REST API (sockets passed by systemd, or
+	// REST_LISTEN); a TCP one needs RESTToken. Run closes them.
+	Listeners []net.Listener
+	// RESTToken is the bearer token TCP callers of the REST API send.
+	RESTToken string
+	// MetricsTextfile, when set, receives the metrics in the text format
+	// after each job (METRICS_TEXTFILE).
+	MetricsTextfile string
+
+	jobs      *Jobs
+	jobEvents *jobEvents
+	rest      *rest.Server
+	server    *dbusapi.Server
+	conn      *dbus.Conn
+	timers    map[string]time.Time // next runs of the systemd timers
+	beat      time.Duration        // how often the loops beat (well under the watchdog interval)
+	mu        sync.Mutex
+	lastCall  time.Time
+	state     dbusapi.ManagerState
+	nudge     chan struct{}
 }
 
 // Schedule computes the next activation after a time (engine/schedule's
@@ -95,6 +112,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.Beats == nil {
 		d.Beats = &Heartbeats{}
 	}
+	if d.Events == nil {
+		d.Events = &events.Broadcaster{}
+	}
+	defer func() {
+		for _, l := range d.Listeners {
+			_ = l.Close()
+		}
+	}()
 	d.nudge = make(chan struct{}, 1)
 	d.lastCall = time.Now()
 	d.beat = time.Second
@@ -115,10 +140,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		// A container without D-Bus still runs its scheduler and streaming
 		// (issue: the daemon in the foreground running its own scheduler).
-		if len(d.Schedules) == 0 && !d.Streaming {
+		if len(d.Schedules) == 0 && !d.Streaming && len(d.Listeners) == 0 {
 			return fmt.Errorf("connect to the system bus: %w", err)
 		}
-		d.Log.Warn("no system bus: running the scheduler and streaming without the D-Bus API", "error", err)
+		d.Log.Warn("no system bus: running without the D-Bus API", "error", err)
 		conn = nil
 	} else {
 		defer conn.Close()
@@ -131,13 +156,35 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer cancelJobs()
 	d.jobs = NewJobs(jobCtx, d.Engine, hist, d.Log)
 	d.jobs.OnChange(d.poke)
+	auth := &dbusapi.Authorizer{Conn: conn, Group: d.Group, Polkit: d.Polkit, Log: d.Log}
 	if conn != nil {
-		auth := &dbusapi.Authorizer{Conn: conn, Group: d.Group, Polkit: d.Polkit, Log: d.Log}
 		d.server = dbusapi.NewServer(jobCtx, conn, backend{d}, auth, d.Log)
 		d.jobs.Observe(d.server)
 		if err := d.server.Export(d.Version); err != nil {
 			return err
 		}
+		srv := d.server
+		d.Events.Hook(func(ev events.Event) { srv.EmitBackupSignal(signalOf(ev)) })
+	}
+	// After the D-Bus server: a job's object exists before its event.
+	d.jobEvents = &jobEvents{b: d.Events}
+	d.jobs.Observe(d.jobEvents)
+	if len(d.Listeners) > 0 {
+		srv, err := rest.New(rest.Options{Backend: restBackend{d}, Auth: auth, Events: d.Events, Token: d.RESTToken,
+			Log: d.Log, Activity: d.touch}, d.Listeners)
+		if err != nil {
+			return err
+		}
+		d.rest = srv
+	}
+	textfileKick := make(chan struct{}, 1)
+	if d.MetricsTextfile != "" {
+		d.jobs.Observe(jobFinishedHook(func() {
+			select {
+			case textfileKick <- struct{}{}:
+			default:
+			}
+		}))
 	}
 	d.refresh(ctx)
 	if conn != nil {
@@ -152,10 +199,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else {
 		d.Log.Info("ready", "version", d.Version)
 	}
+	if d.rest != nil {
+		d.rest.Start()
+	}
 	d.Notify.Ready(d.statusLine())
 
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	defer stopLoops()
+	textfileDone := make(chan struct{})
+	if d.MetricsTextfile != "" {
+		go func() {
+			defer close(textfileDone)
+			d.textfileLoop(loopCtx, textfileKick)
+		}()
+	} else {
+		close(textfileDone)
+	}
 	go d.Notify.Watchdog(loopCtx, d.Beats)
 	if len(d.Schedules) > 0 {
 		go d.scheduler(loopCtx)
@@ -172,6 +231,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	why := d.mainLoop(loopCtx, conn)
 	stopLoops()
 	<-streamsDone
+	<-textfileDone
 
 	d.Log.Info("stopping", "reason", why)
 	d.setState("stopping")
@@ -179,8 +239,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if conn != nil {
 		_, _ = conn.ReleaseName(dbusapi.BusName)
 	}
+	if d.rest != nil {
+		// New requests are refused and event streams end; requests in
+		// progress get a few seconds.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = d.rest.Shutdown(sctx)
+		cancel()
+	}
 	cancelJobs()
 	d.jobs.WaitAll()
+	if d.MetricsTextfile != "" {
+		// The jobs cancelled above ended as failures: the file says so.
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if snap, err := d.snapshot(cctx); err == nil {
+			_ = rest.WriteTextfile(d.MetricsTextfile, snap)
+		}
+		cancel()
+	}
 	d.Log.Info("stopped")
 	if why == "bus connection lost" {
 		return errors.New("the bus connection was lost")
@@ -220,6 +295,13 @@ func (d *Daemon) mainLoop(ctx context.Context, conn *dbus.Conn) string {
 	}
 }
 
+// touch records activity (a REST request) for the idle timer.
+func (d *Daemon) touch() {
+	d.mu.Lock()
+	d.lastCall = time.Now()
+	d.mu.Unlock()
+}
+
 func (d *Daemon) poke() {
 	select {
 	case d.nudge <- struct{}{}:
@@ -228,7 +310,7 @@ func (d *Daemon) poke() {
 }
 
 func (d *Daemon) idle() bool {
-	if d.IdleTimeout <= 0 || len(d.Schedules) > 0 || len(d.jobs.Running()) > 0 {
+	if d.IdleTimeout <= 0 || len(d.Schedules) > 0 || len(d.jobs.Running()) > 0 || d.Events.Subscribers() > 0 {
 		return false
 	}
 	d.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/pme2go/pme2go-backup/daemon/rest"
 	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/ops"
@@ -230,6 +231,68 @@ func (e *engineAdapter) Window(ctx context.Context) (Window, error) {
 	if err != nil {
 		return Window{}, engineError(ctx, err)
 	}
+	list, err := ops.List(ctx, e.cfg, ops.ListOptions{Type: "full"}, nil)
+	if err != nil {
+		list = nil
+	}
+	return windowOf(st, list), nil
+}
+
+// Figures reports what /metrics shows of the archives and the server: the
+// newest usable archive per kind and database, each open chain's slot lag,
+// the recovery window, whether the server answered.
+func (e *engineAdapter) Figures(ctx context.Context) (rest.Snapshot, error) {
+	var snap rest.Snapshot
+	st, err := ops.Status(ctx, e.cfg, ops.StatusOptions{Recent: 1}, nil)
+	if err != nil {
+		return snap, engineError(ctx, err)
+	}
+	list, err := ops.List(ctx, e.cfg, ops.ListOptions{}, nil)
+	if err != nil {
+		return snap, engineError(ctx, err)
+	}
+	up := st.ServerOK
+	snap.ServerUp = &up
+	newest := map[[2]string]int{}
+	for _, b := range list {
+		if b.Problem != "" || b.Safety {
+			continue
+		}
+		dbs := b.Databases
+		if len(dbs) == 0 {
+			dbs = e.cfg.DBNames
+		}
+		for _, db := range dbs {
+			k := [2]string{b.Type, db}
+			if i, ok := newest[k]; ok {
+				if b.Timestamp.Before(snap.Backups[i].Time) {
+					continue
+				}
+				snap.Backups[i] = rest.BackupFigure{Kind: b.Type, Database: db, Time: b.Timestamp, Size: b.Size, Duration: -1}
+				continue
+			}
+			newest[k] = len(snap.Backups)
+			snap.Backups = append(snap.Backups, rest.BackupFigure{Kind: b.Type, Database: db, Time: b.Timestamp, Size: b.Size, Duration: -1})
+		}
+	}
+	for _, ch := range st.Chains {
+		if ch.Status == "open" && ch.Lag != nil && ch.Lag.Exists {
+			snap.SlotLag = append(snap.SlotLag, rest.SlotLagFigure{Database: ch.Database, Slot: ch.Lag.Slot, Bytes: ch.Lag.Bytes})
+		}
+	}
+	var fulls []ops.Backup
+	for _, b := range list {
+		if b.Type == "full" {
+			fulls = append(fulls, b)
+		}
+	}
+	w := windowOf(st, fulls)
+	snap.WindowStart, snap.WindowEnd = w.Start, w.End
+	return snap, nil
+}
+
+// windowOf computes the recovery window from a status and the full backups.
+func windowOf(st *ops.StatusResult, fulls []ops.Backup) Window {
 	var w Window
 	for _, ch := range st.Chains {
 		if ch.Status != "open" {
@@ -242,15 +305,12 @@ func (e *engineAdapter) Window(ctx context.Context) (Window, error) {
 			w.End = *ch.CompleteTime
 		}
 	}
-	list, err := ops.List(ctx, e.cfg, ops.ListOptions{Type: "full"}, nil)
-	if err == nil {
-		for _, b := range list {
-			if b.Problem == "" && (w.Start.IsZero() || b.Timestamp.Before(w.Start)) {
-				w.Start = b.Timestamp
-			}
+	for _, b := range fulls {
+		if b.Problem == "" && (w.Start.IsZero() || b.Timestamp.Before(w.Start)) {
+			w.Start = b.Timestamp
 		}
 	}
-	return w, nil
+	return w
 }
 
 func (e *engineAdapter) Mark(ctx context.Context, name string) (string, error) {

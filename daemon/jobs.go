@@ -41,6 +41,7 @@ type Jobs struct {
 	running   map[uint64]*job
 	dbOwner   map[string]uint64 // database -> job holding it
 	observers []Observer
+	finished  []dbusapi.JobInfo // the last KeepFinished finished jobs, oldest first
 	wg        sync.WaitGroup
 	onChange  func()
 }
@@ -267,6 +268,10 @@ func (m *Jobs) run(ctx context.Context, j *job, req dbusapi.JobRequest) {
 		}
 	}
 	delete(m.running, info.ID)
+	m.finished = append(m.finished, info)
+	if len(m.finished) > KeepFinished {
+		m.finished = m.finished[len(m.finished)-KeepFinished:]
+	}
 	m.mu.Unlock()
 
 	rec := recordOf(info)
@@ -335,6 +340,29 @@ func (m *Jobs) Running() []dbusapi.JobInfo {
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
+}
+
+// KeepFinished is how many finished jobs Job still finds in memory (older
+// ones are found in the history, with less detail).
+const KeepFinished = 64
+
+// Job returns a running or recently finished job.
+func (m *Jobs) Job(id uint64) (dbusapi.JobInfo, bool) {
+	m.mu.Lock()
+	j, running := m.running[id]
+	if !running {
+		defer m.mu.Unlock()
+		for i := len(m.finished) - 1; i >= 0; i-- {
+			if m.finished[i].ID == id {
+				return m.finished[i], true
+			}
+		}
+		return dbusapi.JobInfo{}, false
+	}
+	m.mu.Unlock()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.info, true
 }
 
 // WaitAll waits for every job to end (after the root context was cancelled).

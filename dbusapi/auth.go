@@ -113,7 +113,8 @@ func (a *Authorizer) log() *slog.Logger {
 
 func (a *Authorizer) decide(ctx context.Context, c Caller, action string, interactive bool) (bool, string, error) {
 	if a.usePolkit(ctx) {
-		ok, err := a.polkit(ctx, c.Sender, action, interactive)
+		subject := polkitSubject{Kind: "system-bus-name", Details: map[string]dbus.Variant{"name": dbus.MakeVariant(c.Sender)}}
+		ok, err := a.polkit(ctx, subject, action, interactive)
 		return ok, "polkit", err
 	}
 	if c.UID == 0 || c.UID == uint32(os.Getuid()) {
@@ -130,11 +131,77 @@ func (a *Authorizer) decide(ctx context.Context, c Caller, action string, intera
 	return slices.Contains(gids, gid), "group", nil
 }
 
+// Process is a caller identified by the kernel rather than by the bus: the
+// peer credentials of a Unix socket (SO_PEERCRED, SO_PEERGROUPS).
+type Process struct {
+	PID       int32
+	UID       uint32
+	GID       uint32
+	Groups    []uint32 // supplementary groups; nil when unknown
+	StartTime uint64   // field 22 of /proc/PID/stat (clock ticks since boot); 0 when unknown
+}
+
+// AuthorizeProcess checks a process (a REST caller on the Unix socket) for
+// action with the same rules as Authorize: polkit with a unix-process
+// subject (pid, start-time, uid) where polkit runs, else uid 0, the
+// daemon's own uid, or membership of Group (primary or supplementary group
+// from the peer credentials, else from the user database). A denial is an
+// *Error with CodeNotAuthorized. Conn may be nil (no system bus): polkit is
+// then not asked unless Polkit is "on", which fails.
+func (a *Authorizer) AuthorizeProcess(ctx context.Context, p Process, action string) (Caller, error) {
+	c := Caller{UID: p.UID, Sender: fmt.Sprintf("pid %d", p.PID)}
+	allowed, how, err := a.decideProcess(ctx, p, action)
+	if err != nil {
+		a.log().Warn("authorization check failed", "caller_uid", p.UID, "caller_pid", p.PID, "action", action, "error", err)
+		return c, Errorf(CodeNotAuthorized, "", fmt.Sprintf("authorization check for %s failed: %v", action, err))
+	}
+	if !allowed {
+		a.log().Warn("call refused", "caller_uid", p.UID, "caller_pid", p.PID, "action", action, "by", how)
+		fix := "run as root or as a member of the " + a.groupName() + " group"
+		if how == "polkit" {
+			fix = "ask an administrator to grant " + action + " (polkit rules), or run as root"
+		}
+		return c, Errorf(CodeNotAuthorized, fix, fmt.Sprintf("uid %d is not authorized for %s", p.UID, action))
+	}
+	return c, nil
+}
+
+func (a *Authorizer) decideProcess(ctx context.Context, p Process, action string) (bool, string, error) {
+	if a.usePolkit(ctx) {
+		if a.Conn == nil {
+			return false, "polkit", fmt.Errorf("polkit is required (--polkit=on) but there is no system bus")
+		}
+		subject := polkitSubject{Kind: "unix-process", Details: map[string]dbus.Variant{
+			"pid": dbus.MakeVariant(uint32(p.PID)), "start-time": dbus.MakeVariant(p.StartTime),
+			"uid": dbus.MakeVariant(int32(p.UID))}}
+		ok, err := a.polkit(ctx, subject, action, false)
+		return ok, "polkit", err
+	}
+	if p.UID == 0 || p.UID == uint32(os.Getuid()) {
+		return true, "uid", nil
+	}
+	gid, ok := a.groupID()
+	if !ok {
+		return false, "group", nil
+	}
+	if p.GID == gid || slices.Contains(p.Groups, gid) {
+		return true, "group", nil
+	}
+	if p.Groups != nil {
+		return false, "group", nil
+	}
+	gids, err := a.userGroups(p.UID)
+	return slices.Contains(gids, gid), "group", err
+}
+
 func (a *Authorizer) usePolkit(ctx context.Context) bool {
 	switch a.Polkit {
 	case "on":
 		return true
 	case "off":
+		return false
+	}
+	if a.Conn == nil {
 		return false
 	}
 	bus := a.Conn.BusObject()
@@ -155,8 +222,7 @@ type polkitSubject struct {
 	Details map[string]dbus.Variant
 }
 
-func (a *Authorizer) polkit(ctx context.Context, sender, action string, interactive bool) (bool, error) {
-	subject := polkitSubject{Kind: "system-bus-name", Details: map[string]dbus.Variant{"name": dbus.MakeVariant(sender)}}
+func (a *Authorizer) polkit(ctx context.Context, subject polkitSubject, action string, interactive bool) (bool, error) {
 	var flags uint32
 	if interactive {
 		flags = 1 // AllowUserInteraction
@@ -189,7 +255,13 @@ func (a *Authorizer) callerGroups(ctx context.Context, c Caller) ([]uint32, erro
 			}
 		}
 	}
-	u, err := user.LookupId(strconv.FormatUint(uint64(c.UID), 10))
+	return a.userGroups(c.UID)
+}
+
+// userGroups returns uid's groups from the user database (none when the
+// user is unknown).
+func (a *Authorizer) userGroups(uid uint32) ([]uint32, error) {
+	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
 	if err != nil {
 		return nil, nil
 	}

@@ -197,7 +197,7 @@ func (s *Server) SetManagerState(st ManagerState) {
 	}
 }
 
-// JobStarted exports the job's object and, for backups, emits BackupStarted.
+// JobStarted exports the job's object.
 func (s *Server) JobStarted(j JobInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -222,12 +222,48 @@ func (s *Server) JobStarted(j JobInfo) {
 	}
 	_ = s.conn.Export(introspectable(func() string { return objectXML(JobIface, nil) }), path, introIface)
 	s.jobs[j.ID] = jo
-	if isBackup(j.Kind) {
-		_ = s.conn.Emit(ManagerPath, ManagerIface+".BackupStarted", j.Kind, usec(j.StartedAt), path)
-	}
 }
 
-func isBackup(kind string) bool { return kind == KindFull || kind == KindIncremental }
+// BackupSignal is one of the Manager's BackupStarted, BackupCompleted and
+// BackupFailed signals (the seed's notifications). The daemon's event
+// broadcaster sends them, so that D-Bus, WebSocket and server-sent-event
+// clients see the same events.
+type BackupSignal struct {
+	Type      string // "backup_started", "backup_completed", "backup_failed"
+	Kind      string // "full", "incremental", "drill"
+	Time      time.Time
+	Result    string        // backup_completed: the archive written
+	Duration  time.Duration // backup_completed
+	Bytes     uint64        // backup_completed
+	ErrorCode string        // backup_failed
+	Message   string        // backup_failed: message and fix, as in a job's Completed signal
+	JobID     uint64        // 0: no job object ("/")
+}
+
+// EmitBackupSignal emits sig on the Manager object.
+func (s *Server) EmitBackupSignal(sig BackupSignal) {
+	path := dbus.ObjectPath("/")
+	if sig.JobID != 0 {
+		path = JobPath(sig.JobID)
+	}
+	var err error
+	switch sig.Type {
+	case "backup_started":
+		err = s.conn.Emit(ManagerPath, ManagerIface+".BackupStarted", sig.Kind, usec(sig.Time), path)
+	case "backup_completed":
+		err = s.conn.Emit(ManagerPath, ManagerIface+".BackupCompleted", sig.Kind, usec(sig.Time), sig.Result,
+			sig.Duration.Seconds(), sig.Bytes, path)
+	case "backup_failed":
+		code := sig.ErrorCode
+		if code == "" {
+			code = CodeFailed
+		}
+		err = s.conn.Emit(ManagerPath, ManagerIface+".BackupFailed", sig.Kind, usec(sig.Time), code, sig.Message, path)
+	}
+	if err != nil {
+		s.log.Debug("emit backup signal", "type", sig.Type, "error", err)
+	}
+}
 
 // JobUpdated publishes a running job's new state (PropertiesChanged).
 func (s *Server) JobUpdated(j JobInfo) {
@@ -241,8 +277,8 @@ func (s *Server) JobUpdated(j JobInfo) {
 	s.update(j.Path(), jo.props, JobIface, jobValues(j))
 }
 
-// JobFinished publishes a job's outcome: its properties, its Completed
-// signal and, for backups, BackupCompleted or BackupFailed. Old finished
+// JobFinished publishes a job's outcome: its properties and its Completed
+// signal (BackupCompleted and BackupFailed come from EmitBackupSignal). Old finished
 // jobs beyond KeepFinishedJobs are unexported.
 func (s *Server) JobFinished(j JobInfo) {
 	s.mu.Lock()
@@ -260,18 +296,6 @@ func (s *Server) JobFinished(j JobInfo) {
 		errName, msg = j.Error.Name(), j.Error.Error()
 	}
 	_ = s.conn.Emit(path, JobIface+".Completed", success, errName, msg)
-	if isBackup(j.Kind) {
-		if success {
-			_ = s.conn.Emit(ManagerPath, ManagerIface+".BackupCompleted", j.Kind, usec(j.FinishedAt), j.Result,
-				j.Duration().Seconds(), j.Bytes, path)
-		} else {
-			code := CodeFailed
-			if j.Error != nil {
-				code = j.Error.Code
-			}
-			_ = s.conn.Emit(ManagerPath, ManagerIface+".BackupFailed", j.Kind, usec(j.FinishedAt), code, msg, path)
-		}
-	}
 	s.finished = append(s.finished, j.ID)
 	for len(s.finished) > KeepFinishedJobs {
 		old := s.finished[0]

@@ -28,7 +28,13 @@ command -v rpm >/dev/null 2>&1 || missing+=(rpm)
 command -v mandoc >/dev/null 2>&1 || missing+=(mandoc)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+# The REST tests (tests/rest): socket activation, a client run as another
+# user through the socket.
+command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 
+<<<<<<< HEAD
 # The S3-compatible server of the off-site tests (tests/s3harness): Versity
 # S3 Gateway, built with the Go toolchain into bin/tools like nfpm.
 VERSITYGW_VERSION=v1.8.0
@@ -54,8 +60,37 @@ if ! command -v apt-get >/dev/null 2>&1; then
 	echo "install-deps: no apt-get here; install ${missing[*]} with your package manager" >&2
 	exit 1
 fi
+=======
+>>>>>>> 9182314 (REST API of the daemon (issue 10): the seed's endpoints, job resources, WebSocket and server-sent events, /metrics and METRICS_TEXTFILE, socket activation and peer-credential authorization)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update
-$SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+updated=""
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: missing: ${missing[*]}"
+	if ! command -v apt-get >/dev/null 2>&1; then
+		echo "install-deps: no apt-get here; install ${missing[*]} with your package manager" >&2
+		exit 1
+	fi
+	$SUDO apt-get update
+	updated=1
+	$SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# promtool (tests/rest checks /metrics with `promtool check metrics`): taken
+# from Debian's prometheus package, unpacked (dpkg -x) into a cache directory
+# and never installed, so that no Prometheus server is set up or started.
+PROMTOOL_DIR=/var/cache/pme2go-backup-tools/prometheus
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$PROMTOOL_DIR/usr/bin/promtool" ] && command -v apt-get >/dev/null 2>&1; then
+	echo "install-deps: unpacking promtool from the prometheus package into $PROMTOOL_DIR"
+	tmp="$(mktemp -d)"
+	chmod 0755 "$tmp"
+	if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+		[ -n "$updated" ] || $SUDO apt-get update
+		(cd "$tmp" && apt-get download prometheus)
+	fi
+	$SUDO mkdir -p "$PROMTOOL_DIR"
+	$SUDO dpkg -x "$tmp"/prometheus_*.deb "$PROMTOOL_DIR"
+	rm -rf "$tmp"
+	"$PROMTOOL_DIR/usr/bin/promtool" --version >/dev/null
+fi

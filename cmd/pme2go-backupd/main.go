@@ -10,19 +10,23 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/pme2go/pme2go-backup/engine/ops"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
 
 	"github.com/pme2go/pme2go-backup/daemon"
 	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
 
@@ -150,6 +154,13 @@ func run(args []string) int {
 			d.Schedules[kind] = c
 		}
 	}
+	d.Listeners, d.RESTToken, err = restListeners(cfg, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pme2go-backupd:", err)
+		log.Error("REST API refused", "error", err)
+		return exitUsage
+	}
+	d.MetricsTextfile = cfg.Value("METRICS_TEXTFILE")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.Info("starting", "version", version.Version, "pid", strconv.Itoa(os.Getpid()), "databases", cfg.DBNames, "scheduler", o.scheduler)
@@ -158,4 +169,100 @@ func run(args []string) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// restListeners returns the REST API's listeners: the sockets systemd
+// passed (sd_listen_fds(3): pme2go-backupd.socket, systemd-socket-activate),
+// else REST_LISTEN (unix:/path, created mode 0660, or host:port), else none;
+// and the bearer token of REST_TOKEN_FILE. A TCP listener without a token
+// is refused.
+func restListeners(cfg *config.Config, log *slog.Logger) ([]net.Listener, string, error) {
+	var token string
+	if p := cfg.Value("REST_TOKEN_FILE"); p != "" {
+		t, err := readToken(p)
+		if err != nil {
+			return nil, "", err
+		}
+		token = t
+	}
+	passed, err := activation.Listeners()
+	if err != nil {
+		return nil, "", fmt.Errorf("sockets passed by systemd: %w", err)
+	}
+	var ls []net.Listener
+	for _, l := range passed {
+		if l != nil {
+			ls = append(ls, l)
+		}
+	}
+	if len(ls) == 0 {
+		if addr := cfg.Value("REST_LISTEN"); addr != "" {
+			l, err := listen(addr)
+			if err != nil {
+				return nil, "", err
+			}
+			ls = append(ls, l)
+		}
+	}
+	for _, l := range ls {
+		if n := l.Addr().Network(); n != "unix" && token == "" {
+			for _, l := range ls {
+				l.Close()
+			}
+			return nil, "", fmt.Errorf("REST API: refusing the %s listener %s without a bearer token: set REST_TOKEN_FILE "+
+				"(a file holding the token, readable by the daemon only), or listen on a Unix socket", n, l.Addr())
+		}
+	}
+	return ls, token, nil
+}
+
+// listen opens REST_LISTEN.
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		// A socket file left by a daemon that died is replaced; a live one
+		// is not.
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("REST_LISTEN: %s is in use by another process", path)
+			}
+			_ = os.Remove(path)
+		}
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("REST_LISTEN: %w", err)
+		}
+		if err := os.Chmod(path, 0o660); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("REST_LISTEN: %w", err)
+		}
+		return l, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("REST_LISTEN: %w", err)
+	}
+	return l, nil
+}
+
+// readToken reads the first line of a token file. A file other users may
+// read is refused: the token grants every operation.
+func readToken(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("REST_TOKEN_FILE: %w", err)
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return "", fmt.Errorf("REST_TOKEN_FILE: %s is accessible to other users (mode %04o): chmod o-rwx it", path, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("REST_TOKEN_FILE: %w", err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	line = strings.TrimSpace(line)
+	if len(line) < 16 {
+		return "", fmt.Errorf("REST_TOKEN_FILE: %s holds no token of at least 16 characters on its first line", path)
+	}
+	return line, nil
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -142,4 +143,24 @@ func checkAutoBool(v string) error {
 		return nil
 	}
 	return checkBool(v)
+}
+
+// checkListen accepts "", "unix:/absolute/path" or "host:port".
+func checkListen(v string) error {
+	if v == "" {
+		return nil
+	}
+	if p, ok := strings.CutPrefix(v, "unix:"); ok {
+		return checkAbsPath(p)
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("%q is neither unix:/path nor host:port: %w", v, err)
+	}
+	_ = host
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", v, port)
+	}
+	return nil
 }

@@ -46,6 +46,10 @@ var Keys = []Key{
 	{Name: "OFFSITE_RETENTION_DAYS", Default: "", Doc: "days to keep backups off-site (empty: BACKUP_RETENTION_DAYS; 0 keeps everything)", check: checkOptionalInt(0, 36500)},
 	{Name: "OFFSITE_CHECKSUM", Default: "auto", Doc: "upload checksums: auto, md5, crc32, crc32c, sha256 or none", check: checkOneOf("auto", "md5", "crc32", "crc32c", "sha256", "none")},
 	{Name: "LOCAL_RETENTION_DAYS", Default: "", Doc: "days to keep local copies once verified off-site (empty: keep them)", check: checkOptionalInt(0, 36500)},
+	// REST API and metrics (daemon/rest).
+	{Name: "REST_LISTEN", Default: "", Doc: "REST API listener when not socket-activated: unix:/path or host:port (a TCP one needs REST_TOKEN_FILE)", check: checkListen},
+	{Name: "REST_TOKEN_FILE", Default: "", Doc: "file whose first line is the bearer token TCP callers of the REST API send", check: checkOptionalAbsPath},
+	{Name: "METRICS_TEXTFILE", Default: "", Doc: "file the daemon writes its metrics to after each job (node_exporter textfile collector)", check: checkOptionalAbsPath},
 }
 
 // lookupKey returns the key definition for name.

@@ -199,18 +199,37 @@ grep -v '^#' /etc/pme2go-backup/pme2go-backup.conf | grep .`)
 	logf("done in %s", time.Since(start).Round(time.Second))
 }
 
-// restAPI calls the REST API through the socket, once the daemon serves it
-// (issue 10); until then it says so.
+// restAPI drives the REST API through the socket the way an operator or the
+// seed's application would: the first request starts the daemon (socket
+// activation), a member of the group starts a backup and follows its job
+// while an event stream watches, /metrics is scraped, and a user outside
+// the group is refused.
 func restAPI(t *testing.T, m *Machine) {
 	t.Helper()
-	if !repoHas("daemon", "/api/admin/system/backups") {
-		m.Logf("REST API: not served by the daemon yet (no /api/admin/system/backups in daemon/): step left out")
-		return
-	}
-	m.Run("systemctl stop pme2go-backupd.service; systemctl is-active pme2go-backupd.service || true")
-	out := m.Run("curl -sS --max-time 30 --unix-socket /run/pme2go-backup/api.sock http://localhost/api/admin/system/backups/status; echo; systemctl is-active pme2go-backupd.service")
-	mustContain(t, out, "active")
-	out, err := m.Try("runuser -u alice -- curl -sS --max-time 10 --unix-socket /run/pme2go-backup/api.sock http://localhost/api/admin/system/backups/status")
+	const curl = "curl -sS --max-time 30 --unix-socket /run/pme2go-backup/api.sock "
+	const url = "http://localhost/api/admin/system/backups"
+	out := m.Run("systemctl stop pme2go-backupd.service; systemctl is-active pme2go-backupd.service || true")
+	mustContain(t, out, "inactive")
+	out = m.Run(curl + url + "/status; echo; systemctl is-active pme2go-backupd.service")
+	mustContain(t, out, `"state"`, `"lastFullBackup": "/var/lib/pme2go-backup/full/full_backup_`, "\nactive")
+	out = m.Run(curl + url + " | head -c 600")
+	mustContain(t, out, `"backups"`, `"type": "full"`)
+
+	// An event stream (server-sent events) while bob starts a backup.
+	m.Run("setsid -f runuser -u bob -- timeout 300 curl -sS -N --unix-socket /run/pme2go-backup/api.sock -H 'Accept: text/event-stream' " +
+		url + "/events >/root/events.txt 2>&1 </dev/null; sleep 1")
+	out = m.Run("runuser -u bob -- " + curl + "-D - -d '{\"type\": \"full\", \"compress\": true}' " + url + "/create")
+	mustContain(t, out, "HTTP/1.1 202", "Location: /api/admin/system/backups/jobs/")
+	loc := regexp.MustCompile(`Location: (\S+)`).FindStringSubmatch(out)[1]
+	out = m.Run(`for i in $(seq 240); do s=$(` + curl + `http://localhost` + loc + `); case "$s" in *'"state": "running"'*) sleep 0.5;; *) echo "$s"; break;; esac; done`)
+	mustContain(t, out, `"state": "succeeded"`, `"backupPath": "/var/lib/pme2go-backup/full/full_backup_`)
+	out = m.Run("sleep 1; cat /root/events.txt")
+	mustContain(t, out, "event: backup_started", "event: backup_completed", `"backupType":"full"`)
+	out = m.Run(curl + "http://localhost/metrics | grep '^pme2go_backup_\\(last_success\\|failures_total\\|jobs_running\\)'")
+	mustContain(t, out, `pme2go_backup_last_success_timestamp_seconds{database="app",kind="full"}`)
+
+	// alice is not in the group: the socket's mode (0660) keeps her out.
+	out, err := m.Try("runuser -u alice -- " + curl + url + "/status")
 	if err == nil && !strings.Contains(out, "error") {
 		t.Fatalf("a user outside the group reached the REST API:\n%s", out)
 	}
