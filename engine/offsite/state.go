@@ -51,6 +51,7 @@ type State struct {
 // StreamPos is how much of one open segment streaming has sent.
 type StreamPos struct {
 	Chain      string    `json:"chain"`
+	Database   string    `json:"database"`
 	Segment    string    `json:"segment"`
 	Generation string    `json:"generation"`
 	Offset     int64     `json:"offset"`

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,6 +50,7 @@ type streamer struct {
 	pos  map[string]*segPos // by chain/segment
 	conn map[string]*pgx.Conn
 	meta map[string][32]byte // last chain.json/sequences sent, by key
+	dbs  []string            // databases synced; empty: all
 }
 
 type segPos struct {
@@ -58,12 +60,14 @@ type segPos struct {
 	lastSum   [32]byte
 }
 
-// StreamSync sends the open segments every interval until ctx ends. A
+// StreamSync sends the open segments of the chains of dbs (all when
+// empty; each capturing process syncs the databases it captures) every
+// interval until ctx ends. A
 // failed pass is logged and retried at the next interval; the returned
 // error is ctx's. onPass, when set, is called after every pass with its
 // error (nil: everything synced).
-func (r *Repo) StreamSync(ctx context.Context, cfg *config.Config, interval time.Duration, log *slog.Logger, onPass func(error)) error {
-	s := &streamer{r: r, cfg: cfg, log: log, pos: map[string]*segPos{}, conn: map[string]*pgx.Conn{}, meta: map[string][32]byte{}}
+func (r *Repo) StreamSync(ctx context.Context, cfg *config.Config, dbs []string, interval time.Duration, log *slog.Logger, onPass func(error)) error {
+	s := &streamer{r: r, cfg: cfg, dbs: dbs, log: log, pos: map[string]*segPos{}, conn: map[string]*pgx.Conn{}, meta: map[string][32]byte{}}
 	defer s.close()
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -114,7 +118,7 @@ func (s *streamer) pass(ctx context.Context) error {
 	var errList []error
 	synced := map[string]*StreamPos{}
 	for _, st := range states {
-		if st.Status != chain.StatusOpen {
+		if st.Status != chain.StatusOpen || (len(s.dbs) > 0 && !slices.Contains(s.dbs, st.Database)) {
 			continue
 		}
 		segs, err := capture.Segments(st)
@@ -135,10 +139,15 @@ func (s *streamer) pass(ctx context.Context) error {
 				errList = append(errList, err)
 				continue
 			}
-			synced[st.ID+"/"+filepath.Base(p)] = &StreamPos{Chain: st.ID, Segment: filepath.Base(p), Generation: sp.gen, Offset: sp.off, Synced: time.Now().UTC()}
+			synced[st.ID+"/"+filepath.Base(p)] = &StreamPos{Chain: st.ID, Database: st.Database, Segment: filepath.Base(p), Generation: sp.gen, Offset: sp.off, Synced: time.Now().UTC()}
 		}
 	}
 	if err := update(s.cfg, func(state *State) error {
+		for k, v := range state.Streams {
+			if _, ok := synced[k]; !ok && !slices.Contains(s.dbs, v.Database) && len(s.dbs) > 0 {
+				synced[k] = v // another process's database
+			}
+		}
 		state.Streams = synced
 		return nil
 	}); err != nil {

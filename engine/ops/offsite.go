@@ -206,7 +206,7 @@ func offsiteStatus(cfg *config.Config, list []Backup) *OffsiteStatus {
 
 // offsiteStreamSync runs the off-site streaming of open segments while a
 // Stream runs (nil when no repository is configured).
-func offsiteStreamSync(ctx context.Context, cfg *config.Config, log *slog.Logger) func() {
+func offsiteStreamSync(ctx context.Context, cfg *config.Config, dbs []string, log *slog.Logger) func() {
 	if !offsite.Configured(cfg) {
 		return func() {}
 	}
@@ -219,7 +219,7 @@ func offsiteStreamSync(ctx context.Context, cfg *config.Config, log *slog.Logger
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		r.StreamSync(ctx, cfg, r.S.SyncInterval, log, nil)
+		r.StreamSync(ctx, cfg, dbs, r.S.SyncInterval, log, nil)
 	}()
 	return func() { cancel(); <-done }
 }

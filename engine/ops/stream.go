@@ -54,7 +54,7 @@ func Stream(ctx context.Context, cfg *config.Config, opts StreamOptions, p Progr
 	}
 	log := logger(opts.Log)
 	res := &StreamResult{Databases: make([]StreamedDatabase, len(dbs))}
-	stopOffsite := offsiteStreamSync(ctx, cfg, log)
+	stopOffsite := offsiteStreamSync(ctx, cfg, dbs, log)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	errList := make([]error, len(dbs))

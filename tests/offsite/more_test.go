@@ -1,0 +1,234 @@
+package offsite_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/offsite"
+	"github.com/pme2go/pme2go-backup/engine/ops"
+	"github.com/pme2go/pme2go-backup/tests/pgharness"
+	"github.com/pme2go/pme2go-backup/tests/s3harness"
+)
+
+// TestMain doubles as a helper process: with PME2GO_OFFSITE_HELPER=sync
+// it runs one off-site sync with the configuration in the environment
+// (a separate process the test can kill).
+func TestMain(m *testing.M) {
+	if os.Getenv("PME2GO_OFFSITE_HELPER") == "sync" {
+		cfg, err := config.Load(os.Getenv("PME2GO_OFFSITE_CONF"), os.LookupEnv)
+		if err == nil {
+			_, err = ops.OffsiteSync(context.Background(), cfg, ops.OffsiteSyncOptions{}, nil)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// fakeBackup writes an archive of size random bytes with a sidecar
+// manifest (no PostgreSQL needed): enough for copying, listing and
+// retention, which read sidecars only.
+func fakeBackup(t *testing.T, dir, typ, chainID string, ts time.Time, size int) string {
+	t.Helper()
+	sub := filepath.Join(dir, typ)
+	if err := os.MkdirAll(sub, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stamp := strings.NewReplacer(":", "-", ".", "-").Replace(ts.UTC().Format("2006-01-02T15:04:05.000Z"))
+	path := filepath.Join(sub, typ+"_backup_"+stamp+".tar")
+	buf := make([]byte, size)
+	r := rand.NewChaCha8([32]byte{byte(size), byte(ts.Unix())})
+	r.Read(buf)
+	if err := os.WriteFile(path, buf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(buf)
+	m := archive.Manifest{FormatVersion: 1, Type: typ, Timestamp: ts.UTC(), Version: "test", Databases: []string{"app"},
+		ChainID: chainID, Metadata: map[string]any{"trigger": "test"},
+		Archive: &archive.ArchiveInfo{Name: filepath.Base(path), Size: int64(size), SHA256: "sha256:" + hex.EncodeToString(sum[:]), Codec: "none"}}
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(archive.SidecarPath(path), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func fakeEnv(t *testing.T, s *s3harness.Server, prefix string, extra ...string) (map[string]string, *config.Config) {
+	vars := map[string]string{"BACKUP_DIR": filepath.Join(t.TempDir(), "backups"), "DB_NAME": "app"}
+	for k, v := range s.Env(prefix) {
+		vars[k] = v
+	}
+	for _, kv := range extra {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	return vars, pgharness.LoadConfig(t, vars)
+}
+
+// TestUploadKilled: a sync killed in the middle of a multipart upload
+// leaves no object that is listed or fetched; the next run completes and
+// verifies the copy and aborts the leftover upload.
+func TestUploadKilled(t *testing.T) {
+	s := s3harness.Start(t)
+	vars, cfg := fakeEnv(t, s, "kill")
+	path := fakeBackup(t, cfg.BackupDir, "full", "", time.Now().Add(-time.Hour), 160<<20)
+	name := filepath.Base(path)
+	conf := filepath.Join(t.TempDir(), "helper.conf")
+	os.WriteFile(conf, nil, 0o600)
+	killedMidway := false
+	for attempt := 0; attempt < 4 && !killedMidway; attempt++ {
+		cmd := osexec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "PME2GO_OFFSITE_HELPER=sync", "PME2GO_OFFSITE_CONF="+conf)
+		for k, v := range vars {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill once parts are arriving at the server.
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) && !uploading(s) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(100*attempt) * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+		objs := s.Objects("kill")
+		if _, ok := objs["kill/full/"+name+".manifest.json"]; ok {
+			continue // finished before the kill; try again
+		}
+		killedMidway = true
+		if size, ok := objs["kill/full/"+name]; ok && size != 160<<20 {
+			t.Fatalf("a partial object is visible: %d bytes", size)
+		}
+		r, err := offsite.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		remotes, err := r.Remotes(context.Background(), cfg)
+		if err != nil || len(remotes) != 0 {
+			t.Fatalf("the killed upload is listed: %v %v", err, remotes)
+		}
+		if loc := locations(t, &env{cfg: cfg})[name]; loc != "local" {
+			t.Fatalf("location after the kill %q, want local", loc)
+		}
+		t.Logf("killed during the upload; objects then: %v", objs)
+	}
+	if !killedMidway {
+		t.Skip("the upload always finished before the kill")
+	}
+	res, err := ops.OffsiteSync(context.Background(), cfg, ops.OffsiteSyncOptions{}, nil)
+	if err != nil || len(res.Uploaded) != 1 {
+		t.Fatalf("sync after the kill: %v %+v", err, res)
+	}
+	t.Logf("next run: %d copied, %d interrupted multipart uploads aborted", len(res.Uploaded), res.AbortedUploads)
+	if got := s.Objects("kill")["kill/full/"+name]; got != 160<<20 {
+		t.Fatalf("after the next run the object has %d bytes", got)
+	}
+	if loc := locations(t, &env{cfg: cfg})[name]; loc != "both" {
+		t.Fatalf("location %q, want both", loc)
+	}
+}
+
+// uploading reports whether the server holds parts of a multipart upload
+// (versitygw keeps them below the bucket's .sgwtmp directory).
+func uploading(s *s3harness.Server) bool {
+	for k := range s.Objects("") {
+		if strings.Contains(k, ".sgwtmp/") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRetentionBothSides: OFFSITE_RETENTION_DAYS and BACKUP_RETENTION_DAYS
+// apply separately, neither removes what a kept backup needs, and
+// LOCAL_RETENTION_DAYS prunes only local copies whose off-site copy exists.
+func TestRetentionBothSides(t *testing.T) {
+	s := s3harness.Start(t)
+	now := time.Now()
+	day := 24 * time.Hour
+	_, cfg := fakeEnv(t, s, "ret", "BACKUP_RETENTION_DAYS=60", "OFFSITE_RETENTION_DAYS=30")
+	names := map[string]string{}
+	for _, b := range []struct {
+		id, typ, chain string
+		age            time.Duration
+	}{
+		{"f1", "full", "c1", 50 * day}, {"i1", "incremental", "c1", 45 * day},
+		{"f2", "full", "c2", 40 * day}, {"i2a", "incremental", "c2", 35 * day},
+		{"i2b", "incremental", "c2", 2 * day}, {"f3", "full", "", 1 * day},
+	} {
+		names[b.id] = filepath.Base(fakeBackup(t, cfg.BackupDir, b.typ, b.chain, now.Add(-b.age), 4096))
+	}
+	if res, err := ops.OffsiteSync(context.Background(), cfg, ops.OffsiteSyncOptions{}, nil); err != nil || len(res.Uploaded) != 6 {
+		t.Fatalf("sync: %v %+v", err, res)
+	}
+	// Local copies are pruned after 10 days, once copied.
+	e := &env{cfg: pgharness.LoadConfig(t, mergeVars(cfg, "LOCAL_RETENTION_DAYS=10"))}
+	res, err := ops.Cleanup(context.Background(), e.cfg, ops.CleanupOptions{Now: now}, nil)
+	if err != nil && !strings.Contains(err.Error(), "orphan") && !strings.Contains(err.Error(), "connect") {
+		t.Logf("cleanup: %v", err)
+	}
+	if res == nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	remote := map[string]bool{}
+	for _, d := range res.Offsite {
+		remote[d.Backup.Name] = d.Keep
+	}
+	want := map[string]bool{"f1": false, "i1": false, "f2": true, "i2a": true, "i2b": true, "f3": true}
+	for id, keep := range want {
+		if remote[names[id]] != keep {
+			t.Errorf("off-site %s: keep=%v, want %v", id, remote[names[id]], keep)
+		}
+		inRepo := s.Objects("ret")["ret/"+map[bool]string{true: "full", false: "incremental"}[id[0] == 'f']+"/"+names[id]] > 0
+		if inRepo != keep {
+			t.Errorf("off-site %s: in the repository %v, want %v", id, inRepo, keep)
+		}
+	}
+	for _, d := range res.Decisions {
+		if !d.Keep {
+			t.Errorf("local retention (60 days) removed %s", d.Backup.Name)
+		}
+	}
+	// f1 and i1 are no longer off-site: their local copies must stay;
+	// f2 and i2a (older than 10 days, copied) are pruned locally.
+	loc := locations(t, e)
+	for id, want := range map[string]string{"f1": "local", "i1": "local", "f2": "offsite", "i2a": "offsite", "i2b": "both", "f3": "both"} {
+		if loc[names[id]] != want {
+			t.Errorf("%s: location %q, want %q", id, loc[names[id]], want)
+		}
+	}
+	if len(res.LocalPruned) != 2 {
+		t.Errorf("local copies pruned: %v, want f2 and i2a", res.LocalPruned)
+	}
+}
+
+func mergeVars(cfg *config.Config, extra ...string) map[string]string {
+	vars := map[string]string{}
+	for _, e := range cfg.Effective() {
+		if e.Source != "default" {
+			vars[e.Key] = cfg.Value(e.Key)
+		}
+	}
+	for _, kv := range extra {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	return vars
+}
