@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/chain"
+	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
 
@@ -148,7 +149,7 @@ func (s *session) writeLargeObjects(ctx context.Context, dir string, now, prev c
 			lo.MD5, lo.Size = chain.SumMD5(data), int64(len(data))
 			now[oid] = lo
 		}
-		if err := fsutil.WriteFileAtomic(filepath.Join(dir, strconv.FormatUint(uint64(oid), 10)), data, 0o600); err != nil {
+		if err := crypt.WriteFileAtomic(filepath.Join(dir, strconv.FormatUint(uint64(oid), 10)), data, 0o600); err != nil {
 			return fmt.Errorf("store large object %d: %w", oid, err)
 		}
 		idx.Data = append(idx.Data, oid)

@@ -29,7 +29,12 @@ func Open(path string) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("changeset: open segment: %w", err)
 	}
-	r, err := NewReader(f)
+	src, err := plainReader(f, path)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("changeset: %s: %w", path, err)
+	}
+	r, err := NewReader(src)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("changeset: %s: %w", path, err)

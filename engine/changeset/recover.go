@@ -111,6 +111,10 @@ func OpenAppend(path string) (*Writer, *Recovery, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("changeset: open segment for append: %w", err)
 	}
+	if isEncrypted(f) {
+		defer f.Close()
+		return openAppendEncrypted(f, path)
+	}
 	w, rec, err := openAppend(f, path)
 	if err != nil {
 		f.Close()

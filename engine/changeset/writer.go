@@ -18,7 +18,7 @@ const writeBuffer = 256 << 10
 // file through a fixed-size buffer; nothing is durable until Sync returns.
 // A Writer is not safe for concurrent use.
 type Writer struct {
-	f       *os.File
+	f       segFile
 	w       *bufio.Writer
 	path    string
 	hdr     Header
@@ -48,7 +48,7 @@ func Create(path string, h Header) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("changeset: encode header for %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := createFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("changeset: create segment (to continue an existing segment use OpenAppend): %w", err)
 	}

@@ -34,6 +34,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
 
 // Suffix ends the name of every encrypted archive (full_backup_<ts>.tar.xz.age).
@@ -309,18 +310,42 @@ type readCloser struct {
 
 func (r readCloser) Close() error { return r.c.Close() }
 
-// StanzaTypes lists the recipient stanza types in the header of the age file
-// read from r ("X25519", "ssh-ed25519", …), without decrypting anything.
-func StanzaTypes(r io.Reader) ([]string, error) {
-	hdr, err := age.ExtractHeader(r)
+// WriteFileAtomic writes data to path atomically (engine/fsutil), encrypted
+// to the current recipients as one age file when encryption is configured.
+// The state directory's whole-file data (large objects captured at a seal)
+// is written with it; ReadFile reads it back.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if !Enabled() {
+		return fsutil.WriteFileAtomic(path, data, perm)
+	}
+	rec, err := LoadRecipients()
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	w, err := rec.Encrypt(&buf)
+	if err == nil {
+		_, err = w.Write(data)
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("encrypt %s: %w", filepath.Base(path), err)
+	}
+	return fsutil.WriteFileAtomic(path, buf.Bytes(), perm)
+}
+
+// ReadFile reads the file at path, decrypting it when it is an age file.
+func ReadFile(path string) ([]byte, error) {
+	rc, _, err := Open(path)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
-	for _, line := range strings.Split(string(hdr), "\n") {
-		if s, ok := strings.CutPrefix(line, "-> "); ok {
-			out = append(out, strings.Fields(s)[0])
-		}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return out, nil
+	return b, nil
 }

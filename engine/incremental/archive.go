@@ -16,6 +16,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
 
@@ -190,7 +191,7 @@ func write(ctx context.Context, cfg *config.Config, m *archive.Manifest, segs []
 	}
 	defer w.Abort()
 	for _, s := range segs {
-		if err := w.AddFile("changes/"+filepath.Base(s.path), s.path); err != nil {
+		if err := addSegment(w, s.path); err != nil {
 			return "", err
 		}
 		if err := addLargeObjects(w, s.path); err != nil {
@@ -212,6 +213,18 @@ func write(ctx context.Context, cfg *config.Config, m *archive.Manifest, segs []
 		return "", err
 	}
 	return path, nil
+}
+
+// addSegment adds the segment at path as changes/<name>, in the segment
+// format whether it is kept plain or as encrypted chunks in the state
+// directory (the archive as a whole is encrypted when that is configured).
+func addSegment(w *archive.Writer, path string) error {
+	rc, size, err := changeset.OpenPlain(path)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return w.AddReader("changes/"+filepath.Base(path), size, rc)
 }
 
 // addLogs adds the BACKUP_LOG_PATHS files modified since the previous
@@ -283,6 +296,13 @@ func addLargeObjects(w *archive.Writer, path string) error {
 		if err != nil {
 			return err
 		}
-		return w.AddFile("largeobjects/"+filepath.Base(path)+"/"+filepath.ToSlash(rel), p)
+		// Large-object data is kept encrypted in the state directory when
+		// encryption is configured; the archive holds it in clear (and is
+		// itself encrypted).
+		data, err := crypt.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("large objects of %s: %w", filepath.Base(path), err)
+		}
+		return w.AddBytes("largeobjects/"+filepath.Base(path)+"/"+filepath.ToSlash(rel), data)
 	})
 }

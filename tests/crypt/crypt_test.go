@@ -18,6 +18,8 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/capture"
+	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/errs"
@@ -105,6 +107,7 @@ func TestEncryptedRoundTrips(t *testing.T) {
 				"REPLICA_IDENTITY_FIX=full", "BACKUP_ENCRYPTION_RECIPIENTS="+k.pub, "BACKUP_ENCRYPTION_IDENTITY_FILE="+k.key)
 			cfg := load(t, env)
 			c.Exec(t, "app", `TRUNCATE t`)
+			c.Exec(t, "app", `SELECT lo_unlink(oid) FROM pg_largeobject_metadata`)
 			c.Exec(t, "app", `INSERT INTO t SELECT g, $1 || g FROM generate_series(1, 2000) g`, marker+"-full-")
 			full, err := backup.Full(ctx, cfg, backup.Options{})
 			if err != nil {
@@ -115,6 +118,21 @@ func TestEncryptedRoundTrips(t *testing.T) {
 			}
 			c.Exec(t, "app", `INSERT INTO t SELECT g, $1 || g FROM generate_series(2001, 3000) g`, marker+"-incr-")
 			c.Exec(t, "app", `UPDATE t SET v = v || '-updated' WHERE id % 7 = 0`)
+			c.Exec(t, "app", `SELECT lo_from_bytea(0, convert_to($1, 'UTF8'))`, marker+"-largeobject")
+			// Capture into the open segment (no seal) and look for the
+			// marker in the state directory: the segment is encrypted.
+			st, err := chain.OpenFor(cfg, "app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := capture.Drain(ctx, cfg, st, capture.Options{}); err != nil {
+				t.Fatalf("drain: %v", err)
+			}
+			segs, _ := capture.Segments(st)
+			if len(segs) == 0 {
+				t.Fatal("no open segment after the drain")
+			}
+			grepTree(t, cfg.BackupDir, []byte(marker))
 			incs, err := incremental.Take(ctx, cfg, incremental.Options{})
 			if err != nil || len(incs) == 0 || incs[0].Path == "" {
 				t.Fatalf("incremental: %v %v", incs, err)
