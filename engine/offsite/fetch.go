@@ -367,7 +367,7 @@ func writeStreamArchive(cfg *config.Config, st *chain.State, seg string, seal *c
 	}
 	var path string
 	for {
-		path = filepath.Join(cfg.IncrementalDir(), "incremental_backup_"+timestampName(m.Timestamp)+archive.Codec(cfg.Compression).Ext())
+		path = filepath.Join(cfg.IncrementalDir(), "incremental_backup_"+timestampName(m.Timestamp)+archive.FileExt(archive.Codec(cfg.Compression)))
 		if _, err := os.Stat(path); os.IsNotExist(err) {
 			break
 		}
