@@ -339,6 +339,14 @@ func (d *Daemon) refresh(ctx context.Context) {
 	if err != nil {
 		d.Log.Warn("list backups", "error", err)
 	}
+	if dr, ok := d.Engine.(drillReporter); ok {
+		if s, ok := dr.LastDrill(cctx); ok {
+			d.mu.Lock()
+			d.state.LastDrillTime, d.state.LastDrillOK, d.state.LastDrillDatabases = s.Time, s.OK, s.Databases
+			d.state.LastDrillDuration, d.state.LastDrillError = s.Duration, s.Error
+			d.mu.Unlock()
+		}
+	}
 	if len(d.Schedules) == 0 {
 		t := systemdTimers(cctx, d.conn)
 		d.mu.Lock()

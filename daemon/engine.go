@@ -58,6 +58,20 @@ type Engine interface {
 	Window(ctx context.Context) (Window, error)
 }
 
+// DrillSummary is the last restore drill, for the Manager's properties.
+type DrillSummary struct {
+	Time      time.Time
+	OK        bool
+	Databases string
+	Duration  float64 // seconds
+	Error     string
+}
+
+// drillReporter is implemented by engines that keep restore drill results.
+type drillReporter interface {
+	LastDrill(ctx context.Context) (DrillSummary, bool)
+}
+
 // Window is the state of the recovery window.
 type Window struct {
 	LagBytes uint64    // WAL held back by the open chains' slots, summed

@@ -154,6 +154,9 @@ func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.P
 			out.Path = res.Archives[0].Path
 		}
 		return out, err
+	case dbusapi.KindDrill:
+		res, err := ops.Drill(ctx, e.cfg, ops.DrillOptions{Databases: req.Databases, Trigger: req.Trigger, Log: e.log}, p)
+		return Outcome{Result: res}, err
 	case dbusapi.KindCleanup:
 		res, err := ops.Cleanup(ctx, e.cfg, ops.CleanupOptions{DryRun: req.DryRun, Log: e.log}, p)
 		return Outcome{Result: res}, err
@@ -326,4 +329,14 @@ func (e *engineAdapter) Mark(ctx context.Context, name string) (string, error) {
 		parts = append(parts, m.Database+"="+m.LSN.String())
 	}
 	return strings.Join(parts, ","), nil
+}
+
+// LastDrill reports the last restore drill (drillReporter).
+func (e *engineAdapter) LastDrill(ctx context.Context) (DrillSummary, bool) {
+	st, err := ops.Status(ctx, e.cfg, ops.StatusOptions{NoServer: true}, nil)
+	if err != nil || st.LastDrill == nil {
+		return DrillSummary{}, false
+	}
+	l := st.LastDrill
+	return DrillSummary{Time: l.Time, OK: l.OK, Databases: l.Database, Duration: l.Duration, Error: l.Error}, true
 }

@@ -77,7 +77,7 @@ func (m *Jobs) OnChange(f func()) { m.onChange = f }
 
 var kindNames = map[string]string{
 	dbusapi.KindFull: "full backup", dbusapi.KindIncremental: "incremental backup", dbusapi.KindRestore: "restore",
-	dbusapi.KindVerify: "verify", dbusapi.KindCleanup: "cleanup",
+	dbusapi.KindVerify: "verify", dbusapi.KindCleanup: "cleanup", dbusapi.KindDrill: "restore drill",
 }
 
 // lockKeys are the databases a request needs to itself: backups their
@@ -104,6 +104,10 @@ func (m *Jobs) lockKeys(req dbusapi.JobRequest) []string {
 			return nil
 		}
 		return append(append([]string(nil), m.Engine.Databases()...), "\x00cleanup")
+	case dbusapi.KindDrill:
+		// Scratch databases of its own: one drill at a time, and not
+		// while cleanup may remove the archives it restores.
+		return []string{"\x00drill", "\x00cleanup"}
 	}
 	return nil
 }

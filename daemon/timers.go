@@ -13,6 +13,7 @@ var timerUnits = map[string]string{
 	"full":        "pme2go-backup-full.timer",
 	"incremental": "pme2go-backup-incremental.timer",
 	"cleanup":     "pme2go-backup-cleanup.timer",
+	"drill":       "pme2go-backup-drill.timer",
 }
 
 // systemdTimers asks systemd (org.freedesktop.systemd1 on the same bus) for

@@ -16,7 +16,7 @@ import (
 // polkit actions (systemd/org.pme2go.backup1.policy).
 const (
 	ActionRead    = "org.pme2go.backup1.read"    // ListBackups, GetStatus
-	ActionBackup  = "org.pme2go.backup1.backup"  // StartBackup, Verify, Mark
+	ActionBackup  = "org.pme2go.backup1.backup"  // StartBackup, Verify, Mark, Drill
 	ActionManage  = "org.pme2go.backup1.manage"  // Cleanup, cancelling another user's job
 	ActionRestore = "org.pme2go.backup1.restore" // Restore
 )

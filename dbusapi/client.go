@@ -153,6 +153,21 @@ func (c *Client) Verify(ctx context.Context, backup string) (dbus.ObjectPath, er
 	return p, err
 }
 
+// Drill starts a restore drill job; databases empty drills every
+// configured database with a backup.
+func (c *Client) Drill(ctx context.Context, databases []string, trigger string) (dbus.ObjectPath, error) {
+	opts := map[string]dbus.Variant{}
+	if len(databases) > 0 {
+		opts["databases"] = dbus.MakeVariant(databases)
+	}
+	if trigger != "" {
+		opts["trigger"] = dbus.MakeVariant(trigger)
+	}
+	var p dbus.ObjectPath
+	err := c.call(ctx, "Drill", []any{&p}, opts)
+	return p, err
+}
+
 // ListBackups lists the archives, oldest first.
 func (c *Client) ListBackups(ctx context.Context) ([]BackupEntry, error) {
 	var raw []backupTuple

@@ -37,6 +37,7 @@ const (
 	KindRestore     = "restore"
 	KindVerify      = "verify"
 	KindCleanup     = "cleanup"
+	KindDrill       = "drill"
 )
 
 // Job states.

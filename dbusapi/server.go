@@ -122,6 +122,11 @@ func managerValues(st ManagerState) map[string]any {
 		"RecoveryWindowStart":            usec(st.WindowStart),
 		"RecoveryWindowEnd":              usec(st.WindowEnd),
 		"NextScheduled":                  next,
+		"LastDrillTimestamp":             usec(st.LastDrillTime),
+		"LastDrillOK":                    st.LastDrillOK,
+		"LastDrillDatabases":             st.LastDrillDatabases,
+		"LastDrillDuration":              st.LastDrillDuration,
+		"LastDrillError":                 st.LastDrillError,
 	}
 }
 
@@ -406,6 +411,23 @@ func (m managerObj) Cleanup(msg dbus.Message, opts map[string]dbus.Variant) (p d
 func (m managerObj) Verify(msg dbus.Message, backup string) (p dbus.ObjectPath, derr *dbus.Error) {
 	defer m.s.guard("Verify", &derr)
 	return m.start(msg, ActionBackup, JobRequest{Kind: KindVerify, Backup: backup})
+}
+
+// Drill implements org.pme2go.Backup1.Manager.Drill: a restore drill
+// restores into scratch databases of its own and never touches the
+// configured databases, so it needs the backup action (as Verify), not the
+// restore action.
+func (m managerObj) Drill(msg dbus.Message, opts map[string]dbus.Variant) (p dbus.ObjectPath, derr *dbus.Error) {
+	defer m.s.guard("Drill", &derr)
+	d := newOptionDecoder("Drill", opts, map[string]string{"databases": "as", "trigger": "s"})
+	if d.err != nil {
+		return "/", toDBus(d.err)
+	}
+	trigger := d.str("trigger")
+	if trigger == "" {
+		trigger = "manual"
+	}
+	return m.start(msg, ActionBackup, JobRequest{Kind: KindDrill, Databases: d.strs("databases"), Trigger: trigger})
 }
 
 // backupTuple is one ListBackups entry, (ssstta{sv}).

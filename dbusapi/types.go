@@ -41,7 +41,7 @@ func (o RestoreOptions) HasTarget() bool {
 
 // JobRequest is one operation asked of the daemon.
 type JobRequest struct {
-	Kind      string   // KindFull, KindIncremental, KindRestore, KindVerify, KindCleanup
+	Kind      string   // KindFull, KindIncremental, KindRestore, KindVerify, KindCleanup, KindDrill
 	Databases []string // empty: every configured database
 	Trigger   string   // recorded in a backup's manifest ("manual", "scheduled", ...)
 	Backup    string   // restore, verify: archive name or path
@@ -107,6 +107,14 @@ type ManagerState struct {
 	WindowStart       time.Time
 	WindowEnd         time.Time
 	NextScheduled     map[string]time.Time
+	// The last restore drill: when it started, whether it passed, the
+	// databases drilled (comma-separated), how long it took (seconds) and
+	// why it failed.
+	LastDrillTime      time.Time
+	LastDrillOK        bool
+	LastDrillDatabases string
+	LastDrillDuration  float64
+	LastDrillError     string
 }
 
 // usec renders t as microseconds since the epoch, 0 for the zero time.

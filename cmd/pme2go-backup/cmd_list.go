@@ -98,6 +98,13 @@ func printBackups(out io.Writer, all []ops.Backup) {
 		if b.ChainEndLSN != 0 {
 			fmt.Fprintf(tw, "\t\t\t\t  chain ended: exact up to LSN %s\n", b.ChainEndLSN)
 		}
+		if b.Drill != nil {
+			state := "passed"
+			if !b.Drill.OK {
+				state = "FAILED"
+			}
+			fmt.Fprintf(tw, "\t\t\t\t  restore drill %s: %s\n", b.Drill.Time.UTC().Format("2006-01-02 15:04:05"), state)
+		}
 		for _, w := range b.Warnings {
 			fmt.Fprintf(tw, "\t\t\t\t  warning: %s\n", w)
 		}

@@ -66,12 +66,13 @@ func runStatus(ctx context.Context, o statusOpts, out io.Writer) error {
 	fmt.Fprintf(out, "Databases:        %v\n", r.Databases)
 	fmt.Fprintf(out, "Server:           %s\n", r.Server)
 	fmt.Fprintf(out, "Incrementals:     %s\n", r.Incrementals)
-	fmt.Fprintf(out, "Schedules:        full %q, incremental %q, cleanup %q\n", r.Schedules.Full, r.Schedules.Incremental, r.Schedules.Cleanup)
+	fmt.Fprintf(out, "Schedules:        full %q, incremental %q, cleanup %q, drill %q\n", r.Schedules.Full, r.Schedules.Incremental, r.Schedules.Cleanup, r.Schedules.Drill)
 	if r.LastFull != nil {
 		fmt.Fprintf(out, "Last full backup: %s (%s ago)\n", r.LastFull.Name, time.Since(r.LastFull.Timestamp).Round(time.Second))
 	} else {
 		fmt.Fprintln(out, "Last full backup: none")
 	}
+	fmt.Fprintf(out, "Last drill:       %s\n", lastDrillLine(r.LastDrill))
 	for _, ch := range r.Chains {
 		line := fmt.Sprintf("Chain %s:  %s, database %s, from %s", ch.ID, ch.Status, ch.Database, ch.StartLSN)
 		switch {
@@ -102,4 +103,20 @@ func runStatus(ctx context.Context, o statusOpts, out io.Writer) error {
 	fmt.Fprintln(out)
 	printBackups(out, r.Recent)
 	return nil
+}
+
+// lastDrillLine describes the last restore drill in one line.
+func lastDrillLine(l *ops.LastDrill) string {
+	switch {
+	case l == nil:
+		return "none yet (pme2go-backup drill)"
+	case l.Time.IsZero():
+		return "unknown: " + l.Error
+	}
+	s := fmt.Sprintf("%s, %s of %s, %.1f s (%s ago)", map[bool]string{true: "OK", false: "FAILED"}[l.OK],
+		l.Time.UTC().Format("2006-01-02 15:04:05 MST"), l.Database, l.Duration, time.Since(l.Time).Round(time.Second))
+	if l.Error != "" {
+		s += ": " + l.Error
+	}
+	return s
 }

@@ -219,7 +219,7 @@ func printDaemonStatus(out io.Writer, ds *daemonStatus) {
 	for _, j := range ds.Jobs {
 		fmt.Fprintf(out, "Running job:      %s\n", j)
 	}
-	for _, k := range []string{"full", "incremental", "cleanup"} {
+	for _, k := range []string{"full", "incremental", "cleanup", "drill"} {
 		if t, ok := ds.NextScheduled[k]; ok {
 			fmt.Fprintf(out, "Next %-12s  %s\n", k+":", t.Format("2006-01-02 15:04:05 MST"))
 		}

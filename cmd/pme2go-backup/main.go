@@ -54,7 +54,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			fullCommand(), incrementalCommand(), listCommand(), statusCommand(), verifyCommand(),
 			cleanupCommand(), testCommand(), restoreCommand(), configCommand(),
-			streamCommand(), markCommand(), showChangesCommand(), startSchedulerCommand(), offsiteCommand(),
+			streamCommand(), markCommand(), showChangesCommand(), startSchedulerCommand(), offsiteCommand(), drillCommand(),
 		},
 		// Reached only without a command or with an unknown one.
 		Action: func(c *cli.Context) error {

@@ -142,7 +142,7 @@ func run(args []string) int {
 	if o.scheduler {
 		d.Schedules = map[string]daemon.Schedule{}
 		for kind, expr := range map[string]string{dbusapi.KindFull: cfg.FullSchedule,
-			dbusapi.KindIncremental: cfg.IncrSchedule, dbusapi.KindCleanup: cfg.CleanupSchedule} {
+			dbusapi.KindIncremental: cfg.IncrSchedule, dbusapi.KindCleanup: cfg.CleanupSchedule, dbusapi.KindDrill: cfg.DrillSchedule} {
 			if expr == "" {
 				continue
 			}

@@ -90,6 +90,15 @@ func checkCron(v string) error {
 	return err
 }
 
+// checkOptionalCron accepts an empty value (nothing scheduled) or a cron
+// expression.
+func checkOptionalCron(v string) error {
+	if v == "" {
+		return nil
+	}
+	return checkCron(v)
+}
+
 func checkSize(v string) error {
 	_, err := ParseSize(v)
 	return err

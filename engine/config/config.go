@@ -53,6 +53,7 @@ type Config struct {
 	FullSchedule     string
 	IncrSchedule     string
 	CleanupSchedule  string
+	DrillSchedule    string // empty: no restore drills by the built-in scheduler
 	DBHost           string
 	DBPort           int
 	DBNames          []string
@@ -258,6 +259,7 @@ func (c *Config) fill() {
 	c.FullSchedule = v["FULL_BACKUP_SCHEDULE"]
 	c.IncrSchedule = v["INCREMENTAL_BACKUP_SCHEDULE"]
 	c.CleanupSchedule = v["CLEANUP_SCHEDULE"]
+	c.DrillSchedule = v["DRILL_SCHEDULE"]
 	c.DBHost = v["DB_HOST"]
 	c.DBPort = atoi("DB_PORT")
 	c.DBNames = SplitList(v["DB_NAME"])

@@ -24,6 +24,7 @@ var Keys = []Key{
 	{Name: "FULL_BACKUP_SCHEDULE", Default: "0 2 * * *", Doc: "cron schedule of full backups (built-in scheduler)", check: checkCron},
 	{Name: "INCREMENTAL_BACKUP_SCHEDULE", Default: "0 */6 * * *", Doc: "cron schedule of incremental backups", check: checkCron},
 	{Name: "CLEANUP_SCHEDULE", Default: "0 3 * * 0", Doc: "cron schedule of cleanup", check: checkCron},
+	{Name: "DRILL_SCHEDULE", Default: "0 4 1 * *", Doc: "cron schedule of restore drills (built-in scheduler); empty: none", check: checkOptionalCron},
 	{Name: "DB_HOST", Default: "localhost", Doc: "server host name, address or Unix socket directory", check: checkNonEmpty},
 	{Name: "DB_PORT", Default: "5432", Doc: "server port", check: checkInt(1, 65535)},
 	{Name: "DB_NAME", Default: "postgres", Doc: "database(s) to back up, comma-separated", check: checkNameList},

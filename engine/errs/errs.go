@@ -41,6 +41,7 @@ const (
 	TargetUnreachable Code = "TARGET_UNREACHABLE" // no backup holds the requested point in time
 	PgRestoreErr      Code = "PG_RESTORE_ERR"     // pg_restore failed; the target is unchanged
 	VerifyFailed      Code = "VERIFY_FAILED"      // an archive failed verification
+	DrillFailed       Code = "DRILL_FAILED"       // a restore drill found the restored database unlike the backup, or could not restore it
 	SelfTestFailed    Code = "SELFTEST_FAILED"    // the self-test found a problem
 	Unsupported       Code = "UNSUPPORTED"        // the server cannot do what is asked (e.g. wal_level)
 	NotAuthorized     Code = "NOT_AUTHORIZED"     // the caller may not do this (daemon)

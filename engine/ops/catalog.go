@@ -48,6 +48,9 @@ type Backup struct {
 	// Location is where the backup lives: "local", "offsite" (its local
 	// copy was pruned; Path is then "offsite:<key>") or "both".
 	Location string `json:"location"`
+	// Drill is set on the archives the last restore drill restored: when,
+	// and whether the drill of their database passed.
+	Drill *BackupDrill `json:"drill,omitempty"`
 }
 
 func fromCatalog(b catalog.Backup) Backup {
@@ -99,8 +102,11 @@ func List(ctx context.Context, cfg *config.Config, opts ListOptions, _ Progress)
 		return nil, err
 	}
 	out := ListResult{}
+	_, last := lastDrill(cfg)
+	marks := drillMarks(last)
 	for _, b := range locate(cfg, backups(all)) {
 		if opts.Type == "" || b.Type == opts.Type {
+			b.Drill = marks[b.Name]
 			out = append(out, b)
 		}
 	}

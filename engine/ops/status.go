@@ -49,6 +49,8 @@ type StatusResult struct {
 	OtherInstallations []Orphan `json:"otherInstallations"`
 	// Offsite is the off-site repository's state (absent without OFFSITE_URL).
 	Offsite *OffsiteStatus `json:"offsite,omitempty"`
+	// LastDrill is the last restore drill's outcome (BACKUP_DIR/state/drill.json); absent before the first.
+	LastDrill *LastDrill `json:"lastDrill,omitempty"`
 }
 
 // Schedules are the configured cron schedules.
@@ -56,6 +58,7 @@ type Schedules struct {
 	Full        string `json:"full"`
 	Incremental string `json:"incremental"`
 	Cleanup     string `json:"cleanup"`
+	Drill       string `json:"drill"` // empty: no drills by the built-in scheduler
 }
 
 // Chain is one change-capture chain.
@@ -107,7 +110,7 @@ func Status(ctx context.Context, cfg *config.Config, opts StatusOptions, _ Progr
 	}
 	r := &StatusResult{BackupDir: cfg.BackupDir, RetentionDays: cfg.RetentionDays, Compression: cfg.Compression,
 		Databases: cfg.DBNames, Backups: len(all), Recent: []Backup{}, MaxSlotLag: cfg.MaxSlotLag, Time: time.Now().UTC(),
-		Schedules: Schedules{Full: cfg.FullSchedule, Incremental: cfg.IncrSchedule, Cleanup: cfg.CleanupSchedule}}
+		Schedules: Schedules{Full: cfg.FullSchedule, Incremental: cfg.IncrSchedule, Cleanup: cfg.CleanupSchedule, Drill: cfg.DrillSchedule}}
 	for _, b := range all {
 		r.UsedBytes += b.Size
 	}
@@ -136,6 +139,7 @@ func Status(ctx context.Context, cfg *config.Config, opts StatusOptions, _ Progr
 		serverStatus(ctx, cfg, r)
 	}
 	r.Chains = chainStatuses(ctx, cfg, !opts.NoServer)
+	r.LastDrill, _ = lastDrill(cfg)
 	r.Installation, _ = config.InstallationShortID(cfg)
 	r.OtherInstallations = []Orphan{}
 	if !opts.NoServer {

@@ -118,6 +118,11 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 		}
 		keep = false
 	}
+	// The functions as dumped again (pgRestore gave them a temporary
+	// search_path for loading data and for the replay).
+	if _, err := unpinFunctionPaths(ctx, target, fresh); err != nil {
+		return err
+	}
 	notes, err := restoreSettings(ctx, cfg, target, maint, opts, st, dumpDir, fresh)
 	res.Notes = append(res.Notes, notes...)
 	if err != nil {
@@ -165,9 +170,24 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 	if opts.NoOwner {
 		args = append(args, "--no-owner", "--no-acl")
 	}
-	if err := tool.Run(ctx, opts.Log, target, fresh, append(args, dumpDir)...); err != nil {
+	failed := func(err error) error {
 		return &errs.Error{Code: errs.CodeOf(err), Message: fmt.Sprintf("%v (the target database %s was not changed)", err, st.Target), Err: err,
 			Fix: &errs.Fix{Action: errs.ActRestoreGlobals, Text: "if roles are missing, create them first from the backup's globals, or restore without ownership and privileges"}}
+	}
+	// Two steps, so that functions called while data is loaded find what
+	// their bodies name (userfuncs.go).
+	if err := tool.Run(ctx, opts.Log, target, fresh, append(args, "--section=pre-data", dumpDir)...); err != nil {
+		return failed(err)
+	}
+	n, err := pinFunctionPaths(ctx, target, fresh, opts.Log)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		opts.Log.Debug("functions given a temporary search_path for the restore", "database", st.Target, "functions", n)
+	}
+	if err := tool.Run(ctx, opts.Log, target, fresh, append(args, "--section=data", "--section=post-data", dumpDir)...); err != nil {
+		return failed(err)
 	}
 	return nil
 }
