@@ -61,6 +61,9 @@ type Daemon struct {
 	// MetricsTextfile, when set, receives the metrics in the text format
 	// after each job (METRICS_TEXTFILE).
 	MetricsTextfile string
+	// Secrets are never sent in a REST response or event (the database
+	// password).
+	Secrets []string
 
 	jobs      *Jobs
 	jobEvents *jobEvents
@@ -171,7 +174,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.jobs.Observe(d.jobEvents)
 	if len(d.Listeners) > 0 {
 		srv, err := rest.New(rest.Options{Backend: restBackend{d}, Auth: auth, Events: d.Events, Token: d.RESTToken,
-			Log: d.Log, Activity: d.touch}, d.Listeners)
+			Log: d.Log, Activity: d.touch, Secrets: d.Secrets}, d.Listeners)
 		if err != nil {
 			return err
 		}

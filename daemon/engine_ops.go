@@ -256,6 +256,12 @@ func (e *engineAdapter) Figures(ctx context.Context) (rest.Snapshot, error) {
 	}
 	up := st.ServerOK
 	snap.ServerUp = &up
+	if o := st.Offsite; o != nil {
+		snap.Offsite = &rest.OffsiteFigure{Copied: o.Copied, NotCopied: len(o.NotCopied)}
+		if o.LastSync != nil {
+			snap.Offsite.LastSync = *o.LastSync
+		}
+	}
 	newest := map[[2]string]int{}
 	for _, b := range list {
 		if b.Problem != "" || b.Safety {

@@ -161,6 +161,7 @@ func run(args []string) int {
 		return exitUsage
 	}
 	d.MetricsTextfile = cfg.Value("METRICS_TEXTFILE")
+	d.Secrets = []string{cfg.Password}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.Info("starting", "version", version.Version, "pid", strconv.Itoa(os.Getpid()), "databases", cfg.DBNames, "scheduler", o.scheduler)

@@ -39,6 +39,15 @@ type Snapshot struct {
 	ServerUp *bool
 	// LastDrill is the last restore drill's outcome (nil: none recorded).
 	LastDrill *DrillFigure
+	// Offsite is the off-site repository's state (nil: none configured).
+	Offsite *OffsiteFigure
+}
+
+// OffsiteFigure is the state of the off-site copies.
+type OffsiteFigure struct {
+	Copied    int       // backups with a verified off-site copy
+	NotCopied int       // local backups without one yet
+	LastSync  time.Time // last successful sync (zero: none yet)
 }
 
 // BackupFigure is the newest archive of a kind holding a database.
@@ -94,6 +103,9 @@ var (
 	descJobsRunning = desc("jobs_running", "Jobs running now, per kind.", "kind")
 	descSubscribers = desc("event_subscribers", "Open WebSocket and server-sent-event streams.")
 	descServerUp    = desc("server_up", "1 when the PostgreSQL server answered the last status check, else 0.")
+	descOffCopied   = desc("offsite_copied_backups", "Backups with a verified copy in the off-site repository.")
+	descOffPending  = desc("offsite_not_copied_backups", "Local backups not yet copied to the off-site repository.")
+	descOffSync     = desc("offsite_last_sync_timestamp_seconds", "Time of the last successful off-site sync.")
 	descDrillTime   = desc("last_drill_timestamp_seconds", "Time of the last restore drill.", "database")
 	descDrillOK     = desc("last_drill_success", "1 when the last restore drill succeeded, else 0.", "database")
 	descDrillDur    = desc("last_drill_duration_seconds", "How long the last restore drill took.", "database")
@@ -145,6 +157,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descSubscribers, float64(s.Subscribers))
 	if s.ServerUp != nil {
 		gauge(descServerUp, b2f(*s.ServerUp))
+	}
+	if o := s.Offsite; o != nil {
+		gauge(descOffCopied, float64(o.Copied))
+		gauge(descOffPending, float64(o.NotCopied))
+		if !o.LastSync.IsZero() {
+			gauge(descOffSync, epoch(o.LastSync))
+		}
 	}
 	if d := s.LastDrill; d != nil && !d.Time.IsZero() {
 		gauge(descDrillTime, epoch(d.Time), d.Database)

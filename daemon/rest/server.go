@@ -13,6 +13,7 @@
 package rest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -79,6 +80,10 @@ type Options struct {
 	// Activity, when set, is called at the start of every request (the
 	// daemon's idle timer).
 	Activity func()
+	// Secrets are strings never sent (the database password): a response
+	// or event containing one has it replaced by "[redacted]". The token is
+	// always among them.
+	Secrets []string
 }
 
 // Server serves the API on listeners.
@@ -90,6 +95,17 @@ type Server struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	listeners []net.Listener
+	secrets   [][]byte
+}
+
+// scrub replaces every secret in data.
+func (s *Server) scrub(data []byte) []byte {
+	for _, sec := range s.secrets {
+		if bytes.Contains(data, sec) {
+			data = bytes.ReplaceAll(data, sec, []byte("[redacted]"))
+		}
+	}
+	return data
 }
 
 // ErrTCPWithoutToken is returned by New for a TCP listener when no token is
@@ -117,6 +133,14 @@ func New(o Options, listeners []net.Listener) (*Server, error) {
 		}
 	}
 	s := &Server{o: o, listeners: listeners, tokenHash: sha256.Sum256([]byte(o.Token))}
+	for _, sec := range append([]string{o.Token}, o.Secrets...) {
+		if len(sec) >= 4 {
+			s.secrets = append(s.secrets, []byte(sec))
+			if q, err := json.Marshal(sec); err == nil {
+				s.secrets = append(s.secrets, q[1:len(q)-1]) // as it appears inside a JSON string
+			}
+		}
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = &http.Server{
 		Handler:           s.routes(),
@@ -281,10 +305,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, err er
 	if status >= 500 {
 		s.o.Log.Warn("REST call failed", "path", r.URL.Path, "status", status, "error_code", e.Code, "error", e.Message)
 	}
-	writeJSON(w, status, errorBody{Error: *errJSON(e)})
+	s.writeJSON(w, status, errorBody{Error: *errJSON(e)})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		status = http.StatusInternalServerError
@@ -294,7 +318,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(data, '\n'))
+	_, _ = w.Write(append(s.scrub(data), '\n'))
 }
 
 // decode reads a JSON object body into v: unknown fields, trailing data, a
@@ -383,7 +407,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, _ dbusapi.Caller
 		s.fail(w, r, 0, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	s.writeJSON(w, http.StatusOK, st)
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request, _ dbusapi.Caller) {
@@ -401,7 +425,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ dbusapi.Caller) 
 		data, _ := json.Marshal(map[string]any{"name": b.Name, "type": b.Type, "path": b.Path, "timestamp": b.Time, "size": b.Size})
 		out = append(out, data)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"backups": out, "count": len(out)})
+	s.writeJSON(w, http.StatusOK, map[string]any{"backups": out, "count": len(out)})
 }
 
 // createBody is the seed's create request, plus the databases to back up.
@@ -482,7 +506,7 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request, req dbusapi.JobRe
 	s.o.Log.Info("job started", "job", j.ID, "kind", req.Kind, "caller_uid", req.Caller.UID, "admin", true, "api", "rest")
 	out := toJob(j)
 	w.Header().Set("Location", out.URL)
-	writeJSON(w, http.StatusAccepted, out)
+	s.writeJSON(w, http.StatusAccepted, out)
 }
 
 func (s *Server) job(w http.ResponseWriter, r *http.Request) {
@@ -501,7 +525,7 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, http.StatusNotFound, dbusapi.Errorf(dbusapi.CodeNoSuchJob, "", fmt.Sprintf("no job %d", id)))
 			return
 		}
-		writeJSON(w, http.StatusOK, toJob(j))
+		s.writeJSON(w, http.StatusOK, toJob(j))
 	case "DELETE":
 		j, ok := s.o.Backend.Job(id)
 		if !ok {
@@ -533,7 +557,7 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 		}
 		s.o.Log.Info("job cancel requested", "job", id, "caller_uid", c.UID, "admin", true, "api", "rest")
 		j, _ = s.o.Backend.Job(id)
-		writeJSON(w, http.StatusAccepted, toJob(j))
+		s.writeJSON(w, http.StatusAccepted, toJob(j))
 	default:
 		w.Header().Set("Allow", "GET, DELETE")
 		s.fail(w, r, http.StatusMethodNotAllowed, dbusapi.Errorf(dbusapi.CodeInvalidArgs, "use GET or DELETE",

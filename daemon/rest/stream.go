@@ -79,6 +79,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, sub *events.S
 				return
 			}
 			data, _ := json.Marshal(ev)
+			data = s.scrub(data)
 			wctx, cancel := context.WithTimeout(ctx, eventWriteTimeout)
 			err := conn.Write(wctx, websocket.MessageText, data)
 			cancel()
@@ -123,6 +124,7 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request, rc *http.ResponseCo
 				return
 			}
 			data, _ := json.Marshal(ev)
+			data = s.scrub(data)
 			if !write("event: " + ev.Type + "\ndata: " + string(data) + "\n\n") {
 				return
 			}

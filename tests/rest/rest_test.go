@@ -2,6 +2,7 @@ package rest_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -363,15 +364,16 @@ func TestRESTOverTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	cmd := run(map[string]string{"REST_LISTEN": addr, "REST_TOKEN_FILE": tokenFile})
+	cmd.Args = append(cmd.Args, "--idle-timeout=4s")
+	daemon := startProc(t, cmd, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	t.Run("with a token, requests without it get 401", func(t *testing.T) {
-		cmd := run(map[string]string{"REST_LISTEN": addr, "REST_TOKEN_FILE": tokenFile})
-		startProc(t, cmd, func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
 		hc := &http.Client{Timeout: 30 * time.Second}
 		get := func(hdr ...string) apiResp {
 			req, _ := http.NewRequest("GET", "http://"+addr+api+"/status", nil)
@@ -406,6 +408,86 @@ func TestRESTOverTCP(t *testing.T) {
 		r := get("Authorization", "Bearer "+token)
 		if r.Status != 200 || strings.Contains(string(r.Body), token) {
 			t.Fatalf("with the token: %d %s", r.Status, r.Body)
+		}
+	})
+
+	auth := "Bearer " + token
+
+	var streams []*http.Response
+	t.Run("event streams are capped; open streams keep the daemon from exiting idle", func(t *testing.T) {
+		open := func() *http.Response {
+			req, _ := http.NewRequest("GET", "http://"+addr+api+"/events", nil)
+			req.Header.Set("Accept", "text/event-stream")
+			req.Header.Set("Authorization", auth)
+			resp, err := (&http.Client{}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp
+		}
+		for i := 0; i < 64; i++ {
+			resp := open()
+			if resp.StatusCode != 200 {
+				t.Fatalf("stream %d: %d", i+1, resp.StatusCode)
+			}
+			streams = append(streams, resp)
+		}
+		over := open()
+		body := make([]byte, 4096)
+		n, _ := over.Body.Read(body)
+		over.Body.Close()
+		if over.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body[:n]), `"BUSY"`) {
+			t.Fatalf("stream 65: %d %s", over.StatusCode, body[:n])
+		}
+		req, _ := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+		req.Header.Set("Authorization", auth)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		_, _ = io.Copy(&b, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(b.String(), "pme2go_backup_event_subscribers 64") ||
+			!strings.Contains(b.String(), "pme2go_backup_server_up 0") {
+			t.Fatalf("metrics: %d\n%s", resp.StatusCode, b.String())
+		}
+		checkMetrics(t, []byte(b.String()))
+	})
+
+	t.Run("a client that never finishes its headers is cut off", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		t0 := time.Now()
+		if _, err := c.Write([]byte("GET " + api + "/status HTTP/1.1\r\nHost: x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err = io.ReadAll(c)
+		if took := time.Since(t0); err != nil || took > 20*time.Second || took < 5*time.Second {
+			t.Fatalf("connection closed after %s (%v); want about 10 s", took, err)
+		}
+	})
+
+	t.Run("idle exit once the streams are closed", func(t *testing.T) {
+		select {
+		case err := <-daemon.done:
+			t.Fatalf("the daemon exited while event streams were open: %v", err)
+		default:
+		}
+		for _, r := range streams {
+			r.Body.Close()
+		}
+		select {
+		case err := <-daemon.done:
+			if err != nil {
+				t.Fatalf("idle exit: %v\n%s", err, daemon.stderr.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the daemon did not exit idle within 20 s of the last stream closing")
 		}
 	})
 }
