@@ -17,10 +17,6 @@ import (
 // D-Bus signals, WebSocket and server-sent events), the REST API and the
 // metrics to the job manager.
 
-// KindDrill is the kind of a restore drill: a failed drill is a
-// backup_failed event with backupType "drill".
-const KindDrill = "drill"
-
 // jobEvents turns job transitions into events: backup_started and
 // backup_completed or backup_failed for full and incremental backups,
 // backup_failed for a failed drill. It also counts failures for /metrics.
@@ -50,12 +46,12 @@ func (o *jobEvents) JobFinished(j dbusapi.JobInfo) {
 		o.failures[j.Kind]++
 		o.mu.Unlock()
 	}
-	if !eventKind(j.Kind) && j.Kind != KindDrill {
+	if !eventKind(j.Kind) && j.Kind != dbusapi.KindDrill {
 		return
 	}
 	ev := events.Event{BackupType: j.Kind, Timestamp: j.FinishedAt, JobID: j.ID, Databases: j.Databases}
 	switch {
-	case j.State == dbusapi.JobSucceeded && j.Kind == KindDrill:
+	case j.State == dbusapi.JobSucceeded && j.Kind == dbusapi.KindDrill:
 		return
 	case j.State == dbusapi.JobSucceeded:
 		ev.Type, ev.BackupPath, ev.Duration, ev.Size = events.BackupCompleted, j.Result, j.Duration().Milliseconds(), int64(j.Bytes)

@@ -256,6 +256,9 @@ func (e *engineAdapter) Figures(ctx context.Context) (rest.Snapshot, error) {
 	}
 	up := st.ServerOK
 	snap.ServerUp = &up
+	if l := st.LastDrill; l != nil && !l.Time.IsZero() {
+		snap.LastDrill = &rest.DrillFigure{Time: l.Time, OK: l.OK, Databases: l.Database, Duration: l.Duration}
+	}
 	if o := st.Offsite; o != nil {
 		snap.Offsite = &rest.OffsiteFigure{Copied: o.Copied, NotCopied: len(o.NotCopied)}
 		if o.LastSync != nil {

@@ -68,14 +68,15 @@ type SlotLagFigure struct {
 
 // DrillFigure is the last restore drill.
 type DrillFigure struct {
-	Time     time.Time
-	OK       bool
-	Database string
-	Duration float64 // seconds
+	Time      time.Time
+	OK        bool
+	Databases string  // the databases drilled, comma-separated
+	Duration  float64 // seconds
 }
 
 // JobKinds are the kinds jobs_running is always reported for.
-var JobKinds = []string{dbusapi.KindFull, dbusapi.KindIncremental, dbusapi.KindRestore, dbusapi.KindVerify, dbusapi.KindCleanup}
+var JobKinds = []string{dbusapi.KindFull, dbusapi.KindIncremental, dbusapi.KindRestore, dbusapi.KindVerify, dbusapi.KindCleanup,
+	dbusapi.KindDrill}
 
 func epoch(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
@@ -106,9 +107,9 @@ var (
 	descOffCopied   = desc("offsite_copied_backups", "Backups with a verified copy in the off-site repository.")
 	descOffPending  = desc("offsite_not_copied_backups", "Local backups not yet copied to the off-site repository.")
 	descOffSync     = desc("offsite_last_sync_timestamp_seconds", "Time of the last successful off-site sync.")
-	descDrillTime   = desc("last_drill_timestamp_seconds", "Time of the last restore drill.", "database")
-	descDrillOK     = desc("last_drill_success", "1 when the last restore drill succeeded, else 0.", "database")
-	descDrillDur    = desc("last_drill_duration_seconds", "How long the last restore drill took.", "database")
+	descDrillTime   = desc("last_drill_timestamp_seconds", "Time of the last restore drill.", "databases")
+	descDrillOK     = desc("last_drill_success", "1 when the last restore drill succeeded, else 0.", "databases")
+	descDrillDur    = desc("last_drill_duration_seconds", "How long the last restore drill took.", "databases")
 )
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -166,9 +167,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if d := s.LastDrill; d != nil && !d.Time.IsZero() {
-		gauge(descDrillTime, epoch(d.Time), d.Database)
-		gauge(descDrillOK, b2f(d.OK), d.Database)
-		gauge(descDrillDur, d.Duration, d.Database)
+		gauge(descDrillTime, epoch(d.Time), d.Databases)
+		gauge(descDrillOK, b2f(d.OK), d.Databases)
+		gauge(descDrillDur, d.Duration, d.Databases)
 	}
 }
 

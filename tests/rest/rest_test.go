@@ -273,6 +273,29 @@ func TestRESTOverSocketActivation(t *testing.T) {
 		}
 	})
 
+	t.Run("restore drills over D-Bus: a failed one is an event, the last one a metric", func(t *testing.T) {
+		dctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		// big has no full backup (its only one was cancelled).
+		if _, err := cl.Drill(dctx, []string{"big"}, ""); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range streams {
+			ev := s.expect(t, "backup_failed", 2*time.Minute)
+			if ev["backupType"] != "drill" || ev["error"] == "" {
+				t.Fatalf("%s: %v", s.name, ev)
+			}
+		}
+		p, err := cl.Drill(dctx, []string{"app"}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := cl.Follow(dctx, p, nil)
+		if err != nil || j.State != dbusapi.JobSucceeded {
+			t.Fatalf("drill of app: %v %+v %v", err, j, j.Error)
+		}
+	})
+
 	t.Run("metrics and textfile pass promtool", func(t *testing.T) {
 		r := call(t, hc, "GET", "/metrics", nil)
 		if r.Status != 200 {
@@ -289,6 +312,8 @@ func TestRESTOverSocketActivation(t *testing.T) {
 			`pme2go_backup_recovery_window_start_timestamp_seconds`,
 			`pme2go_backup_event_subscribers 2`,
 			`pme2go_backup_server_up 1`,
+			`pme2go_backup_last_drill_success{databases="app"} 1`,
+			`pme2go_backup_failures_total{kind="drill"} 1`,
 		} {
 			if !strings.Contains(text, want) {
 				t.Errorf("metrics lack %s", want)
