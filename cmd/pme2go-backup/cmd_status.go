@@ -97,6 +97,7 @@ func runStatus(ctx context.Context, o statusOpts, out io.Writer) error {
 		}
 		fmt.Fprintln(out, line)
 	}
+	printEncryption(out, r.Encryption)
 	for _, o := range r.OtherInstallations {
 		fmt.Fprintf(out, "Not ours:         %s %s in %s: %s (left alone)\n", o.Kind, o.Name, o.Database, o.Reason)
 	}

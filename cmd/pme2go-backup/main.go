@@ -52,7 +52,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ErrWriter: stderr,
 		Flags:     globalFlags(),
 		Commands: []*cli.Command{
-			fullCommand(), incrementalCommand(), listCommand(), statusCommand(), verifyCommand(),
+			fullCommand(), incrementalCommand(), listCommand(), statusCommand(), verifyCommand(), rekeyCommand(),
 			cleanupCommand(), testCommand(), restoreCommand(), configCommand(),
 			streamCommand(), markCommand(), showChangesCommand(), startSchedulerCommand(), offsiteCommand(), drillCommand(),
 		},

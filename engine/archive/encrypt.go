@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/pme2go/pme2go-backup/engine/crypt"
+	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
 
 // FileExt returns the file name extension of a new archive using codec c:
@@ -91,4 +92,17 @@ func decryptRaw(path string, br *bufio.Reader) (io.Reader, bool, error) {
 		return nil, true, err
 	}
 	return &decrypted{Reader: r, src: br}, true, nil
+}
+
+// WriteSidecar replaces the sidecar manifest of archivePath atomically with
+// m (which must carry Archive). rekey uses it after replacing an archive.
+func WriteSidecar(archivePath string, m *Manifest) error {
+	if m.Archive == nil {
+		return fmt.Errorf("sidecar of %s: manifest has no archive section", archivePath)
+	}
+	body, err := marshalManifest(m)
+	if err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(SidecarPath(archivePath), body, 0o600)
 }

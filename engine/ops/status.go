@@ -51,6 +51,9 @@ type StatusResult struct {
 	Offsite *OffsiteStatus `json:"offsite,omitempty"`
 	// LastDrill is the last restore drill's outcome (BACKUP_DIR/state/drill.json); absent before the first.
 	LastDrill *LastDrill `json:"lastDrill,omitempty"`
+	// Encryption says which keys the kept archives need (absent when
+	// nothing is or will be encrypted).
+	Encryption *EncryptionStatus `json:"encryption,omitempty"`
 }
 
 // Schedules are the configured cron schedules.
@@ -121,6 +124,7 @@ func Status(ctx context.Context, cfg *config.Config, opts StatusOptions, _ Progr
 		}
 	}
 	r.Offsite = offsiteStatus(cfg, located)
+	r.Encryption = encryptionStatus(all)
 	if b, ok := catalog.Newest(all, "full"); ok {
 		fb := fromCatalog(b)
 		r.LastFull = &fb
