@@ -63,6 +63,10 @@ type extractor struct {
 	last    string
 	sums    map[string]fileSum
 	buf     []byte
+	// onFile, if set, is called after each regular file member is written
+	// (VerifiedExtraction compares it with the sidecar manifest at once);
+	// an error stops the extraction.
+	onFile func(name string, sum fileSum) error
 }
 
 // unsafe builds the error for a member that must not be extracted.
@@ -130,6 +134,11 @@ func (x *extractor) run(tr *tar.Reader) (*Manifest, error) {
 		if err := x.writeFile(name, tr); err != nil {
 			return nil, err
 		}
+		if x.onFile != nil {
+			if err := x.onFile(name, x.sums[name]); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if m == nil {
 		return nil, fmt.Errorf("extract %s: not a pme2go-backup archive: no %s", x.archive, ManifestName)
@@ -146,7 +155,10 @@ func (x *extractor) writeFile(name string, r io.Reader) error {
 	}
 	f, err := x.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("extract %s: create %s in %s: %w", x.archive, name, x.dest, err)
+		if fsutil.IsNoSpace(err) {
+			return x.writeErr(name, err)
+		}
+		return &destError{fmt.Errorf("extract %s: create %s in %s: %w", x.archive, name, x.dest, err)}
 	}
 	if x.buf == nil {
 		x.buf = make([]byte, 256<<10)
@@ -187,9 +199,9 @@ func (d *destWriter) Write(p []byte) (int, error) {
 // writeErr builds the error for a failed write of member name.
 func (x *extractor) writeErr(name string, err error) error {
 	if fsutil.IsNoSpace(err) {
-		return fmt.Errorf("extract %s: no space left in %s while writing %s: free some space or extract to another directory: %w", x.archive, x.dest, name, err)
+		return &destError{fmt.Errorf("extract %s: no space left in %s while writing %s: free some space or extract to another directory: %w", x.archive, x.dest, name, err)}
 	}
-	return fmt.Errorf("extract %s: write %s in %s: %w", x.archive, name, x.dest, err)
+	return &destError{fmt.Errorf("extract %s: write %s in %s: %w", x.archive, name, x.dest, err)}
 }
 
 // check compares the extracted files with the manifest.

@@ -164,7 +164,8 @@ type Difference struct {
 // Restore restores a full backup, or a point in time by replaying its
 // chain's change sets, into a scratch database swapped in only when
 // everything succeeded: a failed restore leaves the target as it was.
-// Progress phases: "verify", "extract", "globals", "safety-backup",
+// Progress phases: "verify" (verification and extraction, in one pass while
+// the restore runs), "globals", "safety-backup",
 // "restore", "plan", "replay" (Done = transactions applied), "done".
 // Errors: USAGE (bad target), NOT_FOUND (unknown backup), NEEDS_FORCE (the
 // target holds data), NEEDS_RESUME (an interrupted restore is in the way),

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
+	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
@@ -71,7 +72,13 @@ func inspectTarget(ctx context.Context, target pgclient.Target, maint *pgx.Conn,
 // the change sets are replayed into it before the swap, and a replay that
 // fails or is interrupted leaves it in place for Options.Resume; rp.resume
 // skips creating it and pg_restore.
-func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, dumpDir string, props backup.DatabaseStats, rp *replayer, res *Result) error {
+//
+// The dump is read from ext while it is being verified and extracted:
+// pg_restore starts with the pre-data section once toc.dat is proven,
+// loads the data once every member of the dump is, and nothing goes past
+// the scratch database (a kept point-in-time scratch database, the swap)
+// before the whole archive is proven.
+func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, ext *archive.VerifiedExtraction, dumpDir string, props backup.DatabaseStats, rp *replayer, res *Result) error {
 	fresh := scratchName(st.Target, "restore")
 	if rp != nil {
 		fresh = pitrScratchName(st.Target)
@@ -93,14 +100,24 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 			dropDatabase(context.Background(), maint, fresh, opts.Log)
 		}
 	}()
+	settings := &settingsFuture{done: make(chan struct{})}
+	defer settings.wait()
 	if rp == nil || !rp.resume {
 		if err := createDatabase(ctx, maint, fresh, props, opts.Log); err != nil {
 			return err
 		}
-		if err := pgRestore(ctx, cfg, target, opts, st, fresh, dumpDir); err != nil {
+		if err := pgRestore(ctx, cfg, target, opts, st, fresh, dumpDir, ext, settings); err != nil {
 			return err
 		}
 	}
+	// A resumed point-in-time scratch database was built from this archive
+	// when it was proven; it stays for another --resume whatever happens
+	// to the archive now.
+	keep = rp != nil && rp.resume
+	if _, err := ext.Done(ctx); err != nil {
+		return err
+	}
+	keep = false
 	if _, err := removeMachinery(ctx, target, fresh, opts.Log); err != nil {
 		return err
 	}
@@ -123,7 +140,7 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 	if _, err := unpinFunctionPaths(ctx, target, fresh); err != nil {
 		return err
 	}
-	notes, err := restoreSettings(ctx, cfg, target, maint, opts, st, dumpDir, fresh)
+	notes, err := restoreSettings(ctx, cfg, target, maint, opts, st, dumpDir, fresh, settings)
 	res.Notes = append(res.Notes, notes...)
 	if err != nil {
 		return err
@@ -150,12 +167,23 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 	return nil
 }
 
-// pgRestore runs pg_restore of dumpDir into the fresh database.
-func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, fresh, dumpDir string) error {
+// pgRestore runs pg_restore of dumpDir, being extracted by ext, into the
+// fresh database: the pre-data section (schemas, types, tables, functions)
+// as soon as toc.dat is proven, while the rest of the archive is still
+// extracted; the data and post-data sections (in parallel, --jobs) once
+// every member of the dump is proven. It also starts reading the
+// database-level settings from the table of contents into settings.
+func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, fresh, dumpDir string, ext *archive.VerifiedExtraction, settings *settingsFuture) error {
 	tool, err := pgclient.FindTool(ctx, "pg_restore", cfg.PgBinDir, 0)
 	if err != nil {
 		return err
 	}
+	prefix := "database/" + st.Source + "/"
+	if err := ext.Wait(ctx, prefix+"toc.dat"); err != nil {
+		return err
+	}
+	settings.started = true
+	go settings.run(ctx, cfg, target, opts.Log, dumpDir, fresh, opts.NoOwner)
 	// Our machinery (chain publications, DDL capture) stays out.
 	list := dumpDir + ".restore-list"
 	left, err := ourTOCList(ctx, cfg, target, opts.Log, dumpDir, fresh, list)
@@ -170,14 +198,27 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 	if opts.NoOwner {
 		args = append(args, "--no-owner", "--no-acl")
 	}
-	failed := func(err error) error {
-		return &errs.Error{Code: errs.CodeOf(err), Message: fmt.Sprintf("%v (the target database %s was not changed)", err, st.Target), Err: err,
-			Fix: &errs.Fix{Action: errs.ActRestoreGlobals, Text: "if roles are missing, create them first from the backup's globals, or restore without ownership and privileges"}}
+	run := func(sections ...string) error {
+		t := time.Now()
+		a := append([]string(nil), args...)
+		for _, s := range sections {
+			a = append(a, "--section="+s)
+		}
+		if err := tool.Run(ctx, opts.Log, target, fresh, append(a, dumpDir)...); err != nil {
+			if ext.Failed() != nil {
+				return err // reported as the archive's failure
+			}
+			return &errs.Error{Code: errs.CodeOf(err), Message: fmt.Sprintf("%v (the target database %s was not changed)", err, st.Target), Err: err,
+				Fix: &errs.Fix{Action: errs.ActRestoreGlobals, Text: "if roles are missing, create them first from the backup's globals, or restore without ownership and privileges"}}
+		}
+		opts.Log.Info("pg_restore finished", "database", st.Target, "sections", strings.Join(sections, ","), "duration", time.Since(t).Round(time.Millisecond))
+		return nil
 	}
-	// Two steps, so that functions called while data is loaded find what
-	// their bodies name (userfuncs.go).
-	if err := tool.Run(ctx, opts.Log, target, fresh, append(args, "--section=pre-data", dumpDir)...); err != nil {
-		return failed(err)
+	// Two steps: the pre-data section while the rest of the archive is
+	// still extracted, and so that functions called while data is loaded
+	// find what their bodies name (userfuncs.go).
+	if err := run("pre-data"); err != nil {
+		return err
 	}
 	n, err := pinFunctionPaths(ctx, target, fresh, opts.Log)
 	if err != nil {
@@ -186,10 +227,12 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 	if n > 0 {
 		opts.Log.Debug("functions given a temporary search_path for the restore", "database", st.Target, "functions", n)
 	}
-	if err := tool.Run(ctx, opts.Log, target, fresh, append(args, "--section=data", "--section=post-data", dumpDir)...); err != nil {
-		return failed(err)
+	t := time.Now()
+	if err := ext.WaitPrefix(ctx, prefix); err != nil {
+		return err
 	}
-	return nil
+	opts.Log.Info("dump extracted", "database", st.Target, "waited", time.Since(t).Round(time.Millisecond))
+	return run("data", "post-data")
 }
 
 // conninfoDB is a libpq connection string naming database db: --dbname

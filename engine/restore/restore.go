@@ -1,7 +1,8 @@
-// Package restore restores full backups: it verifies the archive, extracts it
-// into a private directory, restores each database with pg_restore into a
-// fresh database and only then swaps it in place of the target, so that a
-// failed restore leaves the target as it was. With a point-in-time target
+// Package restore restores full backups: it verifies and extracts the
+// archive in one pass into a private directory while it restores each
+// database with pg_restore into a fresh database (each member proven before
+// it is used), and only once the whole archive is proven swaps it in place
+// of the target, so that a failed restore leaves the target as it was. With a point-in-time target
 // (Options.Target) it also replays the chain's change sets (engine/apply)
 // into the fresh database before the swap.
 package restore
@@ -145,42 +146,83 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	if opts.DryRun {
 		return res, nil
 	}
-	opts.Progress("verify " + b.Name)
-	rep, err := archive.Verify(ctx, b.Path)
-	if err != nil {
-		return nil, err
-	}
-	if !rep.OK() {
-		return nil, fmt.Errorf("archive %s failed verification, nothing was restored: %s", b.Name, describeProblems(rep))
-	}
 	work, err := os.MkdirTemp(cfg.StateDir(), fsutil.TempPrefix("restore"))
 	if err != nil {
 		return nil, fmt.Errorf("create extraction directory: %w", err)
 	}
 	defer os.RemoveAll(work)
-	opts.Progress("extract " + b.Name)
-	if _, err := archive.Extract(ctx, b.Path, work); err != nil {
-		return nil, err
+	// The archive is verified and extracted in one pass while the
+	// databases are restored (docs/restore.md): each member is proven
+	// against the sidecar manifest before it is used, everything goes into
+	// scratch databases, and nothing is swapped in, nor any role created,
+	// before the whole archive is proven. A failure drops the scratch
+	// databases and leaves the targets as they were.
+	dest := filepath.Join(work, "archive")
+	if err := os.Mkdir(dest, 0o700); err != nil {
+		return nil, fmt.Errorf("create extraction directory: %w", err)
+	}
+	opts.Progress("verify " + b.Name)
+	ext, err := archive.StartVerifiedExtract(ctx, b.Path, dest)
+	if err != nil {
+		return nil, verifyFailed(b.Name, err)
+	}
+	defer ext.Abort()
+	// A failed verification stops whatever runs on the archive's content
+	// at once (pg_restore into a scratch database) instead of at its end.
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		if _, err := ext.Done(rctx); err != nil {
+			stop()
+		}
+	}()
+	fail := func(err error) error {
+		if verr := ext.Failed(); verr != nil {
+			if errors.Is(verr, archive.ErrVerification) {
+				return verifyFailed(b.Name, verr)
+			}
+			if ctx.Err() == nil {
+				return verr // the extraction's own failure: no space, no key
+			}
+		}
+		if errors.Is(err, archive.ErrVerification) {
+			return verifyFailed(b.Name, err)
+		}
+		return err
+	}
+	props := map[string]backup.DatabaseStats{}
+	if _, ok := ext.Sidecar().Checksums["application_data.json"]; ok {
+		if err := ext.Wait(rctx, "application_data.json"); err != nil {
+			return nil, fail(err)
+		}
+		props = readProps(filepath.Join(dest, "application_data.json"))
 	}
 	if opts.RestoreGlobals && plan.Globals {
+		// Roles and tablespaces cannot be taken back: only from an archive
+		// proven whole.
+		if _, err := ext.Done(rctx); err != nil {
+			return nil, fail(err)
+		}
 		opts.Progress("restore globals")
-		if err := restoreGlobals(ctx, cfg, target, opts.Log, filepath.Join(work, "globals.sql")); err != nil {
+		if err := restoreGlobals(ctx, cfg, target, opts.Log, filepath.Join(dest, "globals.sql")); err != nil {
 			return nil, err
 		}
 	}
-	props := readProps(filepath.Join(work, "application_data.json"))
 	for _, st := range plan.Steps {
 		opts.Progress(fmt.Sprintf("restore %s into %s", st.Source, st.Target))
 		var rp *replayer
 		if pitr != nil {
 			rp = &replayer{plan: pitr, opts: opts, resume: resumeDB != "", res: res, ddlCaptured: ddlCaptured(cfg, pitr)}
 		}
-		if err := restoreDatabase(ctx, cfg, target, opts, st, filepath.Join(work, "database", st.Source), props[st.Source], rp, res); err != nil {
-			return res, err
+		if err := restoreDatabase(rctx, cfg, target, opts, st, ext, filepath.Join(dest, "database", st.Source), props[st.Source], rp, res); err != nil {
+			return res, fail(err)
 		}
 	}
+	if _, err := ext.Done(rctx); err != nil {
+		return res, fail(err)
+	}
 	if opts.RestoreLogs {
-		res.RestoredLogs, err = restoreLogs(work, start)
+		res.RestoredLogs, err = restoreLogs(dest, start)
 		if err != nil {
 			return res, err
 		}
@@ -189,16 +231,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	return res, nil
 }
 
-func describeProblems(rep *archive.VerifyReport) string {
-	var parts []string
-	for _, p := range rep.Problems {
-		if p.Member != "" {
-			parts = append(parts, p.Member+": "+p.Message)
-		} else {
-			parts = append(parts, p.Message)
-		}
-	}
-	return strings.Join(parts, "; ")
+// verifyFailed is the error of a restore stopped because its archive
+// failed verification.
+func verifyFailed(name string, err error) error {
+	return &errs.Error{Code: errs.VerifyFailed, Err: err,
+		Message: fmt.Sprintf("archive %s failed verification, nothing was restored (scratch databases dropped, targets untouched)", name)}
 }
 
 func makePlan(ctx context.Context, target pgclient.Target, b catalog.Backup, opts Options) (*Plan, error) {

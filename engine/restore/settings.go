@@ -211,8 +211,8 @@ func applySettings(ctx context.Context, maint *pgx.Conn, source, db string, stmt
 // restoreSettings applies the database-level settings of dumpDir to the
 // scratch database fresh, restored for target, and returns what the output
 // should say.
-func restoreSettings(ctx context.Context, cfg *config.Config, target pgclient.Target, maint *pgx.Conn, opts Options, st Step, dumpDir, fresh string) ([]string, error) {
-	source, stmts, err := dumpedSettings(ctx, cfg, target, opts.Log, dumpDir, fresh, opts.NoOwner)
+func restoreSettings(ctx context.Context, cfg *config.Config, target pgclient.Target, maint *pgx.Conn, opts Options, st Step, dumpDir, fresh string, pre *settingsFuture) ([]string, error) {
+	source, stmts, err := pre.get(ctx, cfg, target, opts.Log, dumpDir, fresh, opts.NoOwner)
 	if err != nil {
 		return nil, err
 	}
@@ -224,4 +224,43 @@ func restoreSettings(ctx context.Context, cfg *config.Config, target pgclient.Ta
 		notes = append(notes, fmt.Sprintf("database-level settings of %s (comment, grants, connection limit, ALTER DATABASE/ROLE … SET) applied to %s", st.Source, st.Target))
 	}
 	return notes, nil
+}
+
+// settingsFuture reads the database-level settings (dumpedSettings) while
+// the data is restored: they need only the table of contents.
+type settingsFuture struct {
+	started bool // run was called
+	done    chan struct{}
+	source  string
+	stmts   []string
+	err     error
+}
+
+// run computes the settings and closes f.done; pgRestore starts it once
+// toc.dat is proven.
+func (f *settingsFuture) run(ctx context.Context, cfg *config.Config, target pgclient.Target, log *slog.Logger, dumpDir, db string, noACL bool) {
+	defer close(f.done)
+	f.source, f.stmts, f.err = dumpedSettings(ctx, cfg, target, log, dumpDir, db, noACL)
+}
+
+// wait waits for run to end if it was started, so that no pg_restore of
+// the settings outlives its restore.
+func (f *settingsFuture) wait() {
+	if f.started {
+		<-f.done
+	}
+}
+
+// get returns the settings computed by run, or computes them now when run
+// was never started (a resumed point-in-time restore).
+func (f *settingsFuture) get(ctx context.Context, cfg *config.Config, target pgclient.Target, log *slog.Logger, dumpDir, db string, noACL bool) (string, []string, error) {
+	if f == nil || !f.started {
+		return dumpedSettings(ctx, cfg, target, log, dumpDir, db, noACL)
+	}
+	select {
+	case <-f.done:
+		return f.source, f.stmts, f.err
+	case <-ctx.Done():
+		return "", nil, ctx.Err()
+	}
 }
