@@ -18,12 +18,32 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/lock"
 )
 
 // ErrChainEnded is wrapped by the error returned when the chain had to end
 // (broken: schema change, lag cap, lost slot). A new full backup is needed.
 var ErrChainEnded = errors.New("chain ended")
+
+// chainEnded is the error of a chain that had to end: its text is "chain
+// ended: <reason>", it matches ErrChainEnded (errors.Is), and it carries
+// the code CHAIN_ENDED with the fix (a new full backup) for errs.CodeOf and
+// errs.FixOf.
+type chainEnded struct{ msg string }
+
+func (e *chainEnded) Error() string { return e.msg }
+
+func (e *chainEnded) Unwrap() []error {
+	return []error{ErrChainEnded, &errs.Error{Code: errs.ChainEnded, Message: e.msg,
+		Fix: &errs.Fix{Action: errs.ActFullBackup, Text: "take a new full backup; it starts a new chain"}}}
+}
+
+// endedf returns a chainEnded error whose text is "chain ended: " and the
+// formatted reason.
+func endedf(format string, args ...any) error {
+	return &chainEnded{msg: "chain ended: " + fmt.Sprintf(format, args...)}
+}
 
 // ErrStreamLost is wrapped when the replication connection broke (server
 // restart, network, a terminated session); Follow retries after it.
@@ -213,6 +233,12 @@ func drain(ctx context.Context, cfg *config.Config, st *chain.State, opts Option
 		return nil, err
 	}
 	if err := s.stream(ctx, target, token); err != nil {
+		return nil, err
+	}
+	// Read up to the present: the publication and the event triggers must
+	// still be there (a drop the event trigger did not see, run with
+	// session_replication_role = replica or its triggers disabled).
+	if err := s.checkMachinery(ctx); err != nil {
 		return nil, err
 	}
 	s.noteComplete(target, t0)

@@ -26,6 +26,11 @@ type SlotLag struct {
 	Exists         bool   `json:"exists"`
 	Active         bool   `json:"active"`                // a capture streams from it now
 	Bytes          int64  `json:"bytes"`                 // pg_current_wal_lsn() - confirmed_flush_lsn
+	// RetainedBytes is the WAL the server keeps for the slot:
+	// pg_current_wal_lsn() - restart_lsn. It exceeds Bytes while a
+	// transaction that began long ago is still running (decoding must
+	// restart from its first record), whatever the capture confirmed.
+	RetainedBytes int64 `json:"retainedBytes"`
 	WalStatus      string `json:"walStatus,omitempty"`   // reserved, extended, unreserved, lost
 	SafeWalSize    *int64 `json:"safeWalSize,omitempty"` // bytes before the slot is invalidated (NULL: unlimited)
 	ConfirmedFlush string `json:"confirmedFlush,omitempty"`
@@ -45,8 +50,9 @@ func slotLag(ctx context.Context, conn *pgx.Conn, st *chain.State) (*SlotLag, er
 	l := &SlotLag{Chain: st.ID, Database: st.Database, Slot: st.Slot}
 	var flush *string
 	err := conn.QueryRow(ctx, `SELECT active, coalesce((pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, 0),
+	        coalesce((pg_current_wal_lsn() - restart_lsn)::bigint, 0),
 	        coalesce(wal_status, ''), safe_wal_size, confirmed_flush_lsn::text
-	   FROM pg_replication_slots WHERE slot_name = $1`, st.Slot).Scan(&l.Active, &l.Bytes, &l.WalStatus, &l.SafeWalSize, &flush)
+	   FROM pg_replication_slots WHERE slot_name = $1`, st.Slot).Scan(&l.Active, &l.Bytes, &l.RetainedBytes, &l.WalStatus, &l.SafeWalSize, &flush)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return l, nil
 	}
@@ -61,8 +67,36 @@ func slotLag(ctx context.Context, conn *pgx.Conn, st *chain.State) (*SlotLag, er
 }
 
 // checkHealth ends the chain when its slot is gone, invalidated or past
-// MAX_SLOT_LAG.
+// MAX_SLOT_LAG (WAL not yet confirmed, or WAL the server retains for the
+// slot because an old transaction is still running), or when its
+// publication or event triggers were dropped or disabled by someone else.
 func (s *session) checkHealth(ctx context.Context) error {
+	if err := s.checkSlot(ctx); err != nil {
+		return err
+	}
+	return s.checkMachinery(ctx)
+}
+
+// checkMachinery ends the chain when its publication, or the event
+// triggers its start installed, were dropped or disabled by someone else
+// (chain.MachineryProblem). It is not run before the stream has been read
+// up to the present (at the start of a capture): the event trigger's own
+// end message, on the way in the stream, names the statement and the
+// exact position.
+func (s *session) checkMachinery(ctx context.Context) error {
+	why, err := chain.MachineryProblem(ctx, s.conn, s.st)
+	if err != nil {
+		return err
+	}
+	if why != "" {
+		return s.endChain(ctx, why+"; take a new full backup")
+	}
+	return nil
+}
+
+// checkSlot ends the chain when its slot is gone, invalidated or past
+// MAX_SLOT_LAG.
+func (s *session) checkSlot(ctx context.Context) error {
 	l, err := slotLag(ctx, s.conn, s.st)
 	if err != nil {
 		return err
@@ -74,6 +108,8 @@ func (s *session) checkHealth(ctx context.Context) error {
 		return s.endChain(ctx, fmt.Sprintf("replication slot %s was invalidated (wal_status lost: the server removed WAL the slot needed, see max_slot_wal_keep_size); take a new full backup", s.st.Slot))
 	case s.cfg.MaxSlotLag > 0 && l.Bytes > s.cfg.MaxSlotLag:
 		return s.endChain(ctx, fmt.Sprintf("replication slot %s holds back %d bytes of WAL, more than MAX_SLOT_LAG (%d); chain ended to protect the server's disk; take a new full backup", s.st.Slot, l.Bytes, s.cfg.MaxSlotLag))
+	case s.cfg.MaxSlotLag > 0 && l.RetainedBytes > s.cfg.MaxSlotLag:
+		return s.endChain(ctx, fmt.Sprintf("the server retains %d bytes of WAL for replication slot %s, more than MAX_SLOT_LAG (%d): a transaction that began %d bytes of WAL ago is still running (see pg_stat_activity: backend_xid, xact_start), and decoding must restart from its beginning; chain ended to protect the server's disk; take a new full backup", l.RetainedBytes, s.st.Slot, s.cfg.MaxSlotLag, l.RetainedBytes))
 	}
 	return nil
 }
@@ -99,7 +135,7 @@ func (s *session) startFailed(ctx context.Context, err error) error {
 // streamFailed explains a broken replication stream.
 func (s *session) streamFailed(ctx context.Context, err error) error {
 	if rerr := s.st.Reload(); rerr == nil && s.st.Status != chain.StatusOpen {
-		return fmt.Errorf("chain %s of database %s is %s (%s): %w", s.st.ID, s.st.Database, s.st.Status, s.st.Reason, ErrChainEnded)
+		return endedf("chain %s of database %s is %s (%s); take a new full backup", s.st.ID, s.st.Database, s.st.Status, s.st.Reason)
 	}
 	if herr := s.checkHealth(context.WithoutCancel(ctx)); herr != nil {
 		return herr
@@ -119,7 +155,7 @@ func (s *session) endChain(ctx context.Context, reason string) error {
 	if err := s.st.Reload(); err == nil && s.st.Status != chain.StatusOpen {
 		// Ended elsewhere, typically sealed by a newer full backup that
 		// dropped the slot under us.
-		return fmt.Errorf("chain %s of database %s is %s (%s): %w", s.st.ID, s.st.Database, s.st.Status, s.st.Reason, ErrChainEnded)
+		return endedf("chain %s of database %s is %s (%s); take a new full backup", s.st.ID, s.st.Database, s.st.Status, s.st.Reason)
 	}
 	if s.w != nil {
 		if err := s.reopenWhole(); err == nil {
@@ -141,7 +177,7 @@ func (s *session) endChain(ctx context.Context, reason string) error {
 		s.opts.Log.Warn("chain ended but its slot could not be dropped; run `pme2go-backup cleanup`", "chain", s.st.ID, "error", err)
 	}
 	s.opts.Log.Error("chain ended", "database", s.st.Database, "chain", s.st.ID, "reason", reason)
-	return fmt.Errorf("chain %s of database %s: %s: %w", s.st.ID, s.st.Database, reason, ErrChainEnded)
+	return endedf("%s (chain %s of database %s)", reason, s.st.ID, s.st.Database)
 }
 
 // reopenWhole closes the writer and reopens the segment, cutting any

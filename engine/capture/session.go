@@ -117,7 +117,7 @@ func open(ctx context.Context, cfg *config.Config, st *chain.State, opts Options
 		return nil, err
 	}
 	if st.Status != chain.StatusOpen {
-		return nil, fmt.Errorf("chain %s of database %s is %s (%s); take a new full backup: %w", st.ID, st.Database, st.Status, st.Reason, ErrChainEnded)
+		return nil, endedf("chain %s of database %s is %s (%s); take a new full backup", st.ID, st.Database, st.Status, st.Reason)
 	}
 	s := &session{cfg: cfg, st: st, opts: opts, rels: map[uint32]*changeset.Relation{},
 		inSeg: map[uint32]bool{}, types: map[[2]int64]string{}}
@@ -146,7 +146,7 @@ func open(ctx context.Context, cfg *config.Config, st *chain.State, opts Options
 		s.close()
 		return nil, err
 	}
-	if err := s.checkHealth(ctx); err != nil {
+	if err := s.checkSlot(ctx); err != nil {
 		s.close()
 		return nil, err
 	}

@@ -170,3 +170,70 @@ func unpublishedAt(ctx context.Context, conn *pgx.Conn, snapshot, pub string) ([
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
+
+// NoTriggersError refuses a chain that would run without event triggers
+// (DB_USER is not a superuser, or they could not be installed) while
+// REPLICA_IDENTITY_FIX is not full: nothing could then keep a published
+// table that later loses its key from making its UPDATE and DELETE fail.
+type NoTriggersError struct {
+	Database string
+	Why      string // why there are no event triggers
+}
+
+// Error implements error, with the two fixes.
+func (e *NoTriggersError) Error() string {
+	return "database " + e.Database + ": no change capture started: " + e.Why + ", and without event triggers a published table that later loses its key " +
+		"(ALTER TABLE … DROP CONSTRAINT …_pkey, DROP INDEX of its replica identity index) would make its UPDATE and DELETE fail until the chain ends. " +
+		"Set REPLICA_IDENTITY_FIX=full (every published table then gets REPLICA IDENTITY FULL at the chain's start, so that losing a key breaks no write; " +
+		"each UPDATE and DELETE then writes the whole old row to the WAL), or use a superuser DB_USER (event triggers keep the publication safe)"
+}
+
+// fullIdentityWithoutTriggers prepares a chain that runs without event
+// triggers (REPLICA_IDENTITY_FIX=full, see NoTriggersError): it refuses
+// when a partitioned table has no primary key (a partition created or
+// attached later, published through it, would have no replica identity,
+// and nothing could take it out of the publication), and gives every
+// permanent table (regular, partitioned, partitions) REPLICA IDENTITY FULL,
+// which PostgreSQL accepts for UPDATE and DELETE whatever keys the table
+// has or loses later. It returns the tables it altered.
+func fullIdentityWithoutTriggers(ctx context.Context, conn *pgx.Conn, db string) ([]string, error) {
+	rows, err := conn.Query(ctx, `
+SELECT format('%I.%I', n.nspname, c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'p' AND c.relpersistence = 'p'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+   AND n.nspname !~ '^pme2go_[0-9a-f]{8}$'
+   AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+ ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list partitioned tables without a primary key: %w", err)
+	}
+	nokey, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list partitioned tables without a primary key: %w", err)
+	}
+	if len(nokey) > 0 {
+		return nil, fmt.Errorf("database %s: no change capture started: partitioned table(s) %s have no primary key; without event triggers (a superuser DB_USER), a partition created or attached later would be published without a replica identity and its UPDATE and DELETE would fail. Give them a primary key, or use a superuser DB_USER",
+			db, strings.Join(nokey, ", "))
+	}
+	rows, err = conn.Query(ctx, `
+SELECT format('%I.%I', n.nspname, c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND c.relreplident <> 'f'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+   AND n.nspname !~ '^pme2go_[0-9a-f]{8}$'
+ ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list tables without REPLICA IDENTITY FULL: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list tables without REPLICA IDENTITY FULL: %w", err)
+	}
+	for i, t := range tables {
+		if _, err := conn.Exec(ctx, "ALTER TABLE "+t+" REPLICA IDENTITY FULL"); err != nil {
+			return tables[:i], fmt.Errorf("REPLICA_IDENTITY_FIX=full without event triggers: set REPLICA IDENTITY FULL on %s: %w; run it as the table's owner, or use a superuser DB_USER", t, err)
+		}
+	}
+	return tables, nil
+}

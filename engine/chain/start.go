@@ -174,7 +174,25 @@ func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.Pg
 			}
 			st.CaptureDDL = false
 			st.CaptureMode = "off: " + err.Error()
+		} else {
+			st.Triggers = true
 		}
+	}
+	if !st.Triggers {
+		// Without event triggers nothing takes a table that loses its key
+		// out of the publication: only REPLICA IDENTITY FULL everywhere
+		// keeps its UPDATE and DELETE working.
+		if s.Cfg.ReplicaIdentFix != "full" {
+			return fail(&NoTriggersError{Database: db, Why: strings.TrimPrefix(st.CaptureMode, "off: ")})
+		}
+		all, err := fullIdentityWithoutTriggers(ctx, conn, db)
+		for _, t := range all {
+			s.Log.Warn("REPLICA_IDENTITY_FIX=full without event triggers: table given REPLICA IDENTITY FULL", "database", db, "table", t)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		st.CaptureMode += "; REPLICA_IDENTITY_FIX=full: every published table has REPLICA IDENTITY FULL, so that a table losing its key breaks no write"
 	}
 	s.Log.Info("DDL capture", "database", db, "mode", st.CaptureMode)
 	if err := createPublication(ctx, conn, st.Publication); err != nil {

@@ -103,6 +103,10 @@ type State struct {
 	// NotCovered lists the unlogged tables created during the chain: not
 	// published, so incrementals do not cover them.
 	NotCovered []string `json:"notCovered,omitempty"`
+	// Triggers is set when the chain's start installed the event triggers
+	// (superuser): the capture then checks that they are still there and
+	// enabled, and ends the chain when they are not.
+	Triggers bool `json:"triggers,omitempty"`
 
 	dir string
 }

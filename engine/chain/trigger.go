@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -79,13 +80,48 @@ func TriggerSQL(o TriggerOptions) []string {
 	if o.FixFull {
 		fix = "true"
 	}
-	r := strings.NewReplacer("$S", qs, "$PUBLIKE", pubLike, "$END", endPrefix, "$DDL", ddlPrefix,
-		"$GSP", guc("sp"), "$GROLE", guc("role"), "$GQKEY", guc("qkey"), "$GQN", guc("qn"),
-		"$GDROPTEMP", guc("droptemp"), "$OWNER", lit(o.Owner), "$GREWRITE", guc("rewrite"), "$CAPTURE", capture, "$FIX", fix)
+	// machinery: the statement that fired is one of a pme2go function
+	// (ours or another installation's, in a schema a superuser owns: a
+	// role that names its own schema pme2go_<8 hex> does not hide its DDL
+	// this way), not the application's. For the definer functions
+	// (search_path pg_catalog); on_start has its own, operators qualified.
+	machinery := `pg_catalog.strpos(ctx, E'\n') > 0
+     AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles o ON o.oid = n.nspowner
+                  WHERE o.rolsuper AND n.nspname = pg_catalog.substring(pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')),
+                        'function (pme2go_[0-9a-f]{8})\.')::pg_catalog.name)`
+	// lockWait bounds every lock wait of a definer function (it runs with
+	// SET lock_timeout, so this stays inside it) to half of
+	// deadlock_timeout: changing the publication takes a lock on it that
+	// is held until commit, and a transaction waiting for it while holding
+	// locks another one waits for could otherwise deadlock — and the
+	// deadlock detector might cancel the application's statement instead of
+	// ours.
+	lockWait := `PERFORM pg_catalog.set_config('lock_timeout',
+      GREATEST(1, (pg_catalog.date_part('epoch', pg_catalog.current_setting('deadlock_timeout')::pg_catalog.interval) * 500)::pg_catalog.int4)::pg_catalog.text || 'ms', true)`
+	// Regular expressions (ARE) matching our publications' names and our
+	// schema's name in a query string.
+	pubRE := lit(`\m` + ObjectPrefix(o.ID8))
+	schemaRE := lit(`\m` + sch + `\M`)
+	// "$SCHEMARE" comes before "$S": the first match in argument order wins.
+	r := strings.NewReplacer("$SCHEMARE", schemaRE, "$S", qs, "$PUBLIKE", pubLike, "$PUBRE", pubRE,
+		"$END", endPrefix, "$DDL", ddlPrefix, "$GSP", guc("sp"), "$OWNER", lit(o.Owner),
+		"$CAPTURE", capture, "$FIX", fix, "$MACHINERY", machinery, "$LOCKWAIT", lockWait)
 	stmts := []string{
 		`CREATE SCHEMA IF NOT EXISTS $S`,
 		`REVOKE ALL ON SCHEMA $S FROM PUBLIC`,
 		`COMMENT ON SCHEMA $S IS 'pme2go-backup: change capture machinery of one installation; dropped with its last chain'`,
+		// The triggers' per-statement state: written only by the definer
+		// functions (no role but a superuser can reach the schema), so that
+		// no session can forge it, as it could forge its own settings.
+		`CREATE UNLOGGED TABLE IF NOT EXISTS $S.firing (
+  pid pg_catalog.int4 NOT NULL,
+  qkey pg_catalog.text NOT NULL,
+  n pg_catalog.int4 NOT NULL DEFAULT 0,
+  rewrite pg_catalog.text,
+  droptemp pg_catalog.bool,
+  PRIMARY KEY (pid, qkey))`,
+		`REVOKE ALL ON TABLE $S.firing FROM PUBLIC`,
+		`COMMENT ON TABLE $S.firing IS 'pme2go-backup: event trigger state per session and query string (firing count, table rewrites, temporary drops)'`,
 		// safe(rel): the table's UPDATE and DELETE work once it is published.
 		`CREATE OR REPLACE FUNCTION $S.safe(rel pg_catalog.oid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
@@ -110,25 +146,147 @@ BEGIN
     RETURN; -- a statement of pme2go machinery, not the caller's
   END IF;
   PERFORM pg_catalog.set_config($GSP, pg_catalog.current_setting('search_path'), false);
-  PERFORM pg_catalog.set_config($GROLE, current_user::pg_catalog.text, false);
 EXCEPTION WHEN OTHERS THEN
   NULL;
+END
+$f$`,
+		// on_guard runs at ddl_command_start, before the command: it takes
+		// out of the publication what PostgreSQL would otherwise refuse to
+		// change (ALTER TABLE … SET UNLOGGED of a published table), and ends
+		// the chain when a session changes our publication or our schema.
+		`CREATE OR REPLACE FUNCTION $S.on_guard() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '500ms' AS $f$
+DECLARE
+  ctx pg_catalog.text;
+  q pg_catalog.text;
+  piece pg_catalog.text;
+  parts pg_catalog.text[];
+  x record;
+  ends pg_catalog.text[] := '{}';
+  e pg_catalog.text;
+BEGIN
+  IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' AND session_user = $OWNER THEN
+    RETURN;
+  END IF;
+  GET DIAGNOSTICS ctx = PG_CONTEXT;
+  IF $MACHINERY THEN
+    RETURN;
+  END IF;
+  <<body>>
+  BEGIN
+    $LOCKWAIT;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname LIKE $PUBLIKE) THEN
+      EXIT body; -- no chain of this installation here
+    END IF;
+    -- The query string without comments (a comment could split a name
+    -- from its keyword).
+    q := pg_catalog.regexp_replace(pg_catalog.current_query(), '/\*.*?\*/|--[^\n]*', ' ', 'g');
+    IF TG_TAG IN ('ALTER PUBLICATION', 'DROP PUBLICATION') AND q ~ $PUBRE THEN
+      ends := ends || pg_catalog.format('the chain''s publication was changed or dropped by %s (not by pme2go-backup): changes are no longer captured as they happened',
+                        pg_catalog.quote_literal(pg_catalog.left(q, 200)));
+      EXIT body;
+    END IF;
+    -- Our schema, or an object in it, named by a command that can change
+    -- or drop it (a name followed by a dot only as one of our objects: the
+    -- session settings pme2go_<id8>.sp are named that way too).
+    IF (TG_TAG IN ('DROP SCHEMA', 'ALTER SCHEMA', 'GRANT', 'REVOKE') AND q ~ ($SCHEMARE || '(?!\s*\.)'))
+       OR (TG_TAG IN ('CREATE FUNCTION', 'ALTER FUNCTION', 'DROP FUNCTION', 'ALTER ROUTINE', 'DROP ROUTINE', 'ALTER TABLE', 'DROP TABLE',
+                      'GRANT', 'REVOKE', 'COMMENT', 'CREATE INDEX', 'CREATE TRIGGER', 'CREATE RULE')
+           AND q ~ ($SCHEMARE || '\s*\.\s*"?(firing|safe|on_start|on_guard|on_drop|on_rewrite|on_ddl)\M')) THEN
+      ends := ends || pg_catalog.format('%s changed pme2go-backup''s own schema (its event triggers and their state): %s; DDL may no longer be seen',
+                        TG_TAG, pg_catalog.quote_literal(pg_catalog.left(q, 200)));
+      EXIT body;
+    END IF;
+    -- ALTER TABLE … SET UNLOGGED: PostgreSQL refuses it for a table in a
+    -- publication ("part of a publication"). Each published table the
+    -- statement may name leaves the publication first (a name without
+    -- schema matches that table in every schema), so that the statement
+    -- runs: at ddl_command_end an unlogged table is named as not covered
+    -- (DDL capture on; replay reproduces the statement, and a restore
+    -- leaves it empty as PostgreSQL's own recovery does) or ends the chain
+    -- (capture off), and a partitioned table (for which SET UNLOGGED
+    -- changes nothing) is published again.
+    IF TG_TAG = 'ALTER TABLE' AND q ~* '\mset\s+unlogged\M' THEN
+      FOREACH piece IN ARRAY pg_catalog.regexp_split_to_array(q, ';') LOOP
+        CONTINUE WHEN piece !~* '\mset\s+unlogged\M';
+        parts := pg_catalog.regexp_match(piece, '^\s*alter\s+table\s+(?:if\s+exists\s+)?(?:only\s+)?(.*)$', 'i');
+        CONTINUE WHEN parts IS NULL;
+        BEGIN
+          parts := pg_catalog.parse_ident(parts[1], false);
+        EXCEPTION WHEN OTHERS THEN
+          CONTINUE;
+        END;
+        FOR x IN
+          SELECT DISTINCT pb.pubname, c.relkind, pg_catalog.format('%I.%I', ns.nspname, c.relname) AS name
+            FROM pg_catalog.pg_publication_rel pr
+            JOIN pg_catalog.pg_publication pb ON pb.oid = pr.prpubid AND pb.pubname LIKE $PUBLIKE
+            JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+            JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+           WHERE c.relname = parts[pg_catalog.cardinality(parts)]
+             AND (pg_catalog.cardinality(parts) = 1 OR ns.nspname = parts[pg_catalog.cardinality(parts) - 1])
+        LOOP
+          EXECUTE pg_catalog.format('ALTER PUBLICATION %I DROP TABLE %s', x.pubname, x.name);
+          IF NOT $CAPTURE AND x.relkind = 'r' THEN
+            ends := ends || pg_catalog.format('table %s set UNLOGGED by %s while DDL capture is off: it left the publication (PostgreSQL cannot publish an unlogged table), so its changes are no longer captured',
+                              x.name, pg_catalog.quote_literal(pg_catalog.left(q, 200)));
+          END IF;
+        END LOOP;
+      END LOOP;
+    END IF;
+  EXCEPTION
+    WHEN lock_not_available THEN
+      ends := ends || pg_catalog.format('%s had to wait for another transaction that is changing the chain''s publication (it created or altered a table and has not committed): pme2go-backup does not wait, to keep the application from deadlocks', TG_TAG);
+    WHEN OTHERS THEN
+      ends := ends || pg_catalog.format('the pme2go-backup event trigger failed at the start of %s: %s (%s)', TG_TAG, SQLERRM, SQLSTATE);
+  END;
+  -- Messages are emitted outside the exception block (see on_ddl).
+  FOREACH e IN ARRAY ends LOOP
+    PERFORM pg_catalog.pg_logical_emit_message(true, $END, e);
+  END LOOP;
 END
 $f$`,
 		`CREATE OR REPLACE FUNCTION $S.on_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
+  ctx pg_catalog.text;
   tmp boolean;
+  pubs pg_catalog.text[];
+  ends pg_catalog.text[] := '{}';
+  e pg_catalog.text;
 BEGIN
-  SELECT pg_catalog.bool_and(d.is_temporary) INTO tmp FROM pg_catalog.pg_event_trigger_dropped_objects() d;
-  PERFORM pg_catalog.set_config($GDROPTEMP, CASE WHEN tmp THEN 'on' ELSE 'off' END, false);
-EXCEPTION WHEN OTHERS THEN
-  NULL;
+  IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' AND session_user = $OWNER THEN
+    RETURN;
+  END IF;
+  GET DIAGNOSTICS ctx = PG_CONTEXT;
+  IF $MACHINERY THEN
+    RETURN;
+  END IF;
+  BEGIN
+    SELECT pg_catalog.bool_and(d.is_temporary) INTO tmp FROM pg_catalog.pg_event_trigger_dropped_objects() d;
+    INSERT INTO $S.firing AS f (pid, qkey, droptemp)
+      VALUES (pg_catalog.pg_backend_pid(), pg_catalog.md5(pg_catalog.statement_timestamp()::pg_catalog.text || ' ' || pg_catalog.current_query()), tmp)
+      ON CONFLICT (pid, qkey) DO UPDATE SET droptemp = EXCLUDED.droptemp;
+    -- The chain's publication dropped by a session (also from a function
+    -- or DO block, which on_guard cannot read).
+    SELECT pg_catalog.array_agg(d.object_identity ORDER BY d.object_identity) INTO pubs
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.object_type = 'publication' AND d.object_identity LIKE $PUBLIKE;
+    IF pubs IS NOT NULL THEN
+      ends := ends || pg_catalog.format('the chain''s publication %s was dropped by %s (not by pme2go-backup): changes are no longer captured',
+                        pg_catalog.array_to_string(pubs, ', '), pg_catalog.quote_literal(pg_catalog.left(pg_catalog.current_query(), 200)));
+    END IF;
+  EXCEPTION WHEN OTHERS THEN
+    NULL; -- on_ddl then takes the drop for one of a permanent object: captured
+  END;
+  FOREACH e IN ARRAY ends LOOP
+    PERFORM pg_catalog.pg_logical_emit_message(true, $END, e);
+  END LOOP;
 END
 $f$`,
 		`CREATE OR REPLACE FUNCTION $S.on_rewrite() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
+  ctx pg_catalog.text;
   rel pg_catalog.oid;
   why pg_catalog.int4;
   c record;
@@ -137,6 +295,10 @@ DECLARE
   found boolean;
 BEGIN
   IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' AND session_user = $OWNER THEN
+    RETURN;
+  END IF;
+  GET DIAGNOSTICS ctx = PG_CONTEXT;
+  IF $MACHINERY THEN
     RETURN;
   END IF;
   <<body>>
@@ -167,8 +329,9 @@ BEGIN
       ends := ends || pg_catalog.format('table %s rewritten by %s with a volatile default (for example DEFAULT gen_random_uuid() or random()): replaying the statement would give other values than the source has',
                           c.name, pg_catalog.quote_literal(pg_catalog.left(pg_catalog.current_query(), 200)));
     ELSE
-      PERFORM pg_catalog.set_config($GREWRITE,
-        pg_catalog.concat_ws(',', NULLIF(pg_catalog.current_setting($GREWRITE, true), ''), c.name || ':' || why), false);
+      INSERT INTO $S.firing AS f (pid, qkey, rewrite)
+        VALUES (pg_catalog.pg_backend_pid(), pg_catalog.md5(pg_catalog.statement_timestamp()::pg_catalog.text || ' ' || pg_catalog.current_query()), c.name || ':' || why)
+        ON CONFLICT (pid, qkey) DO UPDATE SET rewrite = pg_catalog.concat_ws(',', f.rewrite, EXCLUDED.rewrite);
     END IF;
   EXCEPTION WHEN OTHERS THEN
     ends := ends || ('pme2go-backup table_rewrite trigger failed: ' || SQLERRM);
@@ -182,7 +345,7 @@ BEGIN
 END
 $f$`,
 		`CREATE OR REPLACE FUNCTION $S.on_ddl() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET lock_timeout = '500ms' AS $f$
 DECLARE
   ctx pg_catalog.text;
   q pg_catalog.text;
@@ -204,6 +367,7 @@ DECLARE
   mc pg_catalog.text[] := '{}';
   i pg_catalog.int4;
   in_ext boolean;
+  dt boolean;
 BEGIN
   IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' AND session_user = $OWNER THEN
     RETURN;
@@ -213,24 +377,25 @@ BEGIN
   -- installation's, in a schema a superuser owns: a role that names its
   -- own schema pme2go_<8 hex> does not hide its DDL this way): machinery,
   -- not the application's DDL.
-  IF pg_catalog.strpos(ctx, E'\n') > 0
-     AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles o ON o.oid = n.nspowner
-                  WHERE o.rolsuper AND n.nspname = pg_catalog.substring(pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')),
-                        'function (pme2go_[0-9a-f]{8})\.')::pg_catalog.name) THEN
+  IF $MACHINERY THEN
     RETURN;
   END IF;
   <<body>>
   BEGIN
+    $LOCKWAIT;
     SELECT pg_catalog.array_agg(pubname::pg_catalog.text ORDER BY pubname) INTO pubs
       FROM pg_catalog.pg_publication WHERE pubname LIKE $PUBLIKE;
     IF pubs IS NULL THEN
       EXIT body; -- no chain of this installation here
     END IF;
-    -- The caller's search_path and role, as on_start recorded them at
+    -- The caller's search_path, as on_start recorded it at
     -- ddl_command_start (read before any statement of ours fires on_start
-    -- again).
+    -- again). The role comes from the session itself, not from a setting
+    -- the caller could change while its statement runs: SET ROLE's role,
+    -- else the session user (a definer function does not change either).
     sp := coalesce(pg_catalog.current_setting($GSP, true), '');
-    who := coalesce(pg_catalog.current_setting($GROLE, true), '');
+    who := CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user::pg_catalog.text
+                ELSE pg_catalog.current_setting('role') END;
     -- A command of an extension's script: its CREATE or ALTER EXTENSION is
     -- captured on its own (replay runs the script again); its tables are
     -- still published below.
@@ -238,19 +403,22 @@ BEGIN
               OR EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_ddl_commands() d WHERE d.in_extension);
     q := pg_catalog.current_query();
     k := pg_catalog.md5(pg_catalog.statement_timestamp()::pg_catalog.text || ' ' || q);
+    -- This firing's number within the query string, the table rewrites
+    -- and whether a drop was of temporary objects only: kept in a table
+    -- only these functions write (a session setting could be forged).
+    SELECT f.rewrite, f.droptemp INTO rewrite, dt FROM $S.firing f
+     WHERE f.pid = pg_catalog.pg_backend_pid() AND f.qkey = k;
+    INSERT INTO $S.firing AS f (pid, qkey, n) VALUES (pg_catalog.pg_backend_pid(), k, CASE WHEN in_ext THEN 0 ELSE 1 END)
+      ON CONFLICT (pid, qkey) DO UPDATE SET n = f.n + CASE WHEN in_ext THEN 0 ELSE 1 END, rewrite = NULL, droptemp = NULL
+      RETURNING f.n INTO n;
     IF in_ext THEN
       n := 0;
-    ELSIF pg_catalog.current_setting($GQKEY, true) IS DISTINCT FROM k THEN
-      n := 1;
-    ELSE
-      n := pg_catalog.current_setting($GQN)::pg_catalog.int4 + 1;
     END IF;
-    IF NOT in_ext THEN
-      PERFORM pg_catalog.set_config($GQKEY, k, false);
-      PERFORM pg_catalog.set_config($GQN, n::pg_catalog.text, false);
-    END IF;
-    rewrite := NULLIF(pg_catalog.current_setting($GREWRITE, true), '');
-    PERFORM pg_catalog.set_config($GREWRITE, '', false);
+    -- Earlier query strings of this session (rows a prepared transaction
+    -- still locks are left for later).
+    DELETE FROM $S.firing WHERE ctid IN (SELECT f.ctid FROM $S.firing f
+      WHERE f.pid = pg_catalog.pg_backend_pid() AND f.qkey <> k FOR UPDATE SKIP LOCKED);
+    rewrite := NULLIF(rewrite, '');
 
     IF pg_catalog.strpos(ctx, E'\n') > 0 AND pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')) !~ 'extension script' THEN
       reasons := reasons || pg_catalog.format('%s run inside a function, procedure or DO block (%s) cannot be reproduced from its text',
@@ -364,8 +532,7 @@ BEGIN
       EXIT body;
     END IF;
     IF TG_TAG LIKE 'DROP %' THEN
-      temp_only := pg_catalog.current_setting($GDROPTEMP, true) = 'on';
-      PERFORM pg_catalog.set_config($GDROPTEMP, '', false);
+      temp_only := coalesce(dt, false);
     ELSE
       SELECT pg_catalog.bool_and(coalesce(d.schema_name ~ '^pg_temp', false)) INTO temp_only
         FROM pg_catalog.pg_event_trigger_ddl_commands() d;
@@ -384,11 +551,13 @@ BEGIN
         'v', 2, 'tag', 'ALTER TABLE', 'searchPath', 'pg_catalog, pg_temp', 'role', '',
         'statement', 'ALTER TABLE ' || p || ' REPLICA IDENTITY FULL')::pg_catalog.text;
     END LOOP;
-  EXCEPTION WHEN OTHERS THEN
-    mp := '{}';
-    mc := '{}';
-    mp := mp || $END::pg_catalog.text;
-    mc := mc || pg_catalog.format('the pme2go-backup event trigger failed on %s: %s (%s)', TG_TAG, SQLERRM, SQLSTATE);
+  EXCEPTION
+    WHEN lock_not_available THEN
+      mp := ARRAY[$END::pg_catalog.text];
+      mc := ARRAY[pg_catalog.format('%s had to wait for another transaction that is changing the chain''s publication (it created or altered a table and has not committed): pme2go-backup does not wait, to keep the application from deadlocks, so the tables of this statement were not published and the chain ends here', TG_TAG)];
+    WHEN OTHERS THEN
+      mp := ARRAY[$END::pg_catalog.text];
+      mc := ARRAY[pg_catalog.format('the pme2go-backup event trigger failed on %s: %s (%s)', TG_TAG, SQLERRM, SQLSTATE)];
   END;
   -- Messages are emitted outside the exception block: inside it they would
   -- belong to a subtransaction and could be decoded after later changes of
@@ -399,7 +568,7 @@ BEGIN
 END
 $f$`,
 	}
-	for _, f := range []string{"safe(pg_catalog.oid)", "on_start()", "on_drop()", "on_rewrite()", "on_ddl()"} {
+	for _, f := range []string{"safe(pg_catalog.oid)", "on_start()", "on_guard()", "on_drop()", "on_rewrite()", "on_ddl()"} {
 		stmts = append(stmts, `REVOKE ALL ON FUNCTION $S.`+f+` FROM PUBLIC`)
 	}
 	for i := range stmts {
@@ -414,6 +583,7 @@ func eventTriggers(id8 string) [][3]string {
 	p := Prefix + id8
 	return [][3]string{
 		{p + "_start", "ddl_command_start", "on_start"},
+		{p + "_guard", "ddl_command_start", "on_guard"},
 		{p + "_drop", "sql_drop", "on_drop"},
 		{p + "_rewrite", "table_rewrite", "on_rewrite"},
 		{p + "_ddl", "ddl_command_end", "on_ddl"},
@@ -511,4 +681,43 @@ func dropTriggersIfUnused(ctx context.Context, conn *pgx.Conn, id8 string) error
 		return fmt.Errorf("drop schema %s (event triggers): %w", SchemaName(id8), err)
 	}
 	return nil
+}
+
+// MachineryProblem checks, on a connection to the chain's database, that
+// what keeps the chain exact and the application safe is still there: the
+// chain's publication, and (when its start installed them) the
+// installation's event triggers, present and enabled for ordinary sessions
+// (evtenabled O or A). It returns "" when all is well, else the reason the
+// chain must end (a superuser dropped or disabled them: without the
+// publication nothing is captured; without the triggers new tables and
+// DDL go unseen, and a published table that loses its key would make its
+// UPDATE and DELETE fail).
+func MachineryProblem(ctx context.Context, conn *pgx.Conn, st *State) (string, error) {
+	var pub bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)`, st.Publication).Scan(&pub); err != nil {
+		return "", fmt.Errorf("look up publication %s: %w", st.Publication, err)
+	}
+	if !pub {
+		return fmt.Sprintf("publication %s of the chain no longer exists (dropped by someone other than pme2go-backup, or renamed): changes are no longer captured", st.Publication), nil
+	}
+	if !st.Triggers || st.Installation == "" {
+		return "", nil
+	}
+	var missing []string
+	for _, et := range eventTriggers(st.Installation) {
+		var enabled string
+		err := conn.QueryRow(ctx, `SELECT evtenabled::text FROM pg_catalog.pg_event_trigger WHERE evtname = $1`, et[0]).Scan(&enabled)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			missing = append(missing, et[0]+" dropped")
+		case err != nil:
+			return "", fmt.Errorf("look up event trigger %s: %w", et[0], err)
+		case enabled != "O" && enabled != "A":
+			missing = append(missing, et[0]+" disabled")
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Sprintf("event triggers of pme2go-backup changed by someone else (%s): new tables and DDL are no longer seen, and a published table that lost its key would make its UPDATE and DELETE fail", strings.Join(missing, ", ")), nil
+	}
+	return "", nil
 }

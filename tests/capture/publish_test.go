@@ -202,28 +202,59 @@ func TestNewTablesDuringChain(t *testing.T) {
 	})
 }
 
-// TestCaptureModeWithoutSuperuser: with CAPTURE_DDL=auto and a role that
-// is not a superuser, no event trigger is installed, the full backup says
-// why DDL capture is off, and the chain still publishes its tables
-// explicitly; a new table is not published (its writes succeed).
-// CAPTURE_DDL=true refuses to start a chain then, with the reason.
+// TestCaptureModeWithoutSuperuser (issue 6): with CAPTURE_DDL=auto and a
+// role that is not a superuser, no event trigger can be installed, and
+// without one nothing could take a published table that loses its key out
+// of the publication: its UPDATE and DELETE would fail. So the full backup
+// starts no chain unless REPLICA_IDENTITY_FIX=full, which gives every
+// table REPLICA IDENTITY FULL at the chain's start (PostgreSQL then
+// accepts UPDATE and DELETE whatever keys the table loses), and refuses a
+// partitioned table without a key (its later partitions would have none).
+// The full backup's warnings say why. CAPTURE_DDL=true refuses to start a
+// chain then, with the reason.
 func TestCaptureModeWithoutSuperuser(t *testing.T) {
 	c := setup(t, "app")
 	c.Exec(t, "app", `CREATE ROLE bk LOGIN REPLICATION; GRANT CREATE ON DATABASE app TO bk;
 		GRANT pg_read_all_data TO bk; ALTER TABLE t OWNER TO bk; ALTER TABLE other OWNER TO bk;
 		ALTER SEQUENCE t_id_seq OWNER TO bk; GRANT CREATE ON SCHEMA public TO bk`)
+	ctx := context.Background()
+
+	// Without REPLICA_IDENTITY_FIX=full: no chain, and the reason.
 	cfg := loadCfg(t, cfgEnv(t, c, "app", "DB_USER=bk"))
 	res := full(t, cfg)
+	w := strings.Join(res.Manifest.Warnings, " ")
+	if res.Manifest.ChainID != "" || !strings.Contains(w, "role bk is not a superuser") || !strings.Contains(w, "Set REPLICA_IDENTITY_FIX=full") {
+		t.Fatalf("full backup without event triggers: chain %q, warnings %v", res.Manifest.ChainID, res.Manifest.Warnings)
+	}
+	noPme2goObjects(t, c, "app")
+
+	// A partitioned table without a key: refused even with the fix.
+	c.Exec(t, "app", `CREATE TABLE kp (id int) PARTITION BY LIST (id); ALTER TABLE kp OWNER TO bk`)
+	cfg = loadCfg(t, cfgEnv(t, c, "app", "DB_USER=bk", "REPLICA_IDENTITY_FIX=full"))
+	res = full(t, cfg)
+	if res.Manifest.ChainID != "" || !strings.Contains(strings.Join(res.Manifest.Warnings, " "), "partitioned table(s) public.kp have no primary key") {
+		t.Fatalf("keyless partitioned table: chain %q, warnings %v", res.Manifest.ChainID, res.Manifest.Warnings)
+	}
+	noPme2goObjects(t, c, "app")
+	c.Exec(t, "app", `DROP TABLE kp`)
+
+	// With REPLICA_IDENTITY_FIX=full: every table FULL, a chain.
+	res = full(t, cfg)
 	mode, _ := res.Manifest.Metadata["ddlCapture:app"].(string)
-	if res.Manifest.ChainID == "" || !strings.HasPrefix(mode, "off: role bk is not a superuser") {
+	if res.Manifest.ChainID == "" || !strings.HasPrefix(mode, "off: role bk is not a superuser") || !strings.Contains(mode, "REPLICA IDENTITY FULL") {
 		t.Fatalf("chain %q, DDL capture mode %q, warnings %v", res.Manifest.ChainID, mode, res.Manifest.Warnings)
 	}
+	var notFull int
+	c.Conn(t, "app").QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relname IN ('t', 'other') AND relreplident <> 'f'`).Scan(&notFull)
+	if notFull != 0 {
+		t.Fatalf("%d tables without REPLICA IDENTITY FULL", notFull)
+	}
 	st := openChain(t, cfg, "app")
-	if st.CaptureDDL || !slices.Equal(published(t, c, "app", st.Publication), []string{"other", "t"}) {
+	if st.CaptureDDL || st.Triggers || !slices.Equal(published(t, c, "app", st.Publication), []string{"other", "t"}) {
 		t.Fatalf("chain %+v publishes %v", st, published(t, c, "app", st.Publication))
 	}
 	var triggers int
-	c.Conn(t, "app").QueryRow(context.Background(), `SELECT count(*) FROM pg_event_trigger`).Scan(&triggers)
+	c.Conn(t, "app").QueryRow(ctx, `SELECT count(*) FROM pg_event_trigger`).Scan(&triggers)
 	if triggers != 0 {
 		t.Fatalf("%d event triggers installed by a role that is not a superuser", triggers)
 	}
@@ -233,6 +264,19 @@ func TestCaptureModeWithoutSuperuser(t *testing.T) {
 		t.Fatal("a table created later was published without the event trigger")
 	}
 	c.Exec(t, "app", `DROP TABLE later`)
+	// A published table loses its key: its writes still succeed.
+	c.Exec(t, "app", `ALTER TABLE t DROP CONSTRAINT t_pkey`)
+	conn := connAs(t, c, "app", "bk")
+	for _, q := range []string{`UPDATE t SET v = v || '!' WHERE id <= 5`, `DELETE FROM t WHERE id = 6`, `INSERT INTO t (v) VALUES ('after')`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("application statement failed after the key was dropped: %s: %v", q, err)
+		}
+	}
+	// The catalog comparison ends the chain at the next incremental.
+	if _, err := incremental.Take(ctx, cfg, incremental.Options{}); !errors.Is(err, capture.ErrChainEnded) {
+		t.Fatalf("incremental after a schema change without DDL capture: %v", err)
+	}
+	noPme2goObjects(t, c, "app")
 
 	cfg = loadCfg(t, cfgEnv(t, c, "app", "DB_USER=bk", "CAPTURE_DDL=true"))
 	res = full(t, cfg)

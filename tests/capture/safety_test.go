@@ -24,7 +24,10 @@ import (
 func noPme2goObjects(t *testing.T, c *pgharness.Cluster, db string) {
 	t.Helper()
 	if slots, pubs, machinery := pme2goObjects(t, c, db); slots != 0 || pubs != 0 || machinery != 0 {
-		t.Fatalf("%d pme2go slots, %d publications and %d event triggers or schemas left", slots, pubs, machinery)
+		var names string
+		c.Conn(t, db).QueryRow(context.Background(), `SELECT concat_ws(', ', (SELECT string_agg(slot_name, ' ') FROM pg_replication_slots),
+		    (SELECT string_agg(pubname, ' ') FROM pg_publication))`).Scan(&names)
+		t.Fatalf("%d pme2go slots, %d publications and %d event triggers or schemas left (%s)", slots, pubs, machinery, names)
 	}
 }
 

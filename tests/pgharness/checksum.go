@@ -37,6 +37,7 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm', 'S')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
   AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+  AND n.nspname !~ '^pme2go_[0-9a-f]{8}$' -- pme2go-backup's own machinery, never restored
 ORDER BY 1`
 
 const rowsSQL = `SELECT count(*), coalesce(md5(string_agg(h, '' ORDER BY h)), '')
