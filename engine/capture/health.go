@@ -20,17 +20,17 @@ import (
 
 // SlotLag describes how much WAL a chain's slot holds back.
 type SlotLag struct {
-	Chain          string `json:"chain"`
-	Database       string `json:"database"`
-	Slot           string `json:"slot"`
-	Exists         bool   `json:"exists"`
-	Active         bool   `json:"active"`                // a capture streams from it now
-	Bytes          int64  `json:"bytes"`                 // pg_current_wal_lsn() - confirmed_flush_lsn
+	Chain    string `json:"chain"`
+	Database string `json:"database"`
+	Slot     string `json:"slot"`
+	Exists   bool   `json:"exists"`
+	Active   bool   `json:"active"` // a capture streams from it now
+	Bytes    int64  `json:"bytes"`  // pg_current_wal_lsn() - confirmed_flush_lsn
 	// RetainedBytes is the WAL the server keeps for the slot:
 	// pg_current_wal_lsn() - restart_lsn. It exceeds Bytes while a
 	// transaction that began long ago is still running (decoding must
 	// restart from its first record), whatever the capture confirmed.
-	RetainedBytes int64 `json:"retainedBytes"`
+	RetainedBytes  int64  `json:"retainedBytes"`
 	WalStatus      string `json:"walStatus,omitempty"`   // reserved, extended, unreserved, lost
 	SafeWalSize    *int64 `json:"safeWalSize,omitempty"` // bytes before the slot is invalidated (NULL: unlimited)
 	ConfirmedFlush string `json:"confirmedFlush,omitempty"`

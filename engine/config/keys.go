@@ -34,7 +34,7 @@ var Keys = []Key{
 	{Name: "PG_BINDIR", Default: "", Doc: "directory of pg_dump, pg_restore, pg_dumpall, psql (default: matched to the server's major version)", check: checkOptionalAbsPath},
 	{Name: "BACKUP_STREAMING", Default: "false", Doc: "capture changes continuously (daemon)", check: checkBool},
 	{Name: "MAX_SLOT_LAG", Default: "4GB", Doc: "WAL a slot may retain before its chain is ended", check: checkSize},
-	{Name: "REPLICA_IDENTITY_FIX", Default: "", Doc: "set to 'full' to give tables without a key REPLICA IDENTITY FULL", check: checkOneOf("", "full")},
+	{Name: "REPLICA_IDENTITY_FIX", Default: "", Doc: "set to 'full' to give tables without a key REPLICA IDENTITY FULL (every table, when DB_USER is not a superuser)", check: checkOneOf("", "full")},
 	{Name: "BACKUP_ENCRYPTION_RECIPIENTS", Default: "", Doc: "file of age recipients (public keys): when set, every archive and change-set file is encrypted to them", check: checkOptionalAbsPath},
 	{Name: "BACKUP_ENCRYPTION_IDENTITY_FILE", Default: "", Doc: "age identity file (private key) that decrypts archives for restore and verify (else the credential backup-encryption-identity)", check: checkOptionalAbsPath},
 	{Name: "CAPTURE_DDL", Default: "auto", Doc: "capture DDL through event triggers: auto (when the role is a superuser), true (required) or false", check: checkAutoBool},

@@ -356,3 +356,42 @@ func TestNoHarm(t *testing.T) {
 		}
 	})
 }
+
+// TestOldTransactionHoldsWAL (issue 6): a transaction that stays open holds
+// the slot's restart_lsn back (decoding must restart from its first
+// record), so the server keeps WAL for the slot however much the capture
+// confirmed. MAX_SLOT_LAG caps that too: the chain ends and the slot
+// goes before the disk fills; the application's transaction is untouched.
+func TestOldTransactionHoldsWAL(t *testing.T) {
+	c := setup(t, "app")
+	ctx := context.Background()
+	cfg := loadCfg(t, cfgEnv(t, c, "app", "MAX_SLOT_LAG=4MB"))
+	full(t, cfg)
+	st := openChain(t, cfg, "app")
+	old := c.Conn(t, "app")
+	for _, q := range []string{`BEGIN`, `INSERT INTO t (v) VALUES ('old')`} {
+		if _, err := old.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	for round := 0; round < 12 && err == nil; round++ {
+		// About 1 MB of WAL a round, confirmed by each incremental.
+		c.Exec(t, "app", `INSERT INTO other SELECT 'r`+time.Now().Format("150405.000000")+`_' || g, now() FROM generate_series(1, 6000) g; CHECKPOINT`)
+		lag, lerr := capture.Lag(ctx, cfg, st)
+		if lerr != nil {
+			t.Fatal(lerr)
+		}
+		if lag.Bytes > 4<<20 {
+			t.Fatalf("round %d: %d bytes unconfirmed: the test writes too much per round", round, lag.Bytes)
+		}
+		_, err = incremental.Take(ctx, cfg, incremental.Options{})
+	}
+	if !errors.Is(err, capture.ErrChainEnded) || !strings.Contains(err.Error(), "is still running") || !strings.Contains(err.Error(), "MAX_SLOT_LAG") {
+		t.Fatalf("want the chain ended by the WAL retained for an old transaction, got %v", err)
+	}
+	noPme2goObjects(t, c, "app")
+	if _, err := old.Exec(ctx, `COMMIT`); err != nil {
+		t.Fatalf("the application's transaction: %v", err)
+	}
+}
