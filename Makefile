@@ -75,6 +75,7 @@ system-test: deps package
 # never imports cmd, daemon or dbusapi; outside engine only engine/ops and its
 # types are imported.
 lint:
+	@if git grep -nE '^(<<<<<<<|>>>>>>>)( |$$)' -- . ':!*.tar*' 2>/dev/null; then echo "merge conflict markers left in the files above"; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

@@ -34,7 +34,6 @@ command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 
-<<<<<<< HEAD
 # The S3-compatible server of the off-site tests (tests/s3harness): Versity
 # S3 Gateway, built with the Go toolchain into bin/tools like nfpm.
 VERSITYGW_VERSION=v1.8.0
@@ -52,16 +51,6 @@ if [ ! -x "$versitygw" ] && command -v "${GO:-go}" >/dev/null 2>&1; then
 	rm -rf "$tmpbin"
 fi
 
-if [ ${#missing[@]} -eq 0 ]; then
-	exit 0
-fi
-echo "install-deps: missing: ${missing[*]}"
-if ! command -v apt-get >/dev/null 2>&1; then
-	echo "install-deps: no apt-get here; install ${missing[*]} with your package manager" >&2
-	exit 1
-fi
-=======
->>>>>>> 9182314 (REST API of the daemon (issue 10): the seed's endpoints, job resources, WebSocket and server-sent events, /metrics and METRICS_TEXTFILE, socket activation and peer-credential authorization)
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
