@@ -92,3 +92,24 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestOffsiteKeysRedactedAndWarned(t *testing.T) {
+	c, err := Load(writeConf(t, "OFFSITE_URL=s3://AKIA1234:very-secret@bucket/prefix\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "OFFSITE_URL") || strings.Contains(c.Warnings[0], "very-secret") {
+		t.Fatalf("warnings: %q", c.Warnings)
+	}
+	for _, e := range c.Effective() {
+		if strings.Contains(e.Value, "very-secret") {
+			t.Fatalf("%s printed with its secret: %s", e.Key, e.Value)
+		}
+	}
+	for _, bad := range []string{"OFFSITE_URL=http://bucket", "OFFSITE_ENDPOINT=localhost:9000", "OFFSITE_SYNC_INTERVAL=0s",
+		"OFFSITE_CHECKSUM=xxhash", "LOCAL_RETENTION_DAYS=-1", "OFFSITE_RETENTION_DAYS=soon"} {
+		if _, err := Load(writeConf(t, bad+"\n"), env(nil)); err == nil || !strings.Contains(err.Error(), strings.Split(bad, "=")[0]) {
+			t.Errorf("%s: error %v, want one naming the key", bad, err)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/version"
@@ -95,7 +96,7 @@ func Prepare(ctx context.Context, cfg *config.Config, need Need, log *slog.Logge
 	for _, ref := range missing {
 		found := false
 		for _, rb := range remotes {
-			if rb.Name == ref || stripExt(rb.Name) == ref || filepath.Base(ref) == rb.Name {
+			if rb.Name == ref || archive.TrimExt(rb.Name) == ref || filepath.Base(ref) == rb.Name {
 				want[rb.Key], found = true, true
 			}
 		}
@@ -138,15 +139,6 @@ func Prepare(ctx context.Context, cfg *config.Config, need Need, log *slog.Logge
 	return out, nil
 }
 
-func stripExt(name string) string {
-	name = strings.TrimSuffix(name, ".age")
-	for _, ext := range []string{".tar.xz", ".tar.zst", ".tar.gz", ".tar"} {
-		if s, ok := strings.CutSuffix(name, ext); ok {
-			return s
-		}
-	}
-	return name
-}
 
 // rebuildStreams turns the change sets streamed off-site of chains that
 // BACKUP_DIR/state does not hold into incremental archives that continue
@@ -266,15 +258,33 @@ func (r *Repo) download(ctx context.Context, chunks []Object, dst string) error 
 		return err
 	}
 	defer f.Close()
+	var ids *crypt.Identities
 	for _, c := range chunks {
+		_, want, err := chunkRange(c.Rel)
+		if err != nil {
+			return err
+		}
 		body, _, err := r.Get(ctx, c.Rel)
 		if err != nil {
 			return err
 		}
-		n, err := io.Copy(f, body)
+		var src io.Reader = body
+		if crypt.IsEncryptedName(c.Rel) {
+			if ids == nil {
+				if ids, err = crypt.LoadIdentities(); err != nil {
+					body.Close()
+					return err
+				}
+			}
+			if src, err = ids.Decrypt(body, c.Rel); err != nil {
+				body.Close()
+				return err
+			}
+		}
+		n, err := io.Copy(f, src)
 		body.Close()
-		if err != nil || n != c.Size {
-			return r.objectErr("download "+c.Rel, errors.Join(err, fmt.Errorf("%d of %d bytes", n, c.Size)))
+		if err != nil || n != want {
+			return r.objectErr("download "+c.Rel, errors.Join(err, fmt.Errorf("%d of %d bytes", n, want)))
 		}
 	}
 	return f.Close()

@@ -143,11 +143,11 @@ func (r *Repo) putOptions() minio.PutObjectOptions {
 	case "md5":
 		o.SendContentMd5 = true
 	case "crc32":
-		o.Checksum = minio.ChecksumCRC32
+		o.AutoChecksum = minio.ChecksumCRC32
 	case "crc32c":
-		o.Checksum = minio.ChecksumCRC32C
+		o.AutoChecksum = minio.ChecksumCRC32C
 	case "sha256":
-		o.Checksum = minio.ChecksumSHA256
+		o.AutoChecksum = minio.ChecksumSHA256
 	}
 	return o
 }

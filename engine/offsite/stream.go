@@ -24,6 +24,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/capture"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
@@ -233,8 +234,16 @@ func (s *streamer) sendSegment(ctx context.Context, st *chain.State, p string) (
 			return nil, fmt.Errorf("stream segment: %w", err)
 		}
 		buf = buf[:n]
-		rel := fmt.Sprintf("%s%s/%s/%016x", streamDir(st.ID), filepath.Base(p), sp.gen, sp.off)
-		if _, err := s.r.Put(ctx, rel, bytes.NewReader(buf), int64(len(buf))); err != nil {
+		rel := fmt.Sprintf("%s%s/%s/%016x-%016x", streamDir(st.ID), filepath.Base(p), sp.gen, sp.off, len(buf))
+		body := buf
+		if crypt.Enabled() {
+			// Change sets hold table data: encrypted like the archives.
+			if body, err = encrypt(buf); err != nil {
+				return nil, err
+			}
+			rel += crypt.Suffix
+		}
+		if _, err := s.r.Put(ctx, rel, bytes.NewReader(body), int64(len(body))); err != nil {
 			return nil, err
 		}
 		sp.lastStart, sp.lastSum = sp.off, sha256.Sum256(buf)
@@ -315,12 +324,12 @@ func (r *Repo) streamed(ctx context.Context) (map[string][]streamedSegment, map[
 		var off int64
 		ok := true
 		for _, c := range chunks {
-			o, err := strconv.ParseInt(path.Base(c.Rel), 16, 64)
+			o, n, err := chunkRange(c.Rel)
 			if err != nil || o != off {
 				ok = false
 				break
 			}
-			off += c.Size
+			off += n
 		}
 		if !ok {
 			continue
@@ -377,4 +386,40 @@ func (r *Repo) dropStreamsCovered(ctx context.Context, remotes []Remote) (int, e
 		n++
 	}
 	return n, nil
+}
+
+// chunkRange reads a chunk's offset and plaintext length from its name
+// (<offset>-<length>, 16 hex digits each, ".age" when encrypted).
+func chunkRange(rel string) (int64, int64, error) {
+	name := strings.TrimSuffix(path.Base(rel), crypt.Suffix)
+	a, b, ok := strings.Cut(name, "-")
+	if !ok {
+		return 0, 0, fmt.Errorf("not a change-set chunk: %s", rel)
+	}
+	o, err1 := strconv.ParseInt(a, 16, 64)
+	n, err2 := strconv.ParseInt(b, 16, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("not a change-set chunk: %s", rel)
+	}
+	return o, n, nil
+}
+
+// encrypt returns b encrypted to the current recipients (age).
+func encrypt(b []byte) ([]byte, error) {
+	rec, err := crypt.LoadRecipients()
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	w, err := rec.Encrypt(&out)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(b); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }

@@ -232,3 +232,20 @@ func mergeVars(cfg *config.Config, extra ...string) map[string]string {
 	}
 	return vars
 }
+
+// TestChecksumModes: every OFFSITE_CHECKSUM setting uploads (single and
+// multipart objects) and verifies against the test server.
+func TestChecksumModes(t *testing.T) {
+	s := s3harness.Start(t)
+	for _, mode := range []string{"auto", "md5", "crc32", "crc32c", "sha256", "none"} {
+		t.Run(mode, func(t *testing.T) {
+			_, cfg := fakeEnv(t, s, "sum-"+mode, "OFFSITE_CHECKSUM="+mode)
+			fakeBackup(t, cfg.BackupDir, "full", "", time.Now().Add(-time.Hour), 1000)
+			fakeBackup(t, cfg.BackupDir, "incremental", "", time.Now(), 40<<20) // three parts
+			res, err := ops.OffsiteSync(context.Background(), cfg, ops.OffsiteSyncOptions{}, nil)
+			if err != nil || len(res.Uploaded) != 2 {
+				t.Fatalf("OFFSITE_CHECKSUM=%s: %v %+v", mode, err, res)
+			}
+		})
+	}
+}
