@@ -139,7 +139,6 @@ func Prepare(ctx context.Context, cfg *config.Config, need Need, log *slog.Logge
 	return out, nil
 }
 
-
 // rebuildStreams turns the change sets streamed off-site of chains that
 // BACKUP_DIR/state does not hold into incremental archives that continue
 // the chain's archived incrementals, so that a point-in-time restore
