@@ -35,6 +35,10 @@ type Need struct {
 	// BACKUP_DIR no longer holds).
 	Databases   []string
 	PointInTime bool
+	// Latest narrows a point-in-time restore to the newest state: only the
+	// newest full backup of each database, the newest one that started a
+	// chain and that chain's incrementals are needed (drills, --latest).
+	Latest bool
 }
 
 // Fetched says what Prepare brought back.
@@ -111,7 +115,7 @@ func Prepare(ctx context.Context, cfg *config.Config, need Need, log *slog.Logge
 				continue
 			}
 			for _, db := range rb.Manifest.Databases {
-				if len(need.Databases) == 0 || slices.Contains(need.Databases, db) {
+				if (len(need.Databases) == 0 || slices.Contains(need.Databases, db)) && (!need.Latest || newestChain(local, remotes, db)[rb.Name]) {
 					want[rb.Key] = true
 				}
 			}
@@ -401,4 +405,54 @@ func writeStreamArchive(cfg *config.Config, st *chain.State, seg string, seal *c
 		return "", err
 	}
 	return path, nil
+}
+
+// chainOf returns the chain a backup's manifest records for db.
+func chainOf(m *archive.Manifest, db string) string {
+	if m == nil {
+		return ""
+	}
+	if id, ok := m.Metadata["chain:"+db].(string); ok && id != "" {
+		return id
+	}
+	if len(m.Databases) == 1 && !strings.Contains(m.ChainID, ",") {
+		return m.ChainID
+	}
+	return ""
+}
+
+// newestChain names the backups a restore of db to its newest state may
+// read, local and off-site together: the newest full backup, the newest
+// full backup that started a chain, and that chain's incrementals.
+func newestChain(local []catalog.Backup, remotes []Remote, db string) map[string]bool {
+	all := append([]catalog.Backup{}, local...)
+	for _, rb := range remotes {
+		all = append(all, rb.Backup)
+	}
+	var newest, chained *catalog.Backup
+	for i, b := range all {
+		if b.Type != "full" || b.Manifest == nil || !slices.Contains(b.Manifest.Databases, db) {
+			continue
+		}
+		if newest == nil || b.Timestamp.After(newest.Timestamp) {
+			newest = &all[i]
+		}
+		if chainOf(b.Manifest, db) != "" && (chained == nil || b.Timestamp.After(chained.Timestamp)) {
+			chained = &all[i]
+		}
+	}
+	out := map[string]bool{}
+	if newest != nil {
+		out[newest.Name] = true
+	}
+	if chained != nil {
+		out[chained.Name] = true
+		id := chainOf(chained.Manifest, db)
+		for _, b := range all {
+			if b.Type == "incremental" && b.Manifest != nil && b.Manifest.ChainID == id {
+				out[b.Name] = true
+			}
+		}
+	}
+	return out
 }

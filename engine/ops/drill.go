@@ -9,6 +9,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/drill"
+	"github.com/pme2go/pme2go-backup/engine/offsite"
 	"github.com/pme2go/pme2go-backup/engine/progress"
 )
 
@@ -57,6 +58,13 @@ type BackupDrill struct {
 // DRILL_FAILED (the result says what failed), NOT_FOUND (no full backup),
 // BUSY (another drill runs), CONN_ERR.
 func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions, p Progress) (*DrillResult, error) {
+	dbs := opts.Databases
+	if len(dbs) == 0 {
+		dbs = cfg.DBNames
+	}
+	if err := fetchMissing(ctx, cfg, offsite.Need{PointInTime: true, Latest: true, Databases: dbs}, logger(opts.Log)); err != nil {
+		return nil, fmt.Errorf("restore drill: %w", err)
+	}
 	res, err := drill.Run(ctx, cfg, drill.Options{Databases: opts.Databases, Trigger: opts.Trigger, Log: logger(opts.Log),
 		Progress: func(step string) {
 			phase, object, _ := strings.Cut(step, " ")

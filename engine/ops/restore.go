@@ -185,7 +185,7 @@ func Restore(ctx context.Context, cfg *config.Config, opts RestoreOptions, p Pro
 	if opts.Resume && tp == nil {
 		return nil, errs.New(errs.Usage, "resume continues a point-in-time restore; give the same target again")
 	}
-	need := offsite.Need{PointInTime: tp != nil, Databases: opts.Databases}
+	need := offsite.Need{PointInTime: tp != nil, Latest: opts.Target.Latest, Databases: opts.Databases}
 	if opts.Backup != "" {
 		need.Backups = []string{opts.Backup}
 	}

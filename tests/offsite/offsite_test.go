@@ -188,6 +188,12 @@ func TestCopiesAndRestoreFromOffsite(t *testing.T) {
 		t.Fatalf("restore of %s from the off-site copy alone: %v", full.Name, err)
 	}
 	same(t, "full restore from off-site", sums(t, c, "app_local"), sums(t, c, "app_full"))
+	// A restore drill fetches what it needs too.
+	empty4 := e.with(t, "BACKUP_DIR="+filepath.Join(t.TempDir(), "empty4"))
+	dr, err := ops.Drill(ctx, empty4.cfg, ops.DrillOptions{}, nil)
+	if err != nil || !dr.OK {
+		t.Fatalf("drill from the off-site copy alone: %v %+v", err, dr)
+	}
 	// Verify fetches too.
 	empty3 := e.with(t, "BACKUP_DIR="+filepath.Join(t.TempDir(), "empty3"))
 	vr, err := ops.Verify(ctx, empty3.cfg, ops.VerifyOptions{Backups: []string{full.Name}}, nil)
