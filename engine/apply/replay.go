@@ -26,8 +26,11 @@ type ReplayOptions struct {
 	// Resume continues from the progress recorded in the target's
 	// replication origin; without it an existing origin is reset.
 	Resume bool
-	// OnCommit is called after each applied transaction with the number
-	// applied so far in this run; cancel the context to interrupt.
+	// OnCommit is called after each source transaction was written to
+	// the target, with the number written so far in this run; it is
+	// committed with its batch (see Replay). Cancel the context from it
+	// to stop right after that transaction: the batch is committed up to
+	// it, and a resumed replay continues with the next one.
 	OnCommit func(applied int64, commitLSN uint64)
 	Log      *slog.Logger
 	// RefreshMatviews refreshes every populated materialized view at the
@@ -44,6 +47,11 @@ type Stats struct {
 	LastCommitLSN uint64        // last transaction now applied
 	Sequences     int           // sequences set
 	Duration      time.Duration // time spent
+	// Batches counts the target transactions committed (each holds one or
+	// more source transactions); BatchesRetried the batches that failed
+	// and whose transactions were applied again one by one.
+	Batches        int64 `json:"batches"`
+	BatchesRetried int   `json:"batchesRetried"`
 
 	// UnloggedEmptied names the unlogged tables left empty: their changes
 	// are never captured, so past the full backup their content is
@@ -60,18 +68,32 @@ type Stats struct {
 	UserCodeRestored int `json:"userCodeRestored"`
 }
 
-// Replay applies the prepared plan's transactions, in commit order and one
-// target transaction per source transaction, to the database conn is
-// connected to (which must hold the plan's full backup and be private to
-// the restore: a scratch database), then sets the sequences. Foreign-key
+// Replay applies the prepared plan's transactions, in commit order, to the
+// database conn is connected to (which must hold the plan's full backup and
+// be private to the restore: a scratch database), then sets the sequences.
+//
+// Consecutive source transactions are applied in one target transaction (a
+// batch, bounded by batchMaxTx transactions, batchMaxRows rows and
+// batchMaxBytes bytes of change data, and ended after a transaction that
+// ran captured DDL), their row changes grouped per table (group.go); the
+// replication origin records the last source transaction of each batch,
+// and the recovery target ends the walk, so a target never falls inside a
+// batch. Commits are asynchronous (synchronous_commit = off): an
+// interrupted replay resumes from the last batch that reached the disk,
+// and the caller settles durability before the swap (Settle). When a batch
+// fails, it is rolled back and its transactions are applied again one
+// target transaction each, row by row, so that an error names its
+// transaction and change and leaves everything before it committed.
+// Canceling ctx stops the replay between two source transactions with the
+// open batch committed. Foreign-key
 // triggers are off (session_replication_role = replica); every trigger,
 // rule and event trigger is switched off for the replay and its enable
 // state put back at the end (usercode.go); code a table owner wrote runs
 // with the owner's privileges, never the restorer's (safety.go). Each
-// transaction records its commit LSN and time in the replication origin
-// OriginName(database OID), so that a replay interrupted at any point
-// resumes with Resume without applying anything twice. conn needs
-// superuser rights.
+// target transaction records the commit LSN and time of its last source
+// transaction in the replication origin OriginName(database OID), so that
+// a replay interrupted at any point resumes with Resume without applying
+// anything twice. conn needs superuser rights.
 func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*Stats, error) {
 	if !p.prepared {
 		return nil, errors.New("apply: plan not prepared; call Prepare or Build first")
@@ -108,14 +130,32 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 	a := &applier{ctx: ctx, conn: conn, st: st, opts: opts, plan: p}
 	a.w = newWriter(conn.PgConn(), a.committed)
 	a.w.setup, a.w.dbPath = settings, dbPath
-	err = p.walk(ctx, p.decider(done), a)
-	if err == nil {
-		err = a.w.finish(ctx)
-	}
-	if err != nil {
+	a.g = newGrouper(a.w)
+	for {
+		err = p.walk(ctx, p.decider(st.LastCommitLSN), a)
+		var stopped *canceledAt
+		if err == nil || errors.As(err, &stopped) {
+			// The walk ended between two transactions: commit the open
+			// batch (also when canceled: it ends at a transaction's end).
+			ectx := ctx
+			if stopped != nil {
+				ectx = context.WithoutCancel(ctx)
+			}
+			a.ctx = ectx
+			if eerr := a.end(ectx); eerr != nil {
+				err = eerr
+			}
+			a.ctx = ctx
+		}
+		if err == nil {
+			break
+		}
 		a.w.abort()
 		if !conn.PgConn().IsClosed() {
 			conn.PgConn().Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+		}
+		if stopped != nil || !a.retry(ctx, err) {
+			break
 		}
 	}
 	st.Rows = a.w.rows
@@ -140,6 +180,12 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 	if st.MatviewsRefreshed, st.UserCodeRestored, err = finishScratch(ctx, conn, refresh); err != nil {
 		return st, err
 	}
+	// Durable once, before anything else is done with the database; the
+	// session commits synchronously from here on.
+	if err := Settle(ctx, conn); err != nil {
+		return st, err
+	}
+	st.Duration = time.Since(start)
 	opts.Log.Info("change sets replayed", "origin", origin, "transactions", st.Applied, "rows", st.Rows, "duration", st.Duration.Round(time.Millisecond))
 	return st, nil
 }
@@ -230,24 +276,119 @@ type applier struct {
 	ctx  context.Context
 	conn *pgx.Conn
 	w    *writer
+	g    *grouper
 	st   *Stats
 	opts ReplayOptions
 	plan *Plan
+
+	// exactUntil: source transactions with a commit LSN up to it are
+	// applied in exact mode (one target transaction each, row by row),
+	// after a batch holding them failed; exact is true for the one being
+	// applied.
+	exactUntil uint64
+	exact      bool
+	lastBegun  uint64 // commit LSN of the last transaction begun
+
+	// The open batch: source transactions, rows and change bytes in it,
+	// its last transaction, and whether it must end after the current one.
+	inBatch    int64
+	batchRows  int64
+	batchBytes int64
+	last       changeset.Commit
+	cut        bool
+	written    int64 // transactions committed or in the open batch (this run)
 }
 
-func (a *applier) begin(b *changeset.Begin) error { return a.w.begin(a.ctx, b) }
+func (a *applier) begin(b *changeset.Begin) error {
+	a.lastBegun = b.FinalLSN
+	a.exact = b.FinalLSN <= a.exactUntil
+	if a.inBatch == 0 {
+		return a.w.begin(a.ctx, b)
+	}
+	a.w.tx, a.w.lsn = txRef{xid: b.Xid, commitLSN: b.FinalLSN}, 0
+	return nil
+}
 
 func (a *applier) change(c *changeset.Change) error {
 	d, err := c.Decode()
 	if err != nil {
 		return fail(a.w.tx, 0, err)
 	}
-	return a.w.apply(a.ctx, d, c.LSN)
+	a.batchRows++
+	a.batchBytes += int64(len(c.Raw))
+	if a.exact {
+		return a.w.apply(a.ctx, d, c.LSN)
+	}
+	return a.g.add(a.ctx, d, c.LSN)
+}
+
+// end commits the open batch, if any, and reads every result.
+func (a *applier) end(ctx context.Context) error {
+	if a.inBatch > 0 {
+		if err := a.endBatch(ctx); err != nil {
+			return err
+		}
+	}
+	return a.w.finish(ctx)
+}
+
+// endBatch writes the queues and sends the open batch's COMMIT, recording
+// its last transaction in the replication origin.
+func (a *applier) endBatch(ctx context.Context) error {
+	if err := a.g.flushAll(ctx); err != nil {
+		return err
+	}
+	if err := a.w.flush(ctx); err != nil {
+		return err
+	}
+	last, n := a.last, a.inBatch
+	exact := a.exact
+	a.inBatch, a.batchRows, a.batchBytes, a.cut = 0, 0, 0, false
+	if err := a.w.commit(ctx, &last, n); err != nil || exact {
+		return err
+	}
+	// The COMMIT of a merged batch goes now, not with the next batch's
+	// first statements (which wait until the queues are flushed): a
+	// batch is committed as soon as it is complete. One round trip per
+	// batch; the COMMIT's result is read with the next batch.
+	if err := a.w.wait(); err != nil {
+		return err
+	}
+	return a.w.send(ctx, nil)
+}
+
+// retry decides, after the batch failed with err and was rolled back,
+// whether to apply its transactions again in exact mode: when the failure
+// involved a transaction not yet tried that way and the connection is
+// usable. The transactions up to the last one begun are then applied one
+// target transaction each; an error there is final.
+func (a *applier) retry(ctx context.Context, err error) bool {
+	if ctx.Err() != nil || a.conn.PgConn().IsClosed() || a.lastBegun <= a.exactUntil {
+		return false
+	}
+	a.opts.Log.Info("a batch of merged transactions failed; applying its transactions one by one", "error", err,
+		"from", changeset.FormatLSN(a.st.LastCommitLSN), "to", changeset.FormatLSN(a.lastBegun))
+	a.w.tables, a.w.uniques = nil, nil
+	clear(a.w.types)
+	clear(a.w.rels)
+	if ferr := a.w.forget(ctx); ferr != nil {
+		return false
+	}
+	a.g.reset()
+	a.exactUntil = a.lastBegun
+	a.inBatch, a.batchRows, a.batchBytes, a.cut = 0, 0, 0, false
+	a.written = a.st.Applied
+	a.st.BatchesRetried++
+	return true
 }
 
 func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
 	if !changeset.IsDDLPrefix(m.Prefix) {
 		return nil // marks and other messages change no data
+	}
+	a.cut = true // a later transaction may depend on this one's DDL being committed (a new enum value)
+	if err := a.g.flushAll(a.ctx); err != nil {
+		return err
 	}
 	if err := a.w.flush(a.ctx); err != nil {
 		return err
@@ -347,18 +488,51 @@ func abbreviateSQL(s string) string {
 	return s
 }
 
+// commit ends a source transaction: the batch ends after it when it was
+// applied in exact mode, ran DDL, or a bound was reached.
 func (a *applier) commit(c *changeset.Commit) error {
-	if err := a.w.flush(a.ctx); err != nil {
-		return err
+	a.inBatch++
+	a.last = *c
+	if a.exact || a.cut || a.inBatch >= batchMaxTx || a.batchRows >= batchMaxRows || a.batchBytes >= batchMaxBytes {
+		if err := a.endBatch(a.ctx); err != nil {
+			return err
+		}
 	}
-	return a.w.commit(a.ctx, c)
+	a.written++
+	if a.opts.OnCommit != nil {
+		a.opts.OnCommit(a.written, c.CommitLSN)
+	}
+	return nil
 }
 
-// committed counts a transaction the target confirmed committed.
-func (a *applier) committed(c changeset.Commit) {
-	a.st.Applied++
+// committed counts the source transactions of a target transaction the
+// target confirmed committed.
+func (a *applier) committed(c commitRef) {
+	a.st.Applied += c.n
+	a.st.Batches++
 	a.st.LastCommitLSN = c.CommitLSN
-	if a.opts.OnCommit != nil {
-		a.opts.OnCommit(a.st.Applied, c.CommitLSN)
+}
+
+// Settle makes everything written in the database conn is connected to
+// durable: replay commits asynchronously (synchronous_commit = off, so a
+// crash of the server may lose the last batches, which a resumed replay
+// applies again: the replication origin's progress is lost with them). It
+// switches the session back to synchronous commit, commits a transaction
+// synchronously (flushing the WAL of every earlier commit) and runs
+// CHECKPOINT, so that the restored database needs no WAL replay of the
+// restore after a crash. Replay calls it at its end (its Duration includes
+// it), before the swap; it needs a superuser (or pg_checkpoint).
+func Settle(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = on"); err != nil {
+		return fmt.Errorf("settle the replayed database: %w", err)
 	}
+	// txid_current() assigns a transaction id, so the commit is written
+	// and flushed with everything before it.
+	if _, err := conn.Exec(ctx, "SELECT pg_catalog.txid_current()"); err != nil {
+		return fmt.Errorf("settle the replayed database: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("settle the replayed database (CHECKPOINT): %w", err)
+	}
+	return nil
 }

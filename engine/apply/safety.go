@@ -142,19 +142,21 @@ func textArray(params [][]byte) []byte {
 // queueDML queues an insert, update or delete that must change exactly
 // one row: directly, or, for a table in t, through its owner's function.
 func (w *writer) queueDML(ctx context.Context, t *tableInfo, q string, b *stmtBuilder) error {
+	return w.queueRows(ctx, t, q, b.params, 1)
+}
+
+// queueRows queues a statement with parameters params that must change
+// exactly want rows: directly, or, for a table in t, through its owner's
+// function (the statement then refers to its parameters as $1[1], $1[2],
+// …, see stmtBuilder).
+func (w *writer) queueRows(ctx context.Context, t *tableInfo, q string, params [][]byte, want int64) error {
 	if t == nil {
-		return w.queue(ctx, request{q: q, params: b.params, prepared: true}, expOneRow)
+		return w.queueNamed(ctx, request{q: q, params: params, prepared: true}, expOneRow, q, want)
 	}
 	r := request{q: "SELECT " + t.fn + "($1::pg_catalog.text, $2::pg_catalog.text[])",
-		params: [][]byte{[]byte(q), textArray(b.params)}, prepared: true}
-	if err := w.queue(ctx, r, expOneRowFn); err != nil {
-		return err
-	}
+		params: [][]byte{[]byte(q), textArray(params)}, prepared: true}
 	// Name the statement itself, not the call, in errors.
-	if n := len(w.next); n > 0 && w.next[n-1].exp.kind == expOneRowFn {
-		w.next[n-1].exp.q = q + " (as the owner of the table)"
-	}
-	return nil
+	return w.queueNamed(ctx, r, expOneRowFn, q+" (as the owner of the table)", want)
 }
 
 // typeKey identifies a column type as a change set names it.
@@ -228,6 +230,8 @@ type relInfo struct {
 	types      []typeInfo // by column; eqOp "" until looked up
 	table      *tableInfo
 	tableKnown bool
+	noGroup    bool // updates are not grouped (see group.go)
+	groupKnown bool
 }
 
 // rel returns the cache entry of rel (dropped after DDL, and when many
@@ -365,10 +369,35 @@ func (w *writer) table(ctx context.Context, rel *changeset.Relation) (*tableInfo
 		if err != nil {
 			return nil, w.failf("%w", err)
 		}
-		w.tables = m
+		u, err := uniqueTables(ctx, w.conn)
+		if err != nil {
+			return nil, w.failf("%w", err)
+		}
+		w.tables, w.uniques = m, u
 	}
 	ri.table, ri.tableKnown = w.tables[rel.QualifiedName()], true
 	return ri.table, nil
+}
+
+// uniqueTables returns the tables (schema-qualified, quoted) with a unique
+// index or an exclusion constraint besides their replica identity: an
+// update of several rows in one statement could violate it where the
+// source's updates one after the other did not, so their updates are not
+// grouped.
+func uniqueTables(ctx context.Context, conn *pgconn.PgConn) (map[string]bool, error) {
+	res := conn.ExecParams(ctx, `SELECT DISTINCT n.nspname, c.relname FROM pg_catalog.pg_index i
+		JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND (i.indisunique OR i.indisexclusion)
+		  AND NOT (c.relreplident = 'd' AND i.indisprimary) AND NOT (c.relreplident = 'i' AND i.indisreplident)`, nil, nil, nil, nil).Read()
+	if res.Err != nil {
+		return nil, fmt.Errorf("find the tables with unique indexes: %w", res.Err)
+	}
+	m := map[string]bool{}
+	for _, row := range res.Rows {
+		m[changeset.QuoteIdent(string(row[0]))+"."+changeset.QuoteIdent(string(row[1]))] = true
+	}
+	return m, nil
 }
 
 // untrustedTablesSQL lists the tables (relkind r, p) whose inserts, updates

@@ -51,8 +51,9 @@ type writer struct {
 	nextBytes int              // bytes of its parameters
 	pipe      *pgconn.Pipeline // the batch in flight; nil if none
 	inflight  []expect         // results it owes, in order
-	ends      *changeset.Commit
-	// ends is the transaction whose statements end in the batch in flight.
+	ends      *commitRef
+	// ends is the target transaction whose statements end in the batch in
+	// flight.
 
 	tx  txRef  // transaction being written
 	lsn uint64 // LSN of the change being written; 0 outside changes
@@ -67,20 +68,30 @@ type writer struct {
 	copyCols string // and column list
 	copyLSN  uint64 // LSN of the first of them
 
-	toCommit  *changeset.Commit  // checked transaction whose COMMIT is not sent yet
-	chain     bool               // that COMMIT starts the next transaction (AND CHAIN)
-	committed []changeset.Commit // commits confirmed by the last batch read
-	onCommit  func(c changeset.Commit)
+	toCommit  *commitRef  // checked transaction whose COMMIT is not sent yet
+	chain     bool        // that COMMIT starts the next transaction (AND CHAIN)
+	committed []commitRef // commits confirmed by the last batch read
+	onCommit  func(c commitRef)
 
-	rows int64 // rows written and checked
+	rows          int64 // rows written and checked
+	rowsCommitted int64 // of them, rows of committed transactions
 
 	// Catalog knowledge of the target, looked up on first use and
 	// forgotten after DDL (see safety.go).
-	types  map[typeKey]typeInfo             // column types: cast and key comparison
-	rels   map[*changeset.Relation]*relInfo // per Relation record
-	tables map[string]*tableInfo            // tables whose changes run as their owner; nil: not loaded
-	dbPath string                           // the database's own search_path, for old change sets
-	setup  *sessionSettings                 // replay session settings, re-set after owner code ran
+	types   map[typeKey]typeInfo             // column types: cast and key comparison
+	rels    map[*changeset.Relation]*relInfo // per Relation record
+	tables  map[string]*tableInfo            // tables whose changes run as their owner; nil: not loaded
+	uniques map[string]bool                  // tables whose updates are not grouped (loaded with tables)
+	dbPath  string                           // the database's own search_path, for old change sets
+	setup   *sessionSettings                 // replay session settings, re-set after owner code ran
+}
+
+// commitRef is the end of a target transaction: the last source
+// transaction it holds (whose commit LSN and time the replication origin
+// records) and how many source transactions it holds.
+type commitRef struct {
+	changeset.Commit
+	n int64
 }
 
 // txRef names a transaction in errors.
@@ -103,9 +114,9 @@ type expectKind uint8
 const (
 	expPrepare  expectKind = iota // statement prepared
 	expAny                        // any successful result
-	expOneRow                     // an update, delete or insert of exactly one row
+	expOneRow                     // an update, delete or insert of exactly want rows (1 when 0)
 	expCommit                     // COMMIT of a transaction
-	expOneRowFn                   // an owner's-privileges call returning 1 (one row changed)
+	expOneRowFn                   // an owner's-privileges call returning want (1 when 0): the rows changed
 )
 
 // expect is a result the pipeline owes, with what to name in an error.
@@ -114,13 +125,22 @@ type expect struct {
 	q      string // statement text
 	name   string // prepared statement name (expPrepare)
 	tx     txRef
-	lsn    uint64           // change LSN, 0 if none
-	commit changeset.Commit // expCommit
+	lsn    uint64    // change LSN, 0 if none
+	commit commitRef // expCommit
+	want   int64     // rows expOneRow and expOneRowFn must change; 0 means 1
+}
+
+// rows returns the number of rows the request must change.
+func (e *expect) rows() int64 {
+	if e.want == 0 {
+		return 1
+	}
+	return e.want
 }
 
 // newWriter returns a writer on conn that calls onCommit, in commit order,
 // for each transaction the target confirmed committed.
-func newWriter(conn *pgconn.PgConn, onCommit func(c changeset.Commit)) *writer {
+func newWriter(conn *pgconn.PgConn, onCommit func(c commitRef)) *writer {
 	return &writer{conn: conn, stmts: map[string]string{}, onCommit: onCommit, types: map[typeKey]typeInfo{},
 		rels: map[*changeset.Relation]*relInfo{}}
 }
@@ -149,15 +169,15 @@ func (w *writer) begin(ctx context.Context, b *changeset.Begin) error {
 	return w.queue(ctx, request{q: "BEGIN", prepared: true}, expAny)
 }
 
-// commit ends the transaction: the batch in flight is read, then the
-// transaction's batch is sent; its COMMIT follows once that was checked.
-func (w *writer) commit(ctx context.Context, c *changeset.Commit) error {
+// commit ends the target transaction, which holds n source transactions,
+// the last of them c: the batch in flight is read, then the transaction's
+// batch is sent; its COMMIT follows once that was checked.
+func (w *writer) commit(ctx context.Context, c *changeset.Commit, n int64) error {
 	w.lsn = 0
 	if err := w.wait(); err != nil {
 		return err
 	}
-	cc := *c
-	return w.send(ctx, &cc)
+	return w.send(ctx, &commitRef{Commit: *c, n: n})
 }
 
 // finish sends the last transaction's COMMIT and reads everything.
@@ -175,6 +195,7 @@ func (w *writer) finish(ctx context.Context) error {
 // rolls back.
 func (w *writer) abort() {
 	w.wait()
+	w.rows = w.rowsCommitted
 	w.next, w.nextBytes, w.toCommit, w.chain = nil, 0, nil, false
 	w.copyBuf.Reset()
 	w.copyRows, w.runRows, w.runRel, w.runCols = 0, 0, "", ""
@@ -183,7 +204,13 @@ func (w *writer) abort() {
 // queue adds a request, with its check, to the batch being built, sending
 // the batch early when it grew large.
 func (w *writer) queue(ctx context.Context, r request, k expectKind) error {
-	r.exp = expect{kind: k, q: r.q, tx: w.tx, lsn: w.lsn}
+	return w.queueNamed(ctx, r, k, r.q, 1)
+}
+
+// queueNamed is queue naming the statement as name in errors, with a
+// request that must change want rows (expOneRow, expOneRowFn).
+func (w *writer) queueNamed(ctx context.Context, r request, k expectKind, name string, want int64) error {
+	r.exp = expect{kind: k, q: name, tx: w.tx, lsn: w.lsn, want: want}
 	w.next = append(w.next, r)
 	for _, p := range r.params {
 		w.nextBytes += len(p)
@@ -212,7 +239,7 @@ func (w *writer) drain(ctx context.Context) error {
 // send sends the batch being built, led by the progress record and COMMIT
 // of the transaction waiting for them, with a synchronization point. No
 // batch may be in flight. ends is the transaction the batch ends, if any.
-func (w *writer) send(ctx context.Context, ends *changeset.Commit) error {
+func (w *writer) send(ctx context.Context, ends *commitRef) error {
 	if len(w.next) == 0 && w.toCommit == nil {
 		if ends != nil {
 			w.toCommit = ends // its statements were all read already
@@ -336,11 +363,11 @@ func (w *writer) read(p *pgconn.Pipeline) error {
 			if _, err := rr.Close(); err != nil {
 				return e.fail(err)
 			}
-			if string(n) != "1" {
-				return fail(e.tx, e.lsn, fmt.Errorf("%s affected %s rows, want exactly 1: the restored data differs from the source (was it changed outside the chain?)",
-					strings.SplitN(e.q, " WHERE", 2)[0], n))
+			if want := strconv.FormatInt(e.rows(), 10); string(n) != want {
+				return fail(e.tx, e.lsn, fmt.Errorf("%s affected %s rows, want exactly %s: the restored data differs from the source (was it changed outside the chain?)",
+					strings.SplitN(e.q, " WHERE", 2)[0], n, want))
 			}
-			w.rows++
+			w.rows += e.rows()
 			continue
 		}
 		tag, err := rr.Close()
@@ -349,16 +376,17 @@ func (w *writer) read(p *pgconn.Pipeline) error {
 		}
 		switch e.kind {
 		case expOneRow:
-			if n := tag.RowsAffected(); n != 1 {
-				return fail(e.tx, e.lsn, fmt.Errorf("%s affected %d rows, want exactly 1: the restored data differs from the source (was it changed outside the chain?)",
-					strings.SplitN(e.q, " WHERE", 2)[0], n))
+			if n := tag.RowsAffected(); n != e.rows() {
+				return fail(e.tx, e.lsn, fmt.Errorf("%s affected %d rows, want exactly %d: the restored data differs from the source (was it changed outside the chain?)",
+					strings.SplitN(e.q, " WHERE", 2)[0], n, e.rows()))
 			}
-			w.rows++
+			w.rows += e.rows()
 		case expCommit:
 			if tag.String() != "COMMIT" {
 				return fail(e.tx, 0, fmt.Errorf("commit: the target answered %q", tag.String()))
 			}
 			w.committed = append(w.committed, e.commit)
+			w.rowsCommitted = w.rows
 		}
 	}
 	res, err := p.GetResults()
@@ -526,20 +554,30 @@ func (w *writer) copy(ctx context.Context) error {
 	if w.copyRows == 0 {
 		return nil
 	}
+	if err := w.copyIn(ctx, w.copyRel, w.copyCols, &w.copyBuf, w.copyRows, w.copyLSN); err != nil {
+		return err
+	}
+	w.copyRows = 0
+	return nil
+}
+
+// copyIn runs COPY rel (cols) FROM STDIN with the n rows in buf (COPY text
+// format), after everything queued before it, and empties buf. lsn names
+// the first row's change in errors.
+func (w *writer) copyIn(ctx context.Context, rel, cols string, buf *bytes.Buffer, n int64, lsn uint64) error {
 	if err := w.drain(ctx); err != nil {
 		return err
 	}
-	q := "COPY " + w.copyRel + " (" + w.copyCols + ") FROM STDIN"
-	tag, err := w.conn.CopyFrom(ctx, bytes.NewReader(w.copyBuf.Bytes()), q)
+	q := "COPY " + rel + " (" + cols + ") FROM STDIN"
+	tag, err := w.conn.CopyFrom(ctx, bytes.NewReader(buf.Bytes()), q)
 	if err != nil {
-		return fail(w.tx, w.copyLSN, fmt.Errorf("%s (%d rows): %w", q, w.copyRows, err))
+		return fail(w.tx, lsn, fmt.Errorf("%s (%d rows): %w", q, n, err))
 	}
-	if tag.RowsAffected() != w.copyRows {
-		return fail(w.tx, w.copyLSN, fmt.Errorf("%s copied %d rows, want %d", q, tag.RowsAffected(), w.copyRows))
+	if tag.RowsAffected() != n {
+		return fail(w.tx, lsn, fmt.Errorf("%s copied %d rows, want %d", q, tag.RowsAffected(), n))
 	}
-	w.rows += w.copyRows
-	w.copyBuf.Reset()
-	w.copyRows = 0
+	w.rows += n
+	buf.Reset()
 	return nil
 }
 

@@ -15,6 +15,13 @@ var errEOF = io.EOF
 // errStop ends a walk early without error.
 var errStop = errors.New("stop")
 
+// canceledAt is the error of a walk whose context was canceled: it
+// stopped between two transactions, before the one it would have begun.
+type canceledAt struct{ err error }
+
+func (e *canceledAt) Error() string { return e.err.Error() }
+func (e *canceledAt) Unwrap() error { return e.err }
+
 // action is what a walk does with a transaction.
 type action int
 
@@ -77,7 +84,7 @@ func (p *Plan) walkSegment(ctx context.Context, seg segment, expect *uint64, ddl
 		case *changeset.Begin:
 			open = rec
 			if err := ctx.Err(); err != nil {
-				return err
+				return &canceledAt{err: err}
 			}
 			switch decide(rec) {
 			case doStop:

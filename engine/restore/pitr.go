@@ -164,6 +164,7 @@ func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) e
 			r.opts.Log.Info("sequences raised to the values their columns hold", "sequences", raised)
 		}
 	}
+
 	if err != nil {
 		return fmt.Errorf("%w (scratch database %s kept; the target database was not changed)", err, db)
 	}

@@ -2,11 +2,11 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"syscall"
 	"testing"
@@ -17,93 +17,171 @@ import (
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
-var replayedRe = regexp.MustCompile(`replayed (\d+) transactions \((\d+) rows, (\d+) rows/s\)`)
+// replayWorkload is one source workload of BenchmarkReplay: setup creates
+// its tables in db (before the full backup), write runs it and returns the
+// rows it wrote (inserted, updated or deleted: the changes replay applies).
+type replayWorkload struct {
+	name  string
+	setup func(b *testing.B, c *pgharness.Cluster, db string)
+	write func(b *testing.B, c *pgharness.Cluster, db string, secs int) int64
+}
 
 // BenchmarkReplay measures point-in-time replay against the rate at which
-// the source wrote the same rows: a pgbench run (TPC-B: three updates and an
-// insert per transaction) and a bulk phase (inserts in large transactions,
-// as a batch job would), captured by `incremental`, then replayed by
-// `restore --latest` into a new database. It reports rows per second on both
-// sides and the restore's peak memory. BENCH_OWNER_CODE=1 gives
-// pgbench_accounts to a role that is not a superuser, with a CHECK calling
-// that role's PL/pgSQL function, so that replay applies its changes with
-// the owner's privileges (see engine/apply/safety.go).
+// the source wrote the same rows, on three workloads, each in its own
+// database of one cluster, measured in the same run:
+//
+//   - tpcb+bulk: pgbench TPC-B (three updates and an insert per
+//     transaction, 4 clients) for BENCH_SECONDS, then five transactions
+//     inserting 100,000 rows each, as a batch job would;
+//   - bulk: inserts only, 1,000 rows per statement and transaction, 2
+//     clients, BENCH_SECONDS/2;
+//   - toast: updates only, of rows holding 4 kB TOASTed documents (stored
+//     out of line): 19 of 20 leave the document unchanged (pgoutput does not
+//     send it and replay must not overwrite it), 1 in 20 rewrites it; 4
+//     clients, BENCH_SECONDS.
+//
+// Each is captured by `incremental` after a full backup and restored with
+// `restore --latest --json` into a new database. It reports both rates in
+// source rows per second (the replay's from the replay time the restore
+// reports, which ends with the durable settle), their ratio and the
+// restore's peak RSS (its rusage, children included). BENCH_OWNER_CODE=1
+// gives the TPC-B accounts table to a role that is not a superuser, with a
+// CHECK calling that role's PL/pgSQL function, so that replay applies its
+// changes with the owner's privileges (see engine/apply/safety.go).
+// BENCH_REPLAY selects workloads by name (comma-separated).
 func BenchmarkReplay(b *testing.B) {
 	secs := envInt("BENCH_SECONDS", 30)
 	c := pgharness.Start(b)
-	c.CreateDB(b, "bench")
-	pgbench := func(args ...string) {
-		cmd := exec.Command(c.Bin("pgbench"), args...)
-		cmd.Env = append(os.Environ(), c.Env("bench")...)
+	bin := buildCLI(b)
+	conf := filepath.Join(b.TempDir(), "empty.conf")
+	os.WriteFile(conf, nil, 0o600)
+	pgbench := func(db string, args ...string) {
+		cmd := exec.Command(c.Bin("pgbench"), append(args, db)...)
+		cmd.Env = append(os.Environ(), c.Env(db)...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("pgbench %v: %v\n%s", args, err, out)
 		}
 	}
-	pgbench("-i", "-s", "10", "-q", "bench")
-	c.Exec(b, "bench", `CREATE TABLE batch (id bigint PRIMARY KEY, at timestamptz, payload jsonb, note text)`)
-	if os.Getenv("BENCH_OWNER_CODE") == "1" {
-		// The accounts table belongs to a role that is not a superuser and
-		// has a CHECK calling that role's PL/pgSQL function: replay applies
-		// its changes with its owner's privileges (the slower path).
-		c.Exec(b, "bench", `CREATE ROLE bench_owner;
-			CREATE FUNCTION bench_ok(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS 'BEGIN RETURN $1 IS NOT NULL; END';
-			ALTER FUNCTION bench_ok(int) OWNER TO bench_owner;
-			ALTER TABLE pgbench_accounts ADD CONSTRAINT bench_ok CHECK (bench_ok(abalance));
-			ALTER TABLE pgbench_accounts OWNER TO bench_owner`)
-	}
-	env := pgharness.ConfigEnv(b, c, []string{"bench"}, "REPLICA_IDENTITY_FIX=full")
-	cfg := pgharness.LoadConfig(b, env)
-	if _, err := backup.Full(context.Background(), cfg, backup.Options{}); err != nil {
-		b.Fatal(err)
-	}
-	bin := buildCLI(b)
-	conf := filepath.Join(b.TempDir(), "empty.conf")
-	os.WriteFile(conf, nil, 0o600)
-	for i := 0; i < b.N; i++ {
-		start := time.Now()
-		pgbench("-c", "4", "-j", "2", "-T", strconv.Itoa(secs), "-n", "bench")
-		oltp := time.Since(start)
-		bulkStart := time.Now()
-		for k := 0; k < 5; k++ {
-			c.Exec(b, "bench", `INSERT INTO batch SELECT g, now(), jsonb_build_object('k', g, 'h', md5(g::text)), repeat('n', (g % 40)::int)
-				FROM generate_series($1::bigint, $1::bigint + 99999) g`, int64(k)*100000)
-		}
-		bulk := time.Since(bulkStart)
-		res, err := incremental.Take(context.Background(), cfg, incremental.Options{})
-		if err != nil {
+	count := func(db, q string) int64 {
+		var n int64
+		conn := c.Conn(b, db)
+		defer conn.Close(context.Background())
+		if err := conn.QueryRow(context.Background(), q).Scan(&n); err != nil {
 			b.Fatal(err)
 		}
-		rows := countChanges(b, c)
-		cmd := exec.Command(bin, "--config", conf, "restore", "--latest", "--target-db", fmt.Sprintf("replayed_%d", i))
-		cmd.Env = os.Environ()
-		for k, v := range env {
-			cmd.Env = append(cmd.Env, k+"="+v)
+		return n
+	}
+	script := func(name, text string) string {
+		p := filepath.Join(b.TempDir(), name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			b.Fatal(err)
 		}
-		out, err := cmd.Output()
-		if err != nil {
-			b.Fatalf("restore --latest: %v\n%s", err, out)
+		return p
+	}
+	workloads := []replayWorkload{
+		{name: "tpcb+bulk", setup: func(b *testing.B, c *pgharness.Cluster, db string) {
+			pgbench(db, "-i", "-s", "10", "-q")
+			c.Exec(b, db, `CREATE TABLE batch (id bigint PRIMARY KEY, at timestamptz, payload jsonb, note text)`)
+			if os.Getenv("BENCH_OWNER_CODE") == "1" {
+				c.Exec(b, db, `CREATE ROLE bench_owner;
+					CREATE FUNCTION bench_ok(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS 'BEGIN RETURN $1 IS NOT NULL; END';
+					ALTER FUNCTION bench_ok(int) OWNER TO bench_owner;
+					ALTER TABLE pgbench_accounts ADD CONSTRAINT bench_ok CHECK (bench_ok(abalance));
+					ALTER TABLE pgbench_accounts OWNER TO bench_owner`)
+			}
+		}, write: func(b *testing.B, c *pgharness.Cluster, db string, secs int) int64 {
+			pgbench(db, "-c", "4", "-j", "2", "-T", strconv.Itoa(secs), "-n")
+			for k := 0; k < 5; k++ {
+				c.Exec(b, db, `INSERT INTO batch SELECT g, now(), jsonb_build_object('k', g, 'h', md5(g::text)), repeat('n', (g % 40)::int)
+					FROM generate_series($1::bigint, $1::bigint + 99999) g`, int64(k)*100000)
+			}
+			// pgbench's history rows: one insert and three updates each.
+			return count(db, `SELECT (SELECT count(*) FROM pgbench_history) * 4 + (SELECT count(*) FROM batch)`)
+		}},
+		{name: "bulk", setup: func(b *testing.B, c *pgharness.Cluster, db string) {
+			c.Exec(b, db, `CREATE TABLE batch (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, at timestamptz, payload jsonb, note text)`)
+		}, write: func(b *testing.B, c *pgharness.Cluster, db string, secs int) int64 {
+			f := script("bulk.sql", `INSERT INTO batch (at, payload, note) SELECT now(), jsonb_build_object('k', g, 'h', md5(g::text || random()::text)), repeat('n', g % 40) FROM generate_series(1, 1000) g;`+"\n")
+			pgbench(db, "-c", "2", "-j", "2", "-T", strconv.Itoa(max(secs/2, 1)), "-n", "-f", f)
+			return count(db, `SELECT count(*) FROM batch`)
+		}},
+		{name: "toast", setup: func(b *testing.B, c *pgharness.Cluster, db string) {
+			c.Exec(b, db, `CREATE TABLE docs (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0, touched timestamptz, doc text);
+				ALTER TABLE docs ALTER doc SET STORAGE EXTERNAL;
+				INSERT INTO docs (id, doc) SELECT g, (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 128) x) FROM generate_series(1, 20000) g`)
+		}, write: func(b *testing.B, c *pgharness.Cluster, db string, secs int) int64 {
+			small := script("small.sql", "\\set id random(1, 20000)\nUPDATE docs SET n = n + 1, touched = now() WHERE id = :id;\n")
+			big := script("big.sql", "\\set id random(1, 20000)\nUPDATE docs SET n = n + 1, doc = repeat(md5(random()::text), 128) WHERE id = :id;\n")
+			pgbench(db, "-c", "4", "-j", "2", "-T", strconv.Itoa(secs), "-n", "-f", small+"@19", "-f", big+"@1")
+			return count(db, `SELECT sum(n)::bigint FROM docs`)
+		}},
+	}
+	only := map[string]bool{}
+	for _, n := range splitList(os.Getenv("BENCH_REPLAY")) {
+		only[n] = true
+	}
+	for i := 0; i < b.N; i++ {
+		for k, wl := range workloads {
+			if len(only) > 0 && !only[wl.name] {
+				continue
+			}
+			db := fmt.Sprintf("src_%d_%d", i, k)
+			c.CreateDB(b, db)
+			wl.setup(b, c, db)
+			env := pgharness.ConfigEnv(b, c, []string{db}, "REPLICA_IDENTITY_FIX=full")
+			cfg := pgharness.LoadConfig(b, env)
+			if _, err := backup.Full(context.Background(), cfg, backup.Options{}); err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			rows := wl.write(b, c, db, secs)
+			wrote := time.Since(start)
+			res, err := incremental.Take(context.Background(), cfg, incremental.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cmd := exec.Command(bin, "--config", conf, "restore", "--latest", "--json", "--target-db", "replayed_"+db)
+			cmd.Env = os.Environ()
+			for k, v := range env {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+			restoreStart := time.Now()
+			out, err := cmd.Output()
+			if err != nil {
+				b.Fatalf("restore --latest (%s): %v\n%s", wl.name, err, out)
+			}
+			restoreWall := time.Since(restoreStart)
+			var r struct {
+				Replay struct {
+					Transactions int64   `json:"transactions"`
+					Rows         int64   `json:"rows"`
+					Duration     float64 `json:"duration"`
+				} `json:"replay"`
+			}
+			if err := json.Unmarshal(out, &r); err != nil || r.Replay.Duration <= 0 {
+				b.Fatalf("no replay figures (%v) in:\n%s", err, out)
+			}
+			sourceRate := float64(rows) / wrote.Seconds()
+			replayRate := float64(rows) / r.Replay.Duration
+			peak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+			fmt.Printf("replay %-10s source: %d transactions, %d rows in %.1f s = %.0f rows/s; replay: %d transactions in %.2f s (restore %.1f s) = %.0f rows/s = %.2f x the source's rate; restore peak RSS %.1f MB\n",
+				wl.name, res[0].TxCount, rows, wrote.Seconds(), sourceRate, r.Replay.Transactions, r.Replay.Duration, restoreWall.Seconds(),
+				replayRate, replayRate/sourceRate, float64(peak)/(1<<20))
 		}
-		m := replayedRe.FindStringSubmatch(string(out))
-		if m == nil {
-			b.Fatalf("no replay figures in:\n%s", out)
-		}
-		replayRate, _ := strconv.ParseFloat(m[3], 64)
-		sourceRate := float64(rows) / (oltp + bulk).Seconds()
-		peak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
-		fmt.Printf("source: %d transactions, %d rows written in %.1f s (pgbench %.1f s + bulk %.1f s): %.0f rows/s\n",
-			res[0].TxCount, rows, (oltp + bulk).Seconds(), oltp.Seconds(), bulk.Seconds(), sourceRate)
-		fmt.Printf("replay: %s transactions, %s rows: %.0f rows/s = %.2f x the source's rate; restore peak RSS %.1f MB\n",
-			m[1], m[2], replayRate, replayRate/sourceRate, float64(peak)/(1<<20))
 	}
 }
 
-// countChanges counts the rows the workload wrote: pgbench's history rows
-// (one insert and three updates per transaction) and the batch rows.
-func countChanges(b *testing.B, c *pgharness.Cluster) int64 {
-	var hist, batch int64
-	conn := c.Conn(b, "bench")
-	if err := conn.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM pgbench_history), (SELECT count(*) FROM batch)`).Scan(&hist, &batch); err != nil {
-		b.Fatal(err)
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			if i > start {
+				out = append(out, s[start:i])
+			}
+			start = i + 1
+		}
 	}
-	return hist*4 + batch
+	return out
 }
