@@ -112,3 +112,88 @@ func TestTCPNeedsToken(t *testing.T) {
 		t.Fatal("a TCP listener without a token was accepted")
 	}
 }
+
+// TestSlowClientsDropped: WebSocket and SSE clients that stop reading are
+// dropped; publishing (what a job does) never waits for them.
+func TestSlowClientsDropped(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &events.Broadcaster{}
+	s, err := New(Options{Backend: fakeBackend{}, Auth: allowUID{uint32(os.Getuid())}, Events: b}, []net.Listener{l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+
+	// Two clients that send their request and never read again.
+	var conns []net.Conn
+	for _, hdr := range []string{
+		"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+		"Accept: text/event-stream\r\n",
+	} {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("GET " + Base + "/events HTTP/1.1\r\nHost: x\r\n" + hdr + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Subscribers() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("subscribers: %d", b.Subscribers())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Far more than the socket buffers and the queue hold.
+	big := strings.Repeat("x", 2000)
+	t0 := time.Now()
+	for i := 0; i < 5000; i++ {
+		b.Publish(events.Event{Type: events.BackupFailed, BackupType: "full", Error: big})
+	}
+	if took := time.Since(t0); took > 2*time.Second {
+		t.Fatalf("publishing 5000 events took %s: a slow client held it up", took)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for b.Subscribers() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("slow clients not dropped: %d subscribers left", b.Subscribers())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// denyAction allows everything but one polkit action.
+type denyAction struct{ action string }
+
+func (d denyAction) AuthorizeProcess(_ context.Context, p dbusapi.Process, action string) (dbusapi.Caller, error) {
+	if action == d.action {
+		return dbusapi.Caller{UID: p.UID}, dbusapi.Errorf(dbusapi.CodeNotAuthorized, "", "not for "+action)
+	}
+	return dbusapi.Caller{UID: p.UID}, nil
+}
+
+func TestRestoreNeedsRestoreAction(t *testing.T) {
+	c := serve(t, fakeBackend{status: map[string]any{}}, denyAction{dbusapi.ActionRestore})
+	if code, body := get(t, c, "POST", Base+"/restore", `{"backupPath": "full_backup_x", "targetDb": "copy"}`); code != 403 ||
+		!strings.Contains(body, dbusapi.ActionRestore) {
+		t.Fatalf("restore without the restore action: %d %s", code, body)
+	}
+	if code, body := get(t, c, "POST", Base+"/create", `{}`); code != 202 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	c = serve(t, fakeBackend{status: map[string]any{}}, denyAction{dbusapi.ActionBackup})
+	if code, _ := get(t, c, "POST", Base+"/create", `{}`); code != 403 {
+		t.Fatalf("create without the backup action: %d", code)
+	}
+	if code, _ := get(t, c, "GET", Base+"/status", ""); code != 200 {
+		t.Fatalf("status with the read action: %d", code)
+	}
+}

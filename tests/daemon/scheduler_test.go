@@ -12,7 +12,7 @@ import (
 )
 
 // TestScheduler runs pme2go-backupd --scheduler with a full backup every
-// minute: NextScheduled shows the three schedules, and a scheduled full
+// minute: NextScheduled shows the four schedules, and a scheduled full
 // backup runs within the minute and lands in the history.
 func TestScheduler(t *testing.T) {
 	busharness.Start(t, busharness.Policy(t, allowedGroup))
@@ -27,7 +27,8 @@ func TestScheduler(t *testing.T) {
 		t.Fatal(err)
 	}
 	next, _ := v.Value().(map[string]uint64)
-	if len(next) != 3 || next["full"] == 0 || next["incremental"] == 0 || next["cleanup"] == 0 {
+	// The four default schedules (DRILL_SCHEDULE included).
+	if len(next) != 4 || next["full"] == 0 || next["incremental"] == 0 || next["cleanup"] == 0 || next["drill"] == 0 {
 		t.Fatalf("NextScheduled: %v", v)
 	}
 	if at := time.UnixMicro(int64(next["full"])); at.Second() != 0 || time.Until(at) > time.Minute {
