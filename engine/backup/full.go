@@ -204,6 +204,9 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	if err != nil {
 		return nil, fmt.Errorf("read staging directory: %w", err)
 	}
+	for i := range files {
+		files[i].staged = true
+	}
 	archiveOrder(files, dbs)
 	files = append(files, pathMembers(cfg.LogPaths, "logs", m)...)
 	files = append(files, pathMembers(cfg.ExtraPaths, "files", m)...)

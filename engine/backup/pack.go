@@ -18,6 +18,7 @@ import (
 type member struct {
 	name, path string
 	size       int64
+	staged     bool // in the staging directory: removed once archived
 }
 
 // collect lists the regular files below root as members named prefix + their
@@ -158,6 +159,11 @@ func pack(ctx context.Context, cfg *config.Config, path string, files []member, 
 		}
 		if err := w.AddFile(f.name, f.path); err != nil {
 			return nil, err
+		}
+		if f.staged {
+			// The dump's plaintext leaves the disk as soon as it is in the
+			// (possibly encrypted) archive, not when the backup ends.
+			os.Remove(f.path)
 		}
 		done += f.size
 		progress(Progress{Phase: "archive", Done: done, Total: total})

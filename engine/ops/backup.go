@@ -48,6 +48,9 @@ type FullResult struct {
 // Errors: BUSY when another backup holds the directory lock, CONN_ERR,
 // PG_DUMP_ERR, ENOSPC, EACCES. On error nothing is left that List shows.
 func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress) (*FullResult, error) {
+	if err := checkRecipients(); err != nil {
+		return nil, err
+	}
 	res, err := backup.Full(ctx, cfg, backup.Options{
 		Trigger: opts.Trigger, Databases: opts.Databases, Log: logger(opts.Log),
 		Progress: backupProgress(p),
@@ -120,6 +123,9 @@ type IncrementalResult struct {
 // archives written and the error. Errors: BUSY, and NOT_FOUND when no
 // configured database has an open chain (take a full backup first).
 func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOptions, p Progress) (*IncrementalResult, error) {
+	if err := checkRecipients(); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	dbs := opts.Databases
 	if len(dbs) == 0 {

@@ -100,3 +100,14 @@ func encryptionStatus(all []catalog.Backup) *EncryptionStatus {
 	})
 	return s
 }
+
+// checkRecipients refuses to start a backup whose archive could not be
+// encrypted (BACKUP_ENCRYPTION_RECIPIENTS set but unreadable or empty),
+// before anything is dumped or captured.
+func checkRecipients() error {
+	if !crypt.Enabled() {
+		return nil
+	}
+	_, err := crypt.LoadRecipients()
+	return err
+}

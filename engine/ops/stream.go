@@ -47,6 +47,9 @@ type StreamedDatabase struct {
 // when another capture holds the chain's lock, NOT_FOUND when a database
 // has no open chain, CHAIN_ENDED when a chain ended and no newer one exists.
 func Stream(ctx context.Context, cfg *config.Config, opts StreamOptions, p Progress) (*StreamResult, error) {
+	if err := checkRecipients(); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	dbs := opts.Databases
 	if len(dbs) == 0 {
