@@ -46,7 +46,9 @@ test-short:
 # the same run: full backup against pg_dump -Fc and pg_dump -Fd -j<cores>,
 # restore against pg_restore -j<cores> of the same data (BENCH_MB sets the
 # database size, default 500); capture under pgbench at full rate; replay
-# against the source's write rate (BENCH_SECONDS of pgbench, default 30).
+# against the source's write rate (BENCH_SECONDS of pgbench, default 30);
+# off-site copies to a local S3 server against BACKUP_DIR writes
+# (BENCH_OFFSITE_MB, default 256).
 # docs/benchmarks.md records the figures with the command that made them.
 bench: deps build
 	BENCH_MB=$${BENCH_MB:-500} $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 90m ./tests/bench/

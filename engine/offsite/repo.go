@@ -138,7 +138,7 @@ func (r *Repo) objectErr(what string, err error) error {
 
 // putOptions are the upload options of OFFSITE_CHECKSUM.
 func (r *Repo) putOptions() minio.PutObjectOptions {
-	o := minio.PutObjectOptions{PartSize: PartSize, ContentType: "application/octet-stream", NumThreads: 4}
+	o := minio.PutObjectOptions{PartSize: PartSize, ContentType: "application/octet-stream", NumThreads: 4, DisableContentSha256: true}
 	switch r.S.Checksum {
 	case "md5":
 		o.SendContentMd5 = true
