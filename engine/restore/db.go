@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -103,10 +104,21 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 	settings := &settingsFuture{done: make(chan struct{})}
 	defer settings.wait()
 	if rp == nil || !rp.resume {
-		if err := createDatabase(ctx, maint, fresh, props, opts.Log); err != nil {
-			return err
+		// The scratch database is created while pgRestore reads the
+		// table of contents; maint is not used by anything else meanwhile.
+		created := make(chan error, 1)
+		go func() {
+			t := time.Now()
+			err := createDatabase(ctx, maint, fresh, props, opts.Log)
+			opts.Log.Debug("scratch database created", "database", fresh, "duration", time.Since(t).Round(time.Millisecond))
+			created <- err
+		}()
+		waitCreated := sync.OnceValue(func() error { return <-created })
+		err := pgRestore(ctx, cfg, target, opts, st, fresh, dumpDir, ext, settings, waitCreated)
+		if cerr := waitCreated(); cerr != nil {
+			return cerr
 		}
-		if err := pgRestore(ctx, cfg, target, opts, st, fresh, dumpDir, ext, settings); err != nil {
+		if err != nil {
 			return err
 		}
 	}
@@ -173,8 +185,10 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 // extracted; the data and post-data sections (in parallel, --jobs) once
 // every member of the dump is proven. It also starts reading the
 // database-level settings from the table of contents into settings.
-func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, fresh, dumpDir string, ext *archive.VerifiedExtraction, settings *settingsFuture) error {
-	tool, err := pgclient.FindTool(ctx, "pg_restore", cfg.PgBinDir, 0)
+//
+// created waits for the scratch database to exist (created meanwhile).
+func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, fresh, dumpDir string, ext *archive.VerifiedExtraction, settings *settingsFuture, created func() error) error {
+	tool, err := findTool(ctx, "pg_restore", cfg.PgBinDir)
 	if err != nil {
 		return err
 	}
@@ -193,6 +207,9 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 	defer os.Remove(list)
 	for _, l := range left {
 		opts.Log.Info("pme2go-backup object left out of the restore", "database", st.Target, "entry", l)
+	}
+	if err := created(); err != nil {
+		return err
 	}
 	args := []string{"-w", "--exit-on-error", "--jobs=" + strconv.Itoa(cfg.Jobs), "--dbname=" + conninfoDB(fresh), "--use-list=" + list}
 	if opts.NoOwner {
@@ -312,7 +329,7 @@ func readProps(path string) map[string]backup.DatabaseStats {
 // restoreGlobals applies globals.sql with psql. Roles and tablespaces that
 // already exist make psql report errors, which are logged, not fatal.
 func restoreGlobals(ctx context.Context, cfg *config.Config, target pgclient.Target, log *slog.Logger, file string) error {
-	psql, err := pgclient.FindTool(ctx, "psql", cfg.PgBinDir, 0)
+	psql, err := findTool(ctx, "psql", cfg.PgBinDir)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ import (
 // with the entries of our machinery commented out, for pg_restore -L. It
 // returns the entries it left out (as pg_restore -l prints them).
 func ourTOCList(ctx context.Context, cfg *config.Config, target pgclient.Target, log *slog.Logger, dumpDir, db, listFile string) ([]string, error) {
-	tool, err := pgclient.FindTool(ctx, "pg_restore", cfg.PgBinDir, 0)
+	tool, err := findTool(ctx, "pg_restore", cfg.PgBinDir)
 	if err != nil {
 		return nil, err
 	}

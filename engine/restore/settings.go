@@ -41,7 +41,7 @@ var settingSections = map[string]bool{"DATABASE PROPERTIES": true, "COMMENT": tr
 // (as its table of contents records it) and the SQL statements setting its
 // database-level properties, with noACL leaving out its grants.
 func dumpedSettings(ctx context.Context, cfg *config.Config, target pgclient.Target, log *slog.Logger, dumpDir, db string, noACL bool) (string, []string, error) {
-	tool, err := pgclient.FindTool(ctx, "pg_restore", cfg.PgBinDir, 0)
+	tool, err := findTool(ctx, "pg_restore", cfg.PgBinDir)
 	if err != nil {
 		return "", nil, err
 	}

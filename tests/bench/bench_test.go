@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,46 +38,112 @@ func envInt(name string, def int) int {
 	return def
 }
 
+// fullCase is one database of BenchmarkFullBackup.
+type fullCase struct {
+	name string
+	mb   int  // bulk data (pgharness.LoadBulk)
+	many bool // plus 150 small tables and 200 large objects
+}
+
+// fullCases are the databases measured: the generated bulk data at a small
+// size (BENCH_SMALL_MB, default 30) and at BENCH_MB, and a small database
+// of many small objects (tables and large objects, where per-member
+// overhead shows), each measured in the same run.
+func fullCases() []fullCase {
+	return []fullCase{
+		{name: "small", mb: envInt("BENCH_SMALL_MB", 30)},
+		{name: "objects", mb: 10, many: true},
+		{name: "large", mb: benchMB()},
+	}
+}
+
+// loadManyObjects adds 150 small tables (10 to 1,053 rows) and 200 small
+// large objects to db.
+func loadManyObjects(b *testing.B, c *pgharness.Cluster, db string) {
+	conn := c.Conn(b, db)
+	for i := 0; i < 150; i++ {
+		if _, err := conn.Exec(context.Background(), fmt.Sprintf(`CREATE TABLE public.small_%d (id int PRIMARY KEY, name text, v numeric, at timestamptz);
+			INSERT INTO public.small_%d SELECT g, 'item ' || g || ' of %d', g * 1.5, timestamptz '2024-01-01 00:00:00+00' - g * interval '1 minute' FROM generate_series(1, %d) g`, i, i, i, 10+i*7)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := conn.Exec(context.Background(), `SELECT lo_from_bytea(0, convert_to(repeat('large object ' || g, 50), 'UTF8')) FROM generate_series(1, 200) g`); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// loadAvg is the machine's load average over the last minute, as text.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
+
 // BenchmarkFullBackup compares `pme2go-backup full` (default codec, and
 // zstd) with pg_dump -Fc and pg_dump -Fd -j<cores> on the same database,
 // then `pme2go-backup restore` of those archives with pg_restore -j<cores>
-// of the pg_dump -Fd dump, each into a new database.
+// of the pg_dump -Fd dump, each into a new database; for each of
+// fullCases, in one cluster.
 func BenchmarkFullBackup(b *testing.B) {
 	c := pgharness.Start(b)
-	c.CreateDB(b, "bench")
+	for _, fc := range fullCases() {
+		b.Run(fc.name, func(b *testing.B) { benchFull(b, c, fc) })
+	}
+}
+
+func benchFull(b *testing.B, c *pgharness.Cluster, fc fullCase) {
+	db := "bench_" + fc.name
+	c.CreateDB(b, db)
 	t0 := time.Now()
-	pgharness.LoadBulk(b, c, "bench", benchMB())
-	conn := c.Conn(b, "bench")
+	pgharness.LoadBulk(b, c, db, fc.mb)
+	if fc.many {
+		loadManyObjects(b, c, db)
+	}
+	conn := c.Conn(b, db)
 	var dbSize int64
-	if err := conn.QueryRow(context.Background(), `SELECT pg_database_size('bench')`).Scan(&dbSize); err != nil {
+	if err := conn.QueryRow(context.Background(), `SELECT pg_database_size(current_database())`).Scan(&dbSize); err != nil {
 		b.Fatal(err)
 	}
-	fmt.Printf("database: %d MB on disk, loaded in %s, %d cores\n", dbSize>>20, time.Since(t0).Round(time.Second), runtime.NumCPU())
+	fmt.Printf("\n== %s: database %d MB on disk (bulk %d MB%s), loaded in %s, %d cores, load average %s\n", fc.name, dbSize>>20, fc.mb,
+		map[bool]string{true: " + 150 small tables + 200 large objects"}[fc.many], time.Since(t0).Round(time.Second), runtime.NumCPU(), loadAvg())
 	out := b.TempDir()
 	jobs := strconv.Itoa(runtime.NumCPU())
 	pgDump := c.Bin("pg_dump")
 	for i := 0; i < b.N; i++ {
 		var rs []result
-		rs = append(rs, timeCmd(b, "pg_dump -Fc", c, filepath.Join(out, "fc.dump"), pgDump, "-Fc", "-f", filepath.Join(out, "fc.dump"), "bench"))
-		rs = append(rs, timeCmd(b, "pg_dump -Fd -j"+jobs, c, filepath.Join(out, "fd"), pgDump, "-Fd", "-j", jobs, "-f", filepath.Join(out, "fd"), "bench"))
+		rs = append(rs, timeCmd(b, "pg_dump -Fc", c, db, filepath.Join(out, "fc.dump"), pgDump, "-Fc", "-f", filepath.Join(out, "fc.dump"), db))
+		rs = append(rs, timeCmd(b, "pg_dump -Fd -j"+jobs, c, db, filepath.Join(out, "fd"), pgDump, "-Fd", "-j", jobs, "-f", filepath.Join(out, "fd"), db))
 		var archives []string
 		for _, codec := range []string{"xz", "zstd"} {
-			r, path := timeFull(b, c, codec, filepath.Join(out, "pme2go-"+codec))
+			r, path := timeFull(b, c, db, codec, filepath.Join(out, "pme2go-"+codec))
 			rs = append(rs, r)
 			archives = append(archives, path)
 		}
-		fmt.Println("full backup:")
+		fmt.Printf("full backup (%s, load average %s after):\n", fc.name, loadAvg())
 		report(rs)
 
 		// Restore of the same data: pg_restore -j<cores> of the pg_dump -Fd
-		// dump against pme2go-backup restore of its archives (which verifies,
-		// extracts and runs pg_restore -j into a scratch database it then
-		// swaps in).
-		rr := []result{timeCmd(b, "pg_restore -j"+jobs+" (of pg_dump -Fd)", c, "", c.Bin("pg_restore"), "-j", jobs, "-d", createDB(b, c, fmt.Sprintf("r_pgrestore_%d", i)), filepath.Join(out, "fd"))}
+		// dump against pme2go-backup restore of its archives (which
+		// verifies and extracts in one pass while pg_restore -j fills a
+		// scratch database it then swaps in).
+		rr := []result{timeCmd(b, "pg_restore -j"+jobs+" (of pg_dump -Fd)", c, db, "", c.Bin("pg_restore"), "-j", jobs, "-d", createDB(b, c, fmt.Sprintf("r_%s_pgrestore_%d", fc.name, i)), filepath.Join(out, "fd"))}
+		// The same with the database's creation timed too, as a restore
+		// creates its scratch database.
+		created := time.Now()
+		cdb := createDB(b, c, fmt.Sprintf("r_%s_pgrestorec_%d", fc.name, i))
+		r := timeCmd(b, "CREATE DATABASE + pg_restore -j"+jobs, c, db, "", c.Bin("pg_restore"), "-j", jobs, "-d", cdb, filepath.Join(out, "fd"))
+		r.wall = time.Since(created)
+		rr = append(rr, r)
 		for k, codec := range []string{"xz", "zstd"} {
-			rr = append(rr, timeRestore(b, c, codec, archives[k], fmt.Sprintf("r_pme2go_%s_%d", codec, i)))
+			rr = append(rr, timeRestore(b, c, db, codec, archives[k], fmt.Sprintf("r_%s_pme2go_%s_%d", fc.name, codec, i)))
 		}
-		fmt.Println("restore:")
+		fmt.Printf("restore (%s, load average %s after):\n", fc.name, loadAvg())
 		report(rr)
 		for _, p := range []string{"fc.dump", "fd", "pme2go-xz", "pme2go-zstd"} {
 			os.RemoveAll(filepath.Join(out, p))
@@ -84,9 +151,9 @@ func BenchmarkFullBackup(b *testing.B) {
 	}
 }
 
-func timeCmd(b *testing.B, name string, c *pgharness.Cluster, outPath, bin string, args ...string) result {
+func timeCmd(b *testing.B, name string, c *pgharness.Cluster, db, outPath, bin string, args ...string) result {
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), c.Env("bench")...)
+	cmd.Env = append(os.Environ(), c.Env(db)...)
 	start := time.Now()
 	if o, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("%s: %v\n%s", name, err, o)
@@ -95,9 +162,9 @@ func timeCmd(b *testing.B, name string, c *pgharness.Cluster, outPath, bin strin
 }
 
 // benchConfig is the configuration of a run with codec, backups in dir.
-func benchConfig(b *testing.B, c *pgharness.Cluster, codec, dir string) *config.Config {
+func benchConfig(b *testing.B, c *pgharness.Cluster, db, codec, dir string) *config.Config {
 	env := map[string]string{"BACKUP_DIR": dir, "DB_HOST": c.SocketDir, "DB_PORT": strconv.Itoa(c.Port),
-		"DB_USER": "postgres", "DB_NAME": "bench", "BACKUP_COMPRESSION": codec}
+		"DB_USER": "postgres", "DB_NAME": db, "BACKUP_COMPRESSION": codec}
 	conf := filepath.Join(b.TempDir(), "bench.conf")
 	os.WriteFile(conf, nil, 0o600)
 	cfg, err := config.Load(conf, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
@@ -109,8 +176,8 @@ func benchConfig(b *testing.B, c *pgharness.Cluster, codec, dir string) *config.
 
 // timeFull takes a full backup through the front door and returns its
 // figures and archive path.
-func timeFull(b *testing.B, c *pgharness.Cluster, codec, dir string) (result, string) {
-	cfg := benchConfig(b, c, codec, dir)
+func timeFull(b *testing.B, c *pgharness.Cluster, db, codec, dir string) (result, string) {
+	cfg := benchConfig(b, c, db, codec, dir)
 	start := time.Now()
 	res, err := ops.Full(context.Background(), cfg, ops.FullOptions{Trigger: "bench", Log: slog.New(slog.NewTextHandler(os.Stdout, nil))}, nil)
 	if err != nil {
@@ -124,8 +191,8 @@ func timeFull(b *testing.B, c *pgharness.Cluster, codec, dir string) (result, st
 }
 
 // timeRestore restores archive into a new database db through the front door.
-func timeRestore(b *testing.B, c *pgharness.Cluster, codec, archive, db string) result {
-	cfg := benchConfig(b, c, codec, filepath.Dir(filepath.Dir(archive)))
+func timeRestore(b *testing.B, c *pgharness.Cluster, source, codec, archive, db string) result {
+	cfg := benchConfig(b, c, source, codec, filepath.Dir(filepath.Dir(archive)))
 	start := time.Now()
 	if _, err := ops.Restore(context.Background(), cfg, ops.RestoreOptions{Backup: archive, TargetDB: db}, nil); err != nil {
 		b.Fatalf("restore (%s): %v", codec, err)
