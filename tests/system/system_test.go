@@ -235,16 +235,20 @@ func restAPI(t *testing.T, m *Machine) {
 	}
 }
 
-// drill runs the restore drill from its timer's service once the CLI has the
-// command (issue 11 item 2); until then it says so.
+// drill runs the restore drill from its timer's service, as the timer
+// would, and checks that status, list and the daemon's properties show it
+// and that no scratch database is left.
 func drill(t *testing.T, m *Machine) {
 	t.Helper()
-	if out, err := m.Exec(t.Context(), "pme2go-backup drill --help"); err != nil {
-		m.Logf("drill: `pme2go-backup drill` does not exist yet: step left out\n%s", indent(tail(out, 3)))
-		return
-	}
 	m.Run("systemctl start pme2go-backup-drill.service")
-	m.Run("journalctl --no-pager -o cat -u pme2go-backup-drill.service | tail -n 20")
+	out := m.Run("journalctl --no-pager -o cat -u pme2go-backup-drill.service | grep -v '%' | tail -n 20")
+	mustContain(t, out, "OK app: full_backup_", "indexes checked by amcheck", "dropped")
+	out = m.Run("pme2go-backup status | grep -A1 'Last drill'; pme2go-backup list | grep 'restore drill'")
+	mustContain(t, out, "Last drill:       OK", "restore drill", "passed")
+	out = m.Run("busctl --no-pager get-property org.pme2go.Backup1 /org/pme2go/Backup1 org.pme2go.Backup1.Manager LastDrillOK LastDrillDatabases LastDrillDuration")
+	mustContain(t, out, "b true", `s "app"`)
+	out = m.Run(`stat -c '%a %U %n' /var/lib/pme2go-backup/state/drill.json; runuser -u postgres -- psql -XAtqc "SELECT count(*) FROM pg_database WHERE datname LIKE 'pme2go_drill%'"`)
+	mustContain(t, out, "600 pme2go-backup /var/lib/pme2go-backup/state/drill.json", "\n0")
 }
 
 // repoHas reports whether a Go file under dir of the work tree contains s.
