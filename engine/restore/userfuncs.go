@@ -36,6 +36,11 @@ import (
 // again. Before the restored database is swapped in, those settings are
 // reset, so that the functions are exactly as dumped (proconfig NULL).
 //
+// This is user code run by the restoring role, as pg_restore already runs
+// the constraint's own function; a role that may create objects in public
+// could place a function there that such an unqualified call reaches during
+// the restore, as it would in the application's sessions (docs/drill.md).
+//
 // PostgreSQL documentation relied on: ALTER FUNCTION … SET/RESET
 // configuration_parameter (a function's setting applies while it runs,
 // including to the functions it calls), and pg_dump's notes on

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/errs"
@@ -121,6 +122,20 @@ func TestDrill(t *testing.T) {
 		c.Conn(t, "app").QueryRow(ctx, `SELECT count(*) FROM pg_proc WHERE proconfig IS NOT NULL AND pronamespace = 'public'::regnamespace`).Scan(&n)
 		if n != 0 {
 			t.Errorf("%d source functions have settings", n)
+		}
+
+		// A cancelled drill drops its scratch database too, and says so.
+		cctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+		defer cancel()
+		res, err = ops.Drill(cctx, cfg, ops.DrillOptions{}, nil)
+		if err == nil || res == nil || res.OK {
+			t.Fatalf("cancelled drill: %v %+v", err, res)
+		}
+		if left := scratchLeft(t, c); len(left) > 0 {
+			t.Errorf("scratch databases left after a cancelled drill: %v", left)
+		}
+		if st, _ := ops.Status(ctx, cfg, ops.StatusOptions{NoServer: true}, nil); st == nil || st.LastDrill == nil || st.LastDrill.OK || !strings.Contains(st.LastDrill.Error, "cancelled") {
+			t.Errorf("status after a cancelled drill: %+v", st.LastDrill)
 		}
 	})
 

@@ -240,8 +240,10 @@ func restAPI(t *testing.T, m *Machine) {
 // and that no scratch database is left.
 func drill(t *testing.T, m *Machine) {
 	t.Helper()
+	out := m.Run("pme2go-backup verify")
+	mustContain(t, out, "OK\t/var/lib/pme2go-backup/full/full_backup_")
 	m.Run("systemctl start pme2go-backup-drill.service")
-	out := m.Run("journalctl --no-pager -o cat -u pme2go-backup-drill.service | grep -v '%' | tail -n 20")
+	out = m.Run("journalctl --no-pager -o cat -u pme2go-backup-drill.service | grep -v '%' | tail -n 20")
 	mustContain(t, out, "OK app: full_backup_", "indexes checked by amcheck", "dropped")
 	out = m.Run("pme2go-backup status | grep -A1 'Last drill'; pme2go-backup list | grep 'restore drill'")
 	mustContain(t, out, "Last drill:       OK", "restore drill", "passed")
