@@ -89,6 +89,9 @@ func printBackups(out io.Writer, all []ops.Backup) {
 			typ += " (safety)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", typ, b.Timestamp.UTC().Format("2006-01-02 15:04:05"), humanBytes(b.Size), strings.Join(b.Databases, ","), b.Name)
+		if b.Location != "" && b.Location != "local" {
+			fmt.Fprintf(tw, "\t\t\t\t  location: %s\n", map[string]string{"both": "local and off-site", "offsite": "off-site only (local copy pruned)"}[b.Location])
+		}
 		if b.Problem != "" {
 			fmt.Fprintf(tw, "\t\t\t\t  problem: %s\n", b.Problem)
 		}

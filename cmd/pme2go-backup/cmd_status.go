@@ -73,6 +73,18 @@ func runStatus(ctx context.Context, o statusOpts, out io.Writer) error {
 		fmt.Fprintln(out, "Last full backup: none")
 	}
 	fmt.Fprintf(out, "Last drill:       %s\n", lastDrillLine(r.LastDrill))
+	if o := r.Offsite; o != nil {
+		fmt.Fprintf(out, "Off-site:         %s, %d backups copied, %d not yet copied\n", o.Repository, o.Copied, len(o.NotCopied))
+		for _, n := range o.NotCopied {
+			fmt.Fprintf(out, "Not copied:       %s\n", n)
+		}
+		if o.LastError != "" {
+			fmt.Fprintf(out, "Off-site error:   %s\n", o.LastError)
+		}
+		for _, s := range o.Streams {
+			fmt.Fprintf(out, "Streamed:         chain %s segment %s, %s sent at %s\n", s.Chain, s.Segment, humanBytes(s.Offset), s.Synced.Format(time.RFC3339))
+		}
+	}
 	for _, ch := range r.Chains {
 		line := fmt.Sprintf("Chain %s:  %s, database %s, from %s", ch.ID, ch.Status, ch.Database, ch.StartLSN)
 		switch {

@@ -133,7 +133,7 @@ func (r *Repo) objectErr(what string, err error) error {
 	case "NoSuchBucket":
 		fix = "create the bucket " + r.S.Bucket + " or correct OFFSITE_URL"
 	}
-	return &errs.Error{Code: code, Message: fmt.Sprintf("off-site repository %s: %s: %v", r.S, what, err), Err: err, Fix: &errs.Fix{Text: fix}}
+	return &errs.Error{Code: code, Message: fmt.Sprintf("off-site repository %s: %s", r.S, what), Err: err, Fix: &errs.Fix{Text: fix}}
 }
 
 // putOptions are the upload options of OFFSITE_CHECKSUM.

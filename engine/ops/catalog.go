@@ -104,7 +104,7 @@ func List(ctx context.Context, cfg *config.Config, opts ListOptions, _ Progress)
 	out := ListResult{}
 	_, last := lastDrill(cfg)
 	marks := drillMarks(last)
-	for _, b := range locate(cfg, backups(all)) {
+	for _, b := range locate(cfg, all) {
 		if opts.Type == "" || b.Type == opts.Type {
 			b.Drill = marks[b.Name]
 			out = append(out, b)

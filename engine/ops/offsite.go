@@ -143,7 +143,14 @@ type OffsiteStatus struct {
 
 // locate fills each backup's Location ("local", "offsite" or "both") and
 // appends the backups whose local copy was pruned (from the state file).
-func locate(cfg *config.Config, list []Backup) []Backup {
+func locate(cfg *config.Config, all []catalog.Backup) []Backup {
+	list := backups(all)
+	sums := map[string]string{}
+	for _, b := range all {
+		if b.Manifest != nil && b.Manifest.Archive != nil {
+			sums[b.Name] = b.Manifest.Archive.SHA256
+		}
+	}
 	copies, err := offsite.Copies(cfg)
 	if err != nil || !offsite.Configured(cfg) {
 		for i := range list {
@@ -159,7 +166,8 @@ func locate(cfg *config.Config, list []Backup) []Backup {
 	for i := range list {
 		seen[list[i].Name] = true
 		list[i].Location = "local"
-		if c := byName[list[i].Name]; c != nil && c.Size == list[i].Size {
+		// The same bytes off-site (a rekeyed archive differs until copied again).
+		if c := byName[list[i].Name]; c != nil && c.Size == list[i].Size && (sums[c.Name] == "" || c.SHA256 == "" || sums[c.Name] == c.SHA256) {
 			list[i].Location = "both"
 		}
 	}

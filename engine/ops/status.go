@@ -117,7 +117,7 @@ func Status(ctx context.Context, cfg *config.Config, opts StatusOptions, _ Progr
 	for _, b := range all {
 		r.UsedBytes += b.Size
 	}
-	located := locate(cfg, backups(all))
+	located := locate(cfg, all)
 	for i, b := range located {
 		if i >= len(located)-n {
 			r.Recent = append(r.Recent, b)

@@ -249,3 +249,61 @@ func TestChecksumModes(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusals: a damaged off-site object is refused when fetched (nothing
+// listed locally), a local archive that no longer matches its manifest is
+// not copied, wrong credentials and a missing bucket are clear errors.
+func TestRefusals(t *testing.T) {
+	s := s3harness.Start(t)
+	ctx := context.Background()
+	_, cfg := fakeEnv(t, s, "bad")
+	good := fakeBackup(t, cfg.BackupDir, "full", "", time.Now().Add(-2*time.Hour), 1<<20)
+	if _, err := ops.OffsiteSync(ctx, cfg, ops.OffsiteSyncOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Damage the stored object behind the server's back.
+	obj := filepath.Join(s.Root, s.Bucket, "bad", "full", filepath.Base(good))
+	b, _ := os.ReadFile(obj)
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(obj, b, 0o644)
+	_, empty := fakeEnv(t, s, "bad")
+	_, err := ops.Verify(ctx, empty, ops.VerifyOptions{Backups: []string{filepath.Base(good)}}, nil)
+	if ops.CodeOf(err) != "VERIFY_FAILED" || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("damaged off-site copy: %v (code %s)", err, ops.CodeOf(err))
+	}
+	if l, _ := ops.List(ctx, empty, ops.ListOptions{}, nil); len(l) != 0 {
+		t.Fatalf("a refused fetch left %v", l)
+	}
+	t.Logf("damaged copy: %v", err)
+
+	// A local archive damaged after it was written is not copied.
+	bad := fakeBackup(t, cfg.BackupDir, "full", "", time.Now().Add(-time.Hour), 1<<20)
+	lb, _ := os.ReadFile(bad)
+	lb[10] ^= 0xff
+	os.WriteFile(bad, lb, 0o600)
+	res, err := ops.OffsiteSync(ctx, cfg, ops.OffsiteSyncOptions{}, nil)
+	if ops.CodeOf(err) != "VERIFY_FAILED" || len(res.Failed) != 1 {
+		t.Fatalf("damaged local archive: %v %+v", err, res)
+	}
+	if _, ok := s.Objects("bad")["bad/full/"+filepath.Base(bad)]; ok {
+		t.Fatal("a damaged local archive was left in the repository")
+	}
+
+	// Wrong secret.
+	wrong := filepath.Join(t.TempDir(), "credentials")
+	os.WriteFile(wrong, []byte("[default]\naws_access_key_id = "+s.Access+"\naws_secret_access_key = not-the-secret\n"), 0o600)
+	_, wcfg := fakeEnv(t, s, "bad", "OFFSITE_CREDENTIALS_FILE="+wrong)
+	if _, err := ops.OffsiteSync(ctx, wcfg, ops.OffsiteSyncOptions{}, nil); ops.CodeOf(err) != "EACCES" || ops.Classify(err).Fix == nil ||
+		!strings.Contains(ops.Classify(err).Fix.Text, "credentials") || strings.Contains(err.Error(), "not-the-secret") {
+		t.Fatalf("wrong secret: %v", err)
+	} else {
+		t.Logf("wrong secret: %v", err)
+	}
+	// Missing bucket.
+	_, mcfg := fakeEnv(t, s, "x", "OFFSITE_URL=s3://no-such-bucket/x")
+	if _, err := ops.OffsiteSync(ctx, mcfg, ops.OffsiteSyncOptions{}, nil); ops.CodeOf(err) != "NOT_FOUND" || !strings.Contains(err.Error(), "no-such-bucket") {
+		t.Fatalf("missing bucket: %v", err)
+	} else {
+		t.Logf("missing bucket: %v", err)
+	}
+}

@@ -63,6 +63,20 @@ func TestStreamingRPO(t *testing.T) {
 		worst = max(worst, lag)
 		t.Logf("round %d: commit visible off-site after %.2fs", round, lag.Seconds())
 	}
+	// The server down for a few passes: streaming goes on once it is back.
+	s.Stop()
+	before := streamed()
+	exec(t, c, "app", "INSERT INTO items (name, qty) SELECT 'while down ' || g, g FROM generate_series(1, 200) g")
+	time.Sleep(2500 * time.Millisecond)
+	s.Restart()
+	back := time.Now()
+	for streamed() <= before {
+		if time.Since(back) > 15*time.Second {
+			t.Fatal("streaming did not resume after the server came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("streaming resumed %.2fs after the server came back", time.Since(back).Seconds())
 	// Let the last pass include the whole last transaction, then take the
 	// source's state: the machine is "lost" without stopping the stream.
 	time.Sleep(2500 * time.Millisecond)
