@@ -201,11 +201,12 @@ BEGIN
     -- publication ("part of a publication"). Each published table the
     -- statement may name leaves the publication first (a name without
     -- schema matches that table in every schema), so that the statement
-    -- runs: at ddl_command_end an unlogged table is named as not covered
-    -- (DDL capture on; replay reproduces the statement, and a restore
-    -- leaves it empty as PostgreSQL's own recovery does) or ends the chain
-    -- (capture off), and a partitioned table (for which SET UNLOGGED
-    -- changes nothing) is published again.
+    -- runs. A table holding rows ends the chain (on_rewrite: its later
+    -- changes are in no change set); an empty one is named as not covered
+    -- at ddl_command_end (DDL capture on; replay reproduces the statement,
+    -- and a restore has it empty, as PostgreSQL's own recovery leaves an
+    -- unlogged table) or ends the chain (capture off); a partitioned table
+    -- (for which SET UNLOGGED changes nothing) is published again.
     IF TG_TAG = 'ALTER TABLE' AND q ~* '\mset\s+unlogged\M' THEN
       FOREACH piece IN ARRAY pg_catalog.regexp_split_to_array(q, ';') LOOP
         CONTINUE WHEN piece !~* '\mset\s+unlogged\M';
@@ -323,6 +324,20 @@ BEGIN
     IF c.relpersistence IS DISTINCT FROM 'p' THEN
       EXIT body;
     END IF;
+    IF (why & 1) <> 0 THEN
+      -- ALTER TABLE … SET UNLOGGED (on_guard took it out of the
+      -- publication): its changes are no longer in the WAL. Empty, it is
+      -- like an unlogged table created now (not covered; a restore has it
+      -- empty, as PostgreSQL's own recovery leaves it); holding rows, a
+      -- restore past this point would keep rows the source changes
+      -- unseen from now on.
+      EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM ONLY %s)', rel::pg_catalog.regclass) INTO found;
+      IF found THEN
+        ends := ends || pg_catalog.format('table %s set UNLOGGED by %s while holding rows: its changes are no longer written to the WAL, so no change set carries them from here on',
+                            c.name, pg_catalog.quote_literal(pg_catalog.left(pg_catalog.current_query(), 200)));
+      END IF;
+      EXIT body;
+    END IF;
     IF (why & 2) <> 0 THEN
       -- A column added with a volatile default: each row gets a value the
       -- statement's text cannot reproduce.
@@ -414,10 +429,12 @@ BEGIN
     IF in_ext THEN
       n := 0;
     END IF;
-    -- Earlier query strings of this session (rows a prepared transaction
-    -- still locks are left for later).
+    -- Earlier query strings of this session, and rows of sessions that
+    -- ended (rows a prepared transaction still locks are left for later).
     DELETE FROM $S.firing WHERE ctid IN (SELECT f.ctid FROM $S.firing f
-      WHERE f.pid = pg_catalog.pg_backend_pid() AND f.qkey <> k FOR UPDATE SKIP LOCKED);
+      WHERE (f.pid = pg_catalog.pg_backend_pid() AND f.qkey <> k)
+         OR f.pid NOT IN (SELECT a.pid FROM pg_catalog.pg_stat_get_activity(NULL) a WHERE a.pid IS NOT NULL)
+      FOR UPDATE SKIP LOCKED);
     rewrite := NULLIF(rewrite, '');
 
     IF pg_catalog.strpos(ctx, E'\n') > 0 AND pg_catalog.substr(ctx, pg_catalog.strpos(ctx, E'\n')) !~ 'extension script' THEN

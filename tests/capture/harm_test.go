@@ -157,28 +157,50 @@ func TestNoHarm(t *testing.T) {
 		full(t, cfg)
 		st := openChain(t, cfg, "app")
 		c.Exec(t, "app", `CREATE TABLE pr (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
-			CREATE TABLE pr1 PARTITION OF pr FOR VALUES FROM (0) TO (1000000)`)
+			CREATE TABLE pr1 PARTITION OF pr FOR VALUES FROM (0) TO (1000000);
+			CREATE TABLE empty_t (id int PRIMARY KEY)`)
 		// PostgreSQL refuses SET UNLOGGED of a published table ("part of
-		// a publication"); the event trigger takes it out first.
-		c.Exec(t, "app", `ALTER TABLE t SET UNLOGGED`)
+		// a publication"); the event trigger takes it out first. An empty
+		// table is then not covered, like an unlogged table created now.
 		c.Exec(t, "app", `ALTER TABLE /* partitioned */ "public".pr SET UNLOGGED`)
-		appWrites(t, c, "t")
-		writeEach(t, c, "app", "pr")
-		if got := published(t, c, "app", st.Publication); slices.Contains(got, "t") || !slices.Contains(got, "pr") {
-			t.Fatalf("publication lists %v: want t out (unlogged) and pr still in (SET UNLOGGED changes nothing for a partitioned table)", got)
+		c.Exec(t, "app", `ALTER TABLE empty_t SET UNLOGGED`)
+		writeEach(t, c, "app", "pr", "empty_t")
+		if got := published(t, c, "app", st.Publication); slices.Contains(got, "empty_t") || !slices.Contains(got, "pr") {
+			t.Fatalf("publication lists %v: want empty_t out (unlogged) and pr still in (SET UNLOGGED changes nothing for a partitioned table)", got)
 		}
 		if _, err := incremental.Take(ctx, cfg, incremental.Options{}); err != nil {
 			t.Fatalf("incremental: %v", err)
 		}
-		if st := openChain(t, cfg, "app"); !slices.Equal(st.NotCovered, []string{"public.t"}) {
-			t.Fatalf("chain %+v: want public.t not covered", st)
+		if st := openChain(t, cfg, "app"); !slices.Equal(st.NotCovered, []string{"public.empty_t"}) {
+			t.Fatalf("chain %+v: want public.empty_t not covered", st)
 		}
-		// Back to LOGGED while holding rows written unlogged: the chain
-		// ends (those rows are in no change set).
-		c.Exec(t, "app", `ALTER TABLE t SET LOGGED`)
+		// A table holding rows: the statement succeeds, the chain ends
+		// (its later changes would be in no change set).
+		c.Exec(t, "app", `ALTER TABLE t SET UNLOGGED`)
 		appWrites(t, c, "t")
-		expectEnd(t, c, cfg, "set LOGGED")
-		c.Exec(t, "app", `DROP TABLE pr`)
+		expectEnd(t, c, cfg, "table public.t set UNLOGGED by 'ALTER TABLE t SET UNLOGGED' while holding rows")
+		c.Exec(t, "app", `ALTER TABLE t SET LOGGED; DROP TABLE pr, empty_t`)
+		// A new full backup starts a fresh chain.
+		res := full(t, cfg)
+		if res.Manifest.ChainID == "" || res.Manifest.ChainID == st.ID {
+			t.Fatalf("full backup after the chain ended: chain %q", res.Manifest.ChainID)
+		}
+		if err := chain.End(ctx, cfg, openChain(t, cfg, "app"), "test over"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("partition set unlogged", func(t *testing.T) {
+		// A partition is published through its partitioned table, so
+		// PostgreSQL lets it become unlogged: its rows would silently stop
+		// being captured. The chain ends there.
+		full(t, cfg)
+		c.Exec(t, "app", `CREATE TABLE pq (id int PRIMARY KEY) PARTITION BY RANGE (id);
+			CREATE TABLE pq1 PARTITION OF pq FOR VALUES FROM (0) TO (1000000); INSERT INTO pq VALUES (1), (2)`)
+		c.Exec(t, "app", `ALTER TABLE pq1 SET UNLOGGED`)
+		writeEach(t, c, "app", "pq")
+		expectEnd(t, c, cfg, "table public.pq1 set UNLOGGED")
+		c.Exec(t, "app", `DROP TABLE pq`)
 	})
 
 	t.Run("set unlogged without DDL capture", func(t *testing.T) {
@@ -211,6 +233,32 @@ func TestNoHarm(t *testing.T) {
 		c.Exec(t, "app", `SET session_replication_role = replica; DROP PUBLICATION `+st.Publication)
 		appWrites(t, c, "t")
 		expectEnd(t, c, cfg, "publication "+st.Publication+" of the chain no longer exists")
+	})
+
+	t.Run("publication dropped unseen while streaming", func(t *testing.T) {
+		// A running stream meets the server's "publication does not
+		// exist" error at the next change: it ends the chain with the
+		// reason instead of retrying ("resumes when restarted") forever.
+		full(t, cfg)
+		st := openChain(t, cfg, "app")
+		done := make(chan error, 1)
+		go func() {
+			done <- capture.Run(ctx, cfg, st, capture.Options{HealthInterval: time.Hour})
+		}()
+		conn := c.Conn(t, "app")
+		waitFor(t, "the capture to stream", func() bool { return slotActivePID(t, conn, st.Slot) != 0 })
+		c.Exec(t, "app", `SET session_replication_role = replica; DROP PUBLICATION `+st.Publication)
+		appWrites(t, c, "t")
+		select {
+		case err := <-done:
+			if !errors.Is(err, capture.ErrChainEnded) || errs.CodeOf(err) != errs.ChainEnded ||
+				!strings.Contains(err.Error(), "chain ended: publication "+st.Publication+" of the chain no longer exists") {
+				t.Fatalf("stream: want the chain ended, got %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("the stream did not end within 60 s of its publication's drop")
+		}
+		noPme2goObjects(t, c, "app")
 	})
 
 	t.Run("publication changed", func(t *testing.T) {
