@@ -224,7 +224,8 @@ func (c *Config) resolveEncryption(lookupEnv func(string) (string, bool)) {
 		s.IdentitySource = "BACKUP_ENCRYPTION_IDENTITY_FILE " + s.IdentityFile
 	} else if dir, ok := lookupEnv("CREDENTIALS_DIRECTORY"); ok && dir != "" {
 		p := filepath.Join(dir, crypt.CredentialName)
-		if _, err := os.Stat(p); err == nil {
+		// The units' empty default (SetCredential=…:\n) means none.
+		if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) != "" {
 			s.IdentityFile, s.IdentitySource = p, "credential "+p
 			c.sources["BACKUP_ENCRYPTION_IDENTITY_FILE"] = Source{Kind: "credential", File: p}
 			c.values["BACKUP_ENCRYPTION_IDENTITY_FILE"] = p
