@@ -49,6 +49,7 @@ func Run(ctx context.Context, cfg *config.Config) []Finding {
 		add("configuration", Warn, w, "move the password to DB_PASSWORD_FILE or a systemd credential")
 	}
 	checkBackupDir(cfg, add)
+	checkEncryption(add)
 
 	target := pgclient.FromConfig(cfg)
 	var srv *pgclient.ServerInfo
