@@ -24,6 +24,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
+	"github.com/pme2go/pme2go-backup/engine/ops"
 	"github.com/pme2go/pme2go-backup/engine/restore"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
@@ -209,6 +210,14 @@ func refusals(t *testing.T, c *pgharness.Cluster, env map[string]string, path st
 		}
 		t.Logf("%s: %v", what, err)
 		mustNotExist(t, c, db)
+	}
+	// A recipients file that cannot be read stops a backup before the dump.
+	before, _ := filepath.Glob(filepath.Join(env["BACKUP_DIR"], "full", "*"))
+	if _, err := ops.Full(ctx, load(t, env, "BACKUP_ENCRYPTION_RECIPIENTS=/nonexistent/recipients.txt"), ops.FullOptions{}, nil); errs.CodeOf(err) != errs.Config {
+		t.Fatalf("full backup with a missing recipients file: %v", err)
+	}
+	if after, _ := filepath.Glob(filepath.Join(env["BACKUP_DIR"], "full", "*")); len(after) != len(before) {
+		t.Fatalf("files left in full/: %v", after)
 	}
 	try("wrong key", load(t, env, "BACKUP_ENCRYPTION_IDENTITY_FILE="+other.key), crypt.KeyErr)
 	try("no key", load(t, env, "BACKUP_ENCRYPTION_IDENTITY_FILE="), crypt.KeyErr)
