@@ -72,7 +72,8 @@ func compressTableData(ctx context.Context, root string, level, workers int) err
 			small += f.size
 			continue
 		}
-		if err := gzipFile(f.path, tableGzipLevel(level), workers); err != nil {
+		fast, retry := tableGzipLevel(level)
+		if err := gzipFile(f.path, fast, retry, workers); err != nil {
 			return err
 		}
 	}
@@ -87,7 +88,11 @@ type gzJob struct {
 }
 
 // gzipFile compresses path into path.gz and removes path.
-func gzipFile(path string, level, workers int) error {
+// Each chunk is compressed at level; when retry is set (non-zero) and the
+// result is between retryAbove and retryBelow of the input (compressible,
+// but poorly so at level), the chunk is compressed again at retry and the
+// smaller result kept.
+func gzipFile(path string, level, retry, workers int) error {
 	src, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("compress table data: %w", err)
@@ -127,14 +132,13 @@ func gzipFile(path string, level, workers int) error {
 			queue <- j
 			go func() {
 				defer close(j.done)
-				zw, err := gzip.NewWriterLevel(&j.out, level)
-				if err == nil {
-					_, err = zw.Write(j.in)
+				j.err = gzipChunkTo(&j.out, j.in, level)
+				if r := float64(j.out.Len()) / float64(len(j.in)); j.err == nil && retry != 0 && r > retryAbove && r < retryBelow {
+					var again bytes.Buffer
+					if err := gzipChunkTo(&again, j.in, retry); err == nil && again.Len() < j.out.Len() {
+						j.out = again
+					}
 				}
-				if err == nil {
-					err = zw.Close()
-				}
-				j.err = err
 			}()
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
@@ -158,21 +162,43 @@ func gzipFile(path string, level, workers int) error {
 	return os.Remove(path)
 }
 
-// tableGzipLevel maps BACKUP_COMPRESSION_LEVEL to the level of the gzip
-// encoder (github.com/klauspost/compress), whose scale differs from zlib's.
-// Its level 3 is fast but falls far behind zlib on some data (long repeats of
-// hex strings compressed 50% larger than zlib's level 6); its level 6
-// compresses smaller than zlib's level 6 (what pg_dump -Fc uses) on every
-// table measured, at about twice zlib's speed per core (docs/benchmarks.md).
-func tableGzipLevel(level int) int {
+// gzipChunkTo writes data as one gzip member at level to out.
+func gzipChunkTo(out *bytes.Buffer, data []byte, level int) error {
+	zw, err := gzip.NewWriterLevel(out, level)
+	if err == nil {
+		_, err = zw.Write(data)
+	}
+	if err == nil {
+		err = zw.Close()
+	}
+	return err
+}
+
+// A chunk compressed to more than retryAbove of its size (but less than
+// retryBelow: not incompressible) is compressed again at the retry level.
+const (
+	retryAbove = 0.5
+	retryBelow = 0.97
+)
+
+// tableGzipLevel maps BACKUP_COMPRESSION_LEVEL to the levels of the gzip
+// encoder (github.com/klauspost/compress), whose scale differs from zlib's:
+// the level each chunk is compressed at, and the level of a second try for
+// chunks that compress poorly at it (0: none). Its level 3 is fast and as
+// small as zlib's level 6 (what pg_dump -Fc uses) on most table data, but
+// falls far behind on some (long repeats of hex strings: 50% larger than
+// zlib); its level 6 is smaller than zlib's level 6 on every table
+// measured but two to three times slower than level 3. The default levels
+// (4-6) therefore compress at 3 and retry at 6 (docs/benchmarks.md).
+func tableGzipLevel(level int) (fast, retry int) {
 	switch {
 	case level <= 3:
-		return 1
+		return 1, 0
 	case level <= 6:
-		return 6
+		return 3, 6
 	case level <= 8:
-		return 7
+		return 7, 0
 	default:
-		return 9
+		return 9, 0
 	}
 }
