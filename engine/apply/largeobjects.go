@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -113,6 +114,7 @@ func ApplyLargeObjects(ctx context.Context, conn *pgx.Conn, p *Plan) (*LargeObje
 		return nil, err
 	}
 	rep := &LargeObjectsReport{AsOf: last.Taken, Count: len(last.Objects)}
+	var missing []string // roles the recorded owners and privileges name that do not exist here
 	// The state recorded before it: the previous capture's, or the full
 	// backup's (what was restored). Unchanged means exact at the target.
 	prior := cur
@@ -159,25 +161,173 @@ func ApplyLargeObjects(ctx context.Context, conn *pgx.Conn, p *Plan) (*LargeObje
 				if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER LARGE OBJECT %d OWNER TO %s", oid, pgx.Identifier{want.Owner}.Sanitize())); err != nil {
 					return nil, fmt.Errorf("give large object %d to %s: %w", oid, want.Owner, err)
 				}
+			} else {
+				missing = append(missing, fmt.Sprintf("owner %s of large object %d", want.Owner, oid))
 			}
+		}
+		if have.Comment != want.Comment {
+			q := fmt.Sprintf("COMMENT ON LARGE OBJECT %d IS NULL", oid)
+			if want.Comment != "" {
+				q = fmt.Sprintf("COMMENT ON LARGE OBJECT %d IS %s", oid, quoteLit(want.Comment))
+			}
+			if _, err := conn.Exec(ctx, q); err != nil {
+				return nil, fmt.Errorf("comment on large object %d: %w", oid, err)
+			}
+		}
+		if have.ACL != want.ACL || have.Owner != want.Owner {
+			m, err := setLargeObjectACL(ctx, conn, oid, want.ACL)
+			if err != nil {
+				return nil, err
+			}
+			missing = append(missing, m...)
 		}
 	}
 	rep.Note = "large objects are restored as recorded at " + last.Taken.UTC().Format(time.RFC3339Nano) + " (captured at each seal and, while streaming, when they changed), not per transaction"
 	if rep.Exact {
 		rep.Note = "large objects did not change around the target (same state at the captures before and after it); restored as recorded at " + last.Taken.UTC().Format(time.RFC3339Nano)
 	}
+	if len(missing) > 0 {
+		rep.Exact = false
+		if len(missing) > 6 {
+			missing = append(missing[:6], fmt.Sprintf("and %d more", len(missing)-6))
+		}
+		rep.Note += "; roles missing here (restore the globals first), so these stay with the restoring role or without the privilege: " + strings.Join(missing, ", ")
+	}
 	p.LargeObjects = rep
 	return rep, nil
 }
 
+// sameObjects reports whether two recorded states are the same: data,
+// owner, privileges and comment of every large object.
 func sameObjects(a, b chain.LargeObjects) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for oid, x := range a {
-		if y, ok := b[oid]; !ok || x.MD5 != y.MD5 {
+		if y, ok := b[oid]; !ok || x != y {
 			return false
 		}
 	}
 	return true
 }
+
+// setLargeObjectACL gives large object oid exactly the privileges acl (the
+// text of pg_largeobject_metadata.lomacl as captured, "" for the default):
+// every privilege it has is revoked and each recorded one granted (so
+// that PostgreSQL records the roles' dependencies, pg_shdepend), then the
+// ACL is written as recorded, so that the order of its items and the
+// grantors match the source (GRANT run by a superuser records the owner
+// as grantor). A grantee role that does not exist here is left out; the
+// names of such roles are returned.
+func setLargeObjectACL(ctx context.Context, conn *pgx.Conn, oid uint32, acl string) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END
+	   FROM pg_catalog.pg_largeobject_metadata m, pg_catalog.aclexplode(m.lomacl) a WHERE m.oid = $1`, oid)
+	if err != nil {
+		return nil, fmt.Errorf("read the privileges of large object %d: %w", oid, err)
+	}
+	grantees, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read the privileges of large object %d: %w", oid, err)
+	}
+	if len(grantees) > 0 {
+		if _, err := conn.Exec(ctx, fmt.Sprintf("REVOKE ALL ON LARGE OBJECT %d FROM %s CASCADE", oid, strings.Join(grantees, ", "))); err != nil {
+			return nil, fmt.Errorf("reset the privileges of large object %d: %w", oid, err)
+		}
+	}
+	var missing []string
+	if acl != "" {
+		// The recorded items: PostgreSQL splits the array (quoting),
+		// each item is grantee=privileges/grantor with names quoted as
+		// identifiers where needed.
+		rows, err := conn.Query(ctx, `SELECT pg_catalog.unnest($1::pg_catalog.text[])`, acl)
+		if err != nil {
+			return nil, fmt.Errorf("read the recorded privileges of large object %d: %w", oid, err)
+		}
+		texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("read the recorded privileges of large object %d: %w", oid, err)
+		}
+		type item struct {
+			grantee, privs string
+			grantOption    bool
+			exists         bool
+		}
+		var items []item
+		for _, t := range texts {
+			g, rest := aclName(t)
+			privs, _, _ := strings.Cut(strings.TrimPrefix(rest, "="), "/")
+			it := item{grantee: g, privs: privs, grantOption: strings.Contains(privs, "*"), exists: true}
+			if g == "" {
+				it.grantee = "PUBLIC"
+			} else if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)`, g).Scan(&it.exists); err != nil {
+				return nil, fmt.Errorf("look up role %s: %w", g, err)
+			}
+			items = append(items, it)
+		}
+		for _, it := range items {
+			if !it.exists {
+				missing = append(missing, fmt.Sprintf("grantee %s of large object %d", it.grantee, oid))
+				continue
+			}
+			var privs []string
+			if strings.Contains(it.privs, "r") {
+				privs = append(privs, "SELECT")
+			}
+			if strings.Contains(it.privs, "w") {
+				privs = append(privs, "UPDATE")
+			}
+			if len(privs) == 0 {
+				continue
+			}
+			who := "PUBLIC"
+			if it.grantee != "PUBLIC" {
+				who = pgx.Identifier{it.grantee}.Sanitize()
+			}
+			q := fmt.Sprintf("GRANT %s ON LARGE OBJECT %d TO %s", strings.Join(privs, ", "), oid, who)
+			if it.grantOption {
+				q += " WITH GRANT OPTION"
+			}
+			if _, err := conn.Exec(ctx, q); err != nil {
+				return nil, fmt.Errorf("grant privileges on large object %d: %w", oid, err)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return missing, nil
+	}
+	// Exactly as recorded: item order and grantors (the items are the
+	// same, so the dependencies recorded above stay right), or the
+	// default (NULL).
+	var want any
+	if acl != "" {
+		want = acl
+	}
+	if _, err := conn.Exec(ctx, `UPDATE pg_catalog.pg_largeobject_metadata SET lomacl = $2::pg_catalog.aclitem[] WHERE oid = $1 AND lomacl::pg_catalog.text IS DISTINCT FROM $2`, oid, want); err != nil {
+		return nil, fmt.Errorf("set the privileges of large object %d: %w", oid, err)
+	}
+	return nil, nil
+}
+
+// aclName reads the role name at the start of an aclitem's text (quoted
+// as an identifier when needed; "" for PUBLIC) and returns it with the
+// rest of the text.
+func aclName(s string) (string, string) {
+	if !strings.HasPrefix(s, `"`) {
+		name, rest, _ := strings.Cut(s, "=")
+		return name, "=" + rest
+	}
+	var b strings.Builder
+	for i := 1; i < len(s); i++ {
+		if s[i] == '"' {
+			if i+1 < len(s) && s[i+1] == '"' {
+				b.WriteByte('"')
+				i++
+				continue
+			}
+			return b.String(), s[i+1:]
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String(), ""
+}
+

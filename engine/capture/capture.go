@@ -221,7 +221,7 @@ func drain(ctx context.Context, cfg *config.Config, st *chain.State, opts Option
 	// stream reaches it, every DDL message committed before the read has
 	// arrived; the seal decides (proveCatalog).
 	if seal {
-		if s.pendingPrint, err = chain.ReadCatalog(ctx, s.conn); err != nil {
+		if s.pendingPrint, err = chain.ReadCatalog(ctx, s.conn, s.st.Publication); err != nil {
 			if ctx.Err() != nil {
 				return nil, err
 			}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/chain"
+	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
@@ -179,4 +180,26 @@ func ReadLargeObjectIndex(dir string) (*LargeObjectIndex, error) {
 		return nil, fmt.Errorf("large objects index %s is damaged: %w", dir, err)
 	}
 	return idx, nil
+}
+
+// largeObjectDDL reports whether a captured statement acts on large
+// objects (ALTER LARGE OBJECT … OWNER TO, GRANT or REVOKE … ON LARGE
+// OBJECT, COMMENT ON LARGE OBJECT, SECURITY LABEL … ON LARGE OBJECT).
+// Large objects are not in the change stream: such a statement is not
+// stored for replay (it would fail there, or act on the state of the full
+// backup), as their owners, privileges and comments are captured with
+// their state at each seal and streaming interval and restored with it.
+func largeObjectDDL(stmt string) bool {
+	for _, st := range changeset.SplitStatements(stmt) {
+		w := st.Words
+		if len(w) > 12 {
+			w = w[:12]
+		}
+		for i := 0; i+1 < len(w); i++ {
+			if w[i] == "LARGE" && w[i+1] == "OBJECT" && i > 0 && (w[i-1] == "ON" || (i == 1 && w[0] == "ALTER")) {
+				return true
+			}
+		}
+	}
+	return false
 }

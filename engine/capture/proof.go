@@ -86,7 +86,7 @@ func (s *session) proveCatalog(ctx context.Context, when string) error {
 		return nil
 	}
 	if s.pendingPrint == nil {
-		now, err := chain.ReadCatalog(ctx, s.conn)
+		now, err := chain.ReadCatalog(ctx, s.conn, s.st.Publication)
 		if err != nil {
 			if ctx.Err() != nil {
 				return err
@@ -104,14 +104,17 @@ func (s *session) proveCatalog(ctx context.Context, when string) error {
 		return nil // decided once the stream passed now's position
 	}
 	s.pendingPrint = nil
-	if prev == nil || prev.Same(now) || (s.st.CaptureDDL && s.schema.DDLAt > prev.Position()) {
+	var diff []string
+	if prev != nil && !prev.Same(now) {
+		diff = s.unexplained(prev, now)
+	}
+	if len(diff) == 0 {
 		if prev != nil && now.Position() < prev.Position() {
 			return nil
 		}
 		s.catalog = now
 		return s.st.SaveCatalog(now)
 	}
-	diff := prev.Diff(now, 6)
 	mode := "without DDL capture"
 	if s.st.CaptureDDL {
 		mode = "by DDL the event trigger did not capture"
@@ -119,6 +122,31 @@ func (s *session) proveCatalog(ctx context.Context, when string) error {
 	reason := fmt.Sprintf("schema changed %s (%s), noticed at %s; the change sets are exact up to LSN %s (%s), the last point where the schema was proven unchanged; take a new full backup (and set CAPTURE_DDL so that schema changes travel in the change sets)",
 		mode, strings.Join(diff, "; "), when, prev.LSN, prev.Time.UTC().Format(time.RFC3339Nano))
 	return s.endChainAt(ctx, reason, prev.Position(), prev.Time)
+}
+
+// unexplained names the differences between the proven print prev and
+// now that no DDL captured since prev explains (all of them without DDL
+// capture), at most six. With DDL capture, a difference is explained only
+// by captured DDL that touched that object (see
+// chain.CatalogPrint.Unexplained): other DDL captured in the same
+// interval does not explain it. Prints of older versions, which do not
+// record which objects their entries cover, are explained by any DDL
+// captured since, as those versions did.
+func (s *session) unexplained(prev, now *chain.CatalogPrint) []string {
+	if !s.st.CaptureDDL {
+		return prev.Diff(now, 6)
+	}
+	since := prev.Position()
+	if !prev.Matchable() || !now.Matchable() {
+		if s.schema.DDLAt > since {
+			return nil
+		}
+		return prev.Diff(now, 6)
+	}
+	return prev.Unexplained(now, chain.Explains{
+		Touched:    func(oid uint32) bool { return s.schema.TouchedSince(oid, since) },
+		Privileges: func(kind string) bool { return s.schema.PrivilegesSince(kind, since) },
+	}, 6)
 }
 
 // endChainAt ends the chain, recording that its change sets are exact for

@@ -118,6 +118,7 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 		s.txPos = max(s.txPos, uint64(m.LSN))
 	}
 	if m.Prefix == s.st.DDLPrefix() && !s.skip {
+		known, touched, grants := false, []uint32(nil), []string(nil)
 		if ours {
 			r, err := changeset.ResolveDDL(m.Content)
 			if err != nil {
@@ -132,8 +133,14 @@ func (s *session) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 			if len(r.Unlogged) > 0 {
 				s.notCovered(r.Unlogged)
 			}
+			known, touched, grants = r.Known, r.Objects, r.Grants
+			if largeObjectDDL(r.DDL.Statement) {
+				// Restored with the large objects' captured state.
+				s.schema.Touch(uint64(m.LSN), known, touched, grants)
+				return false, s.st.SaveSchema(s.schema)
+			}
 		}
-		s.schema.DDLAt = max(s.schema.DDLAt, uint64(m.LSN))
+		s.schema.Touch(uint64(m.LSN), known, touched, grants)
 		if err := s.st.SaveSchema(s.schema); err != nil {
 			return false, err
 		}
@@ -200,16 +207,22 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	}
 	prev, known := s.schema.Tables[key]
 	if old := s.rels[rel.OID]; old != nil && (old.Schema != rel.Schema || old.Name != rel.Name) && !s.skip {
-		if !(s.st.CaptureDDL && s.schema.DDLAt > prev.Since) {
+		// Renamed (or moved, or its schema renamed): explained only by
+		// captured DDL that touched the table or its schema.
+		if !s.explainedRelation(ctx, rel, prev.Since, true) {
 			return s.schemaChange(ctx, fmt.Sprintf("%s (renamed to %s)", old.QualifiedName(), rel.QualifiedName()))
 		}
 	}
-	if !known && !s.skip && !(s.st.CaptureDDL && s.schema.DDLAt > 0) {
-		// Not in the snapshot the full backup dumped: created since.
+	if !known && !s.skip && !s.explainedRelation(ctx, rel, 0, true) {
+		// Not in the snapshot the full backup dumped: created since,
+		// without captured DDL that created it (or renamed it).
 		return s.schemaChange(ctx, key+" (table created after the full backup)")
 	}
 	if known && !prev.Same(def) && !s.skip {
-		if !(s.st.CaptureDDL && s.schema.DDLAt > prev.Since) {
+		// Explained only by captured DDL that touched this table since
+		// its known definition: other DDL captured meanwhile does not
+		// explain it.
+		if !s.explainedRelation(ctx, rel, prev.Since, false) {
 			return s.schemaChange(ctx, key)
 		}
 		s.opts.Log.Info("table definition changed by captured DDL", "table", key, "lsn", chain.FormatLSN(s.begin.FinalLSN))
@@ -225,16 +238,40 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	return nil
 }
 
+// explainedRelation reports whether captured DDL after LSN since explains
+// a changed description of the relation rel: DDL that touched the table
+// itself (by OID: created, altered, renamed, moved) or, with renamed, its
+// schema (ALTER SCHEMA … RENAME). Without DDL capture nothing explains it.
+func (s *session) explainedRelation(ctx context.Context, rel *changeset.Relation, since uint64, renamed bool) bool {
+	if !s.st.CaptureDDL {
+		return false
+	}
+	if s.schema.TouchedSince(rel.OID, since) {
+		return true
+	}
+	if !renamed {
+		return false
+	}
+	var nsp uint32
+	if err := s.conn.QueryRow(ctx, `SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1`, rel.Schema).Scan(&nsp); err != nil {
+		return false
+	}
+	return s.schema.TouchedSince(nsp, since)
+}
+
 // schemaChange ends the chain: the segment keeps every whole transaction
 // before the change and is sealed there, so a final incremental can still
 // archive it.
 //
-// Without DDL capture the change may be older than this transaction: the
-// chain is then exact only up to the last point where the catalog was
-// proven unchanged.
+// The change may be older than this transaction (without DDL capture, or
+// DDL the event trigger did not see): the chain is then exact only up to
+// the last point where the catalog was proven unchanged.
 func (s *session) schemaChange(ctx context.Context, table string) error {
 	lsn, t := s.begin.FinalLSN, s.begin.CommitTime.Add(-time.Microsecond)
-	if !s.st.CaptureDDL && s.catalog != nil && s.catalog.Position() < lsn {
+	// The change was not captured (or not explained by captured DDL): it
+	// happened at some point since the catalog was last proven unchanged,
+	// maybe well before this transaction.
+	if s.catalog != nil && s.catalog.Position() < lsn {
 		lsn, t = s.catalog.Position(), s.catalog.Time
 	}
 	reason := fmt.Sprintf("schema change of %s at %s (change sets exact up to LSN %s); take a new full backup (and set CAPTURE_DDL so that schema changes travel in the change sets)",

@@ -16,12 +16,14 @@ import (
 )
 
 // LargeObject is the state of one large object: the MD5 of its data, its
-// size in bytes, its owner and its ACL (text form, "" for the default).
+// size in bytes, its owner, its ACL (text form of
+// pg_largeobject_metadata.lomacl, "" for the default) and its comment.
 type LargeObject struct {
-	MD5   string `json:"md5"`
-	Size  int64  `json:"size"`
-	Owner string `json:"owner"`
-	ACL   string `json:"acl,omitempty"`
+	MD5     string `json:"md5"`
+	Size    int64  `json:"size"`
+	Owner   string `json:"owner"`
+	ACL     string `json:"acl,omitempty"`
+	Comment string `json:"comment,omitempty"`
 }
 
 // LargeObjects maps large object OIDs to their state.
@@ -42,9 +44,9 @@ func ReadLargeObjects(ctx context.Context, conn *pgx.Conn, snapshot string) (Lar
 			return nil, fmt.Errorf("read large objects at snapshot %s: %w", snapshot, err)
 		}
 	}
-	rows, err := tx.Query(ctx, `SELECT oid, md5(d), length(d), owner, acl FROM (
+	rows, err := tx.Query(ctx, `SELECT oid, md5(d), length(d), owner, acl, comment FROM (
 	   SELECT m.oid, pg_catalog.lo_get(m.oid) AS d, pg_catalog.pg_get_userbyid(m.lomowner)::text AS owner,
-	          coalesce(m.lomacl::text, '') AS acl
+	          coalesce(m.lomacl::text, '') AS acl, coalesce(pg_catalog.obj_description(m.oid, 'pg_largeobject'), '') AS comment
 	     FROM pg_catalog.pg_largeobject_metadata m) s`)
 	if err != nil {
 		return nil, fmt.Errorf("read large objects: %w", err)
@@ -53,7 +55,7 @@ func ReadLargeObjects(ctx context.Context, conn *pgx.Conn, snapshot string) (Lar
 	for rows.Next() {
 		var oid uint32
 		var lo LargeObject
-		if err := rows.Scan(&oid, &lo.MD5, &lo.Size, &lo.Owner, &lo.ACL); err != nil {
+		if err := rows.Scan(&oid, &lo.MD5, &lo.Size, &lo.Owner, &lo.ACL, &lo.Comment); err != nil {
 			return nil, fmt.Errorf("read large objects: %w", err)
 		}
 		out[oid] = lo

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -54,6 +56,72 @@ type Schema struct {
 	Tables map[string]TableDef `json:"tables"`
 	// DDLAt is the LSN of the last pme2go.ddl message captured (CAPTURE_DDL).
 	DDLAt uint64 `json:"ddlAt,omitempty"`
+	// Touched maps the OID of each object captured DDL created, altered or
+	// dropped to the LSN of the last such DDL message; Privileges maps
+	// each object type of captured GRANT, REVOKE and ALTER DEFAULT
+	// PRIVILEGES ("TABLE", …) to the LSN of the last one. LegacyAt is the
+	// LSN of the last DDL message that did not say what it touched (event
+	// triggers installed by older versions): it explains any difference
+	// before it, as those versions did.
+	Touched    map[uint32]uint64 `json:"touched,omitempty"`
+	Privileges map[string]uint64 `json:"privileges,omitempty"`
+	LegacyAt   uint64            `json:"legacyAt,omitempty"`
+}
+
+// Touch records what one captured DDL message at lsn touched.
+func (sc *Schema) Touch(lsn uint64, known bool, oids []uint32, grants []string) {
+	sc.DDLAt = max(sc.DDLAt, lsn)
+	if !known {
+		sc.LegacyAt = max(sc.LegacyAt, lsn)
+		return
+	}
+	if sc.Touched == nil && len(oids) > 0 {
+		sc.Touched = map[uint32]uint64{}
+	}
+	for _, o := range oids {
+		sc.Touched[o] = max(sc.Touched[o], lsn)
+	}
+	if sc.Privileges == nil && len(grants) > 0 {
+		sc.Privileges = map[string]uint64{}
+	}
+	for _, g := range grants {
+		sc.Privileges[g] = max(sc.Privileges[g], lsn)
+	}
+}
+
+// TouchedSince reports whether captured DDL after LSN since touched oid
+// (or a DDL message that does not say what it touched came after since).
+func (sc *Schema) TouchedSince(oid uint32, since uint64) bool {
+	return sc.LegacyAt > since || sc.Touched[oid] > since
+}
+
+// grantKinds maps the object types PostgreSQL reports for GRANT, REVOKE and
+// ALTER DEFAULT PRIVILEGES to the kinds of catalog print entries whose
+// privileges they change.
+var grantKinds = map[string][]string{
+	"TABLE": {"relation"}, "SEQUENCE": {"relation"}, "FUNCTION": {"function"}, "PROCEDURE": {"function"},
+	"ROUTINE": {"function"}, "SCHEMA": {"schema"}, "TYPE": {"type"}, "DOMAIN": {"type"},
+	"LANGUAGE": {"language"}, "FOREIGN DATA WRAPPER": {"foreign-data"}, "FOREIGN SERVER": {"server"},
+}
+
+// PrivilegesSince reports whether captured GRANT, REVOKE or ALTER DEFAULT
+// PRIVILEGES after LSN since may have changed privileges of catalog print
+// entries of this kind (see Kind). ALTER DEFAULT PRIVILEGES is reported
+// with the plural object type it is for ("TABLES"): it explains changed
+// default privileges.
+func (sc *Schema) PrivilegesSince(kind string, since uint64) bool {
+	if sc.LegacyAt > since {
+		return true
+	}
+	for t, at := range sc.Privileges {
+		if at <= since {
+			continue
+		}
+		if (kind == "default" && strings.HasSuffix(t, "S")) || slices.Contains(grantKinds[t], kind) {
+			return true
+		}
+	}
+	return false
 }
 
 // LoadSchema reads the chain's relations.json; a missing file is an empty

@@ -61,7 +61,13 @@ type TriggerOptions struct {
 // message pme2go.ddl.<id8> whose JSON payload carries the whole query
 // string, the number of this firing within that string (the capture picks
 // the statement), the tag, the caller's search_path and role, the table
-// rewrites seen and the unlogged tables created. DDL run inside a function
+// rewrites seen, the unlogged tables created, the OIDs of the objects the
+// statement created, altered or dropped ("objects": from
+// pg_event_trigger_ddl_commands and, recorded by on_drop in the firing
+// table, pg_event_trigger_dropped_objects) and the object types of
+// commands PostgreSQL reports without objects ("grants": GRANT, REVOKE,
+// ALTER DEFAULT PRIVILEGES), so that the capture can tell which catalog
+// differences captured DDL explains. DDL run inside a function
 // or DO block (a PG_CONTEXT of more than one level) cannot be reproduced
 // from its text: the chain ends. DDL run by pme2go-backup itself
 // (application_name pme2go-backup) and by the functions of any pme2go
@@ -119,7 +125,11 @@ func TriggerSQL(o TriggerOptions) []string {
   n pg_catalog.int4 NOT NULL DEFAULT 0,
   rewrite pg_catalog.text,
   droptemp pg_catalog.bool,
+  dropped pg_catalog.text,
   PRIMARY KEY (pid, qkey))`,
+		// dropped: the OIDs of what the statement dropped (on_drop), for
+		// on_ddl's message; added to tables made by older versions.
+		`ALTER TABLE $S.firing ADD COLUMN IF NOT EXISTS dropped pg_catalog.text`,
 		`REVOKE ALL ON TABLE $S.firing FROM PUBLIC`,
 		`COMMENT ON TABLE $S.firing IS 'pme2go-backup: event trigger state per session and query string (firing count, table rewrites, temporary drops)'`,
 		// safe(rel): the table's UPDATE and DELETE work once it is published.
@@ -264,9 +274,10 @@ BEGIN
   END IF;
   BEGIN
     SELECT pg_catalog.bool_and(d.is_temporary) INTO tmp FROM pg_catalog.pg_event_trigger_dropped_objects() d;
-    INSERT INTO $S.firing AS f (pid, qkey, droptemp)
-      VALUES (pg_catalog.pg_backend_pid(), pg_catalog.md5(pg_catalog.statement_timestamp()::pg_catalog.text || ' ' || pg_catalog.current_query()), tmp)
-      ON CONFLICT (pid, qkey) DO UPDATE SET droptemp = EXCLUDED.droptemp;
+    INSERT INTO $S.firing AS f (pid, qkey, droptemp, dropped)
+      VALUES (pg_catalog.pg_backend_pid(), pg_catalog.md5(pg_catalog.statement_timestamp()::pg_catalog.text || ' ' || pg_catalog.current_query()), tmp,
+              (SELECT pg_catalog.string_agg(d.objid::pg_catalog.text, ',') FROM pg_catalog.pg_event_trigger_dropped_objects() d))
+      ON CONFLICT (pid, qkey) DO UPDATE SET droptemp = EXCLUDED.droptemp, dropped = EXCLUDED.dropped;
     -- The chain's publication dropped by a session (also from a function
     -- or DO block, which on_guard cannot read).
     SELECT pg_catalog.array_agg(d.object_identity ORDER BY d.object_identity) INTO pubs
@@ -383,6 +394,7 @@ DECLARE
   i pg_catalog.int4;
   in_ext boolean;
   dt boolean;
+  dropped pg_catalog.text;
 BEGIN
   IF pg_catalog.current_setting('application_name', true) = 'pme2go-backup' AND session_user = $OWNER THEN
     RETURN;
@@ -421,10 +433,10 @@ BEGIN
     -- This firing's number within the query string, the table rewrites
     -- and whether a drop was of temporary objects only: kept in a table
     -- only these functions write (a session setting could be forged).
-    SELECT f.rewrite, f.droptemp INTO rewrite, dt FROM $S.firing f
+    SELECT f.rewrite, f.droptemp, f.dropped INTO rewrite, dt, dropped FROM $S.firing f
      WHERE f.pid = pg_catalog.pg_backend_pid() AND f.qkey = k;
     INSERT INTO $S.firing AS f (pid, qkey, n) VALUES (pg_catalog.pg_backend_pid(), k, CASE WHEN in_ext THEN 0 ELSE 1 END)
-      ON CONFLICT (pid, qkey) DO UPDATE SET n = f.n + CASE WHEN in_ext THEN 0 ELSE 1 END, rewrite = NULL, droptemp = NULL
+      ON CONFLICT (pid, qkey) DO UPDATE SET n = f.n + CASE WHEN in_ext THEN 0 ELSE 1 END, rewrite = NULL, droptemp = NULL, dropped = NULL
       RETURNING f.n INTO n;
     IF in_ext THEN
       n := 0;
@@ -510,7 +522,10 @@ BEGIN
           EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', x.name);
           fixed := fixed || x.name;
         ELSE
-          reasons := reasons || pg_catalog.format('table %s has neither a primary key nor a replica identity: publishing it would make its UPDATE and DELETE fail, so it was left out (give it a primary key, or REPLICA IDENTITY FULL, or set REPLICA_IDENTITY_FIX=full, and take a new full backup)', x.name);
+          reasons := reasons || (pg_catalog.format('table %s has neither a primary key nor a replica identity: publishing it would make its UPDATE and DELETE fail, so it was left out (give it a primary key, or REPLICA IDENTITY FULL, or set REPLICA_IDENTITY_FIX=full, and take a new full backup)', x.name)
+            || CASE WHEN TG_TAG IN ('CREATE TABLE AS', 'SELECT INTO') THEN
+                 '; CREATE TABLE AS and SELECT INTO always make a table without a key, whose rows a key added by a later statement cannot bring into the change stream: create the table with its key first and fill it with INSERT … SELECT, or set REPLICA_IDENTITY_FIX=full'
+               ELSE '' END);
           root := NULL;
         END IF;
       END LOOP;
@@ -561,7 +576,14 @@ BEGIN
     mc := mc || pg_catalog.jsonb_build_object(
       'v', 2, 'query', q, 'n', n, 'tag', TG_TAG,
       'searchPath', sp, 'role', who,
-      'rewrite', rewrite, 'unlogged', unlogged)::pg_catalog.text;
+      'rewrite', rewrite, 'unlogged', unlogged,
+      -- What the statement touched, so that the capture matches catalog
+      -- differences to it (GRANT and the like are reported by type only).
+      'objects', (SELECT coalesce(pg_catalog.jsonb_agg(DISTINCT o.id), '[]'::pg_catalog.jsonb) FROM (
+          SELECT d.objid::pg_catalog.int8 AS id FROM pg_catalog.pg_event_trigger_ddl_commands() d WHERE d.objid IS NOT NULL
+          UNION SELECT dx::pg_catalog.int8 FROM pg_catalog.unnest(pg_catalog.string_to_array(dropped, ',')) dx WHERE dx <> '') o),
+      'grants', (SELECT pg_catalog.jsonb_agg(DISTINCT d.object_type) FROM pg_catalog.pg_event_trigger_ddl_commands() d
+                  WHERE d.objid IS NULL))::pg_catalog.text;
     FOREACH p IN ARRAY fixed LOOP
       mp := mp || $DDL::pg_catalog.text;
       mc := mc || pg_catalog.jsonb_build_object(

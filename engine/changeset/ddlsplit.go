@@ -346,6 +346,14 @@ type triggerPayload struct {
 	Statement  string   `json:"statement"`
 	Rewrite    *string  `json:"rewrite"`
 	Unlogged   []string `json:"unlogged"`
+	// Objects lists the OIDs of the objects the statement created,
+	// altered or dropped (pg_event_trigger_ddl_commands and
+	// pg_event_trigger_dropped_objects); absent in payloads of triggers
+	// installed by older versions.
+	Objects *[]int64 `json:"objects"`
+	// Grants lists the object types of commands reported without their
+	// objects (GRANT, REVOKE, ALTER DEFAULT PRIVILEGES: "TABLE", …).
+	Grants []string `json:"grants"`
 }
 
 // ResolvedDDL is what capture stores for one event trigger message.
@@ -357,6 +365,13 @@ type ResolvedDDL struct {
 	// End, when set, is why the statement cannot be replayed exactly: the
 	// chain ends at this message.
 	End string
+	// Objects are the OIDs of the objects the statement touched, and
+	// Grants the object types of privilege commands it ran (see
+	// triggerPayload); Known is false for payloads that do not say
+	// (triggers installed by older versions).
+	Objects []uint32
+	Grants  []string
+	Known   bool
 }
 
 // ResolveDDL turns the event trigger's payload into the DDL record stored
@@ -370,7 +385,13 @@ func ResolveDDL(content []byte) (ResolvedDDL, error) {
 	if err := json.Unmarshal(content, &p); err != nil {
 		return ResolvedDDL{}, fmt.Errorf("captured DDL: bad payload: %w", err)
 	}
-	r := ResolvedDDL{DDL: DDL{V: DDLVersion, SearchPath: p.SearchPath, Role: p.Role, Tag: p.Tag, Statement: p.Statement}, Unlogged: p.Unlogged}
+	r := ResolvedDDL{DDL: DDL{V: DDLVersion, SearchPath: p.SearchPath, Role: p.Role, Tag: p.Tag, Statement: p.Statement}, Unlogged: p.Unlogged,
+		Grants: p.Grants, Known: p.Objects != nil || p.Query == nil}
+	if p.Objects != nil {
+		for _, o := range *p.Objects {
+			r.Objects = append(r.Objects, uint32(o))
+		}
+	}
 	if p.Query == nil {
 		return r, nil
 	}
