@@ -153,7 +153,10 @@ var catalogBranches = []catalogBranch{
             FROM pg_policy po WHERE po.polrelid = c.oid),
          (SELECT string_agg(concat_ws(':', sl.objsubid, sl.provider, sl.label), ',' ORDER BY sl.objsubid, sl.provider)
             FROM pg_seclabel sl WHERE sl.objoid = c.oid AND sl.classoid = 'pg_class'::regclass),
-         CASE WHEN EXISTS (SELECT 1 FROM pub WHERE pub.name = format('%I.%I', ns.nspname, c.relname)) THEN 'published' END)`,
+         CASE WHEN EXISTS (SELECT 1 FROM pub WHERE pub.name = format('%I.%I', ns.nspname, c.relname)) THEN 'published' END,
+         (SELECT string_agg(concat_ws(':', d.refobjid::regclass::text, d.refobjsubid, d.deptype), ',' ORDER BY d.refobjid, d.refobjsubid)
+            FROM pg_depend d WHERE c.relkind = 'S' AND d.classid = 'pg_class'::regclass AND d.objid = c.oid
+             AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))`,
 		parts: `ARRAY[c.oid, c.reltype]
          || ARRAY(SELECT x.indexrelid FROM pg_index x WHERE x.indrelid = c.oid)
          || ARRAY(SELECT co.oid FROM pg_constraint co WHERE co.conrelid = c.oid)
@@ -250,6 +253,20 @@ var catalogBranches = []catalogBranch{
 		desc:  `concat_ws('|', l.oid, pg_get_userbyid(l.lanowner), l.lanpltrusted, l.lanplcallfoid, l.laninline, l.lanvalidator, {{l.lanacl::text}}, obj_description(l.oid, 'pg_language'))`,
 		parts: `ARRAY[l.oid]`,
 		from:  `FROM pg_language l WHERE l.oid >= 16384`},
+	{key: `'extension-details ' || quote_ident(x.extname)`,
+		desc:  `concat_ws('|', obj_description(x.oid, 'pg_extension'), x.extrelocatable, x.extconfig::regclass[]::text, x.extcondition::text)`,
+		parts: `ARRAY[x.oid]`,
+		from:  `FROM pg_extension x`},
+	// The database itself: what pg_dump --create prints for it (owner,
+	// privileges, comment, ALTER DATABASE … SET and ALTER ROLE … IN
+	// DATABASE … SET), which a restore brings back from the full backup.
+	// Event triggers do not fire for these: a change ends the chain.
+	{key: `'database ' || quote_ident(d.datname)`,
+		desc: `concat_ws('|', d.oid, pg_get_userbyid(d.datdba), {{d.datacl::text}}, shobj_description(d.oid, 'pg_database'),
+         (SELECT string_agg(concat_ws(':', rs.setrole, rs.setconfig::text), ',' ORDER BY rs.setrole)
+            FROM pg_db_role_setting rs WHERE rs.setdatabase = d.oid))`,
+		parts: `ARRAY[d.oid]`,
+		from:  `FROM pg_database d WHERE d.datname = current_database()`},
 }
 
 // depQuery lists the dependencies between user objects (pg_depend): which
