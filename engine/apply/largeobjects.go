@@ -330,4 +330,3 @@ func aclName(s string) (string, string) {
 	}
 	return b.String(), ""
 }
-
