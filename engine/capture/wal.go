@@ -240,14 +240,32 @@ func (s *session) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 
 // explainedRelation reports whether captured DDL after LSN since explains
 // a changed description of the relation rel: DDL that touched the table
-// itself (by OID: created, altered, renamed, moved) or, with renamed, its
-// schema (ALTER SCHEMA … RENAME). Without DDL capture nothing explains it.
+// itself (by OID: created, altered, renamed, moved), an inheritance parent
+// or partitioned ancestor of it, the composite type of a typed table, or,
+// with renamed, its schema (ALTER SCHEMA … RENAME). Without DDL capture
+// nothing explains it.
 func (s *session) explainedRelation(ctx context.Context, rel *changeset.Relation, since uint64, renamed bool) bool {
 	if !s.st.CaptureDDL {
 		return false
 	}
 	if s.schema.TouchedSince(rel.OID, since) {
 		return true
+	}
+	// Its columns also change with DDL on an inheritance parent or
+	// partitioned ancestor (ALTER TABLE parent ADD COLUMN reaches every
+	// child) and on the composite type of a typed table (ALTER TYPE …
+	// CASCADE).
+	var related []uint32
+	if err := s.conn.QueryRow(ctx, `WITH RECURSIVE anc(oid) AS (
+	     SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = $1
+	     UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN anc ON i.inhrelid = anc.oid)
+	   SELECT pg_catalog.array_agg(o) FROM (SELECT oid AS o FROM anc
+	     UNION SELECT c.reloftype FROM pg_catalog.pg_class c WHERE c.oid = $1 AND c.reloftype <> 0) x`, rel.OID).Scan(&related); err == nil {
+		for _, o := range related {
+			if s.schema.TouchedSince(o, since) {
+				return true
+			}
+		}
 	}
 	if !renamed {
 		return false

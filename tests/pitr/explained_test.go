@@ -49,7 +49,9 @@ func latestIs(t *testing.T, e *env, db string, want map[string]pgharness.TableSu
 // captured DDL touched that object; other DDL captured in the same
 // interval does not explain it. Captured DDL of many kinds explains its
 // own differences, including those it causes in dependent objects (a
-// renamed column in a view, a renamed schema in a column's type).
+// renamed column in a view, a renamed schema in a column's type, a column
+// added to a partitioned table or an inheritance parent in the partitions
+// and children, whose row changes then show it).
 func TestDDLMatchedToObjects(t *testing.T) {
 	c := pgharness.Start(t)
 	c.CreateDB(t, "app")
@@ -57,7 +59,11 @@ func TestDDLMatchedToObjects(t *testing.T) {
 		CREATE SCHEMA s1; CREATE TYPE s1.mood AS ENUM ('a', 'b');
 		CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');
 		CREATE TABLE u (id int PRIMARY KEY, m s1.mood); INSERT INTO u VALUES (1, 'a');
-		CREATE VIEW vt AS SELECT id, v FROM t`)
+		CREATE VIEW vt AS SELECT id, v FROM t;
+		CREATE TABLE pt (id int, k int, PRIMARY KEY (id, k)) PARTITION BY LIST (k);
+		CREATE TABLE pt1 PARTITION OF pt FOR VALUES IN (1); INSERT INTO pt VALUES (1, 1);
+		CREATE TABLE par (id int PRIMARY KEY); CREATE TABLE chi (c int) INHERITS (par); ALTER TABLE chi ADD PRIMARY KEY (id);
+		INSERT INTO chi VALUES (1, 1)`)
 	e := newEnv(t, c, "CAPTURE_DDL=true")
 
 	t.Run("captured DDL explains its own changes", func(t *testing.T) {
@@ -73,6 +79,10 @@ func TestDDLMatchedToObjects(t *testing.T) {
 			`ALTER TYPE s1.mood ADD VALUE 'c'`,
 			`ALTER SCHEMA s1 RENAME TO s2`,
 			`DROP INDEX t_v2`,
+			`ALTER TABLE pt ADD COLUMN extra text DEFAULT 'x'`,
+			`INSERT INTO pt VALUES (5, 1, 'y'); UPDATE pt SET extra = 'z' WHERE id = 1`,
+			`ALTER TABLE par ADD COLUMN z int`,
+			`INSERT INTO chi VALUES (2, 2, 2); UPDATE chi SET z = 1 WHERE id = 1`,
 			`INSERT INTO t VALUES (2, 'b'); INSERT INTO u VALUES (2, 'c')`,
 		} {
 			c.Exec(t, "app", q)
@@ -119,7 +129,6 @@ func TestPublicationTampered(t *testing.T) {
 		t.Run("CAPTURE_DDL="+mode, func(t *testing.T) {
 			e := newEnv(t, c, "CAPTURE_DDL="+mode)
 			e.full(t)
-			want, wantSchema := sums(t, c, "app"), schemaOf(t, c, "app")
 			var pub string
 			if err := c.Conn(t, "app").QueryRow(context.Background(), `SELECT pubname FROM pg_publication p WHERE pubname LIKE 'pme2go%' AND EXISTS (SELECT 1 FROM pg_publication_tables pt WHERE pt.pubname = p.pubname AND pt.tablename = 't') ORDER BY oid DESC LIMIT 1`).Scan(&pub); err != nil {
 				t.Fatal(err)
@@ -127,10 +136,19 @@ func TestPublicationTampered(t *testing.T) {
 			if mode == "true" {
 				c.Exec(t, "app", `CREATE TABLE other`+mode+` (id int PRIMARY KEY)`) // captured DDL, on another table
 			}
+			// The chain is exact up to here: the event trigger's guard
+			// ends it at the ALTER PUBLICATION.
+			want, wantSchema := sums(t, c, "app"), schemaOf(t, c, "app")
 			c.Exec(t, "app", `ALTER PUBLICATION `+pub+` DROP TABLE t`)
 			c.Exec(t, "app", `INSERT INTO t VALUES ($1, 'lost')`, 10+i)
 			c.Exec(t, "app", `INSERT INTO u VALUES ($1)`, 10+i)
-			chainEnds(t, e, "relation-details public.t changed")
+			// The event trigger's guard names the statement; without the
+			// triggers (a role that is not a superuser), the catalog
+			// comparison names the table.
+			_, err := incremental.Take(context.Background(), e.cfg, incremental.Options{})
+			if !errors.Is(err, capture.ErrChainEnded) || !(strings.Contains(err.Error(), "relation-details public.t changed") || strings.Contains(err.Error(), "publication was changed")) {
+				t.Fatalf("incremental after the table left the publication: %v, want the chain ended", err)
+			}
 			latestIs(t, e, "r_pubtamper_"+mode, want, wantSchema, true)
 		})
 	}
