@@ -238,4 +238,30 @@ func TestDrill(t *testing.T) {
 			t.Errorf("scratch databases left: %v", left)
 		}
 	})
+
+	t.Run("two-databases-one-fails", func(t *testing.T) {
+		// Each database is drilled; one failing does not stop the other,
+		// and the error names only the one that failed.
+		cfg := loadCfg(t, cfgEnv(t, c, []string{"chk", "side"}))
+		if _, err := ops.Full(ctx, cfg, ops.FullOptions{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		res, err := drillDB(t, cfg)
+		if err == nil || res == nil || res.OK || len(res.Databases) != 2 {
+			t.Fatalf("drill of two databases: %v %+v", err, res)
+		}
+		if !res.Databases[0].OK || res.Databases[0].Database != "chk" || res.Databases[1].OK || res.Databases[1].Database != "side" {
+			t.Errorf("per-database outcome: %+v", res.Databases)
+		}
+		if strings.Contains(err.Error(), "chk:") || !strings.Contains(err.Error(), "side:") {
+			t.Errorf("error: %v", err)
+		}
+		st, _ := ops.Status(ctx, cfg, ops.StatusOptions{NoServer: true}, nil)
+		if st == nil || st.LastDrill == nil || st.LastDrill.Database != "chk,side" || st.LastDrill.OK {
+			t.Errorf("status: %+v", st.LastDrill)
+		}
+		if left := scratchLeft(t, c); len(left) > 0 {
+			t.Errorf("scratch databases left: %v", left)
+		}
+	})
 }
