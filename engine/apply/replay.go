@@ -131,6 +131,7 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 	a.w = newWriter(conn.PgConn(), a.committed)
 	a.w.setup, a.w.dbPath = settings, dbPath
 	a.g = newGrouper(a.w)
+	prepared := time.Now()
 	for {
 		err = p.walk(ctx, p.decider(st.LastCommitLSN), a)
 		var stopped *canceledAt
@@ -171,6 +172,7 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 	if _, err := conn.Exec(ctx, "SELECT pg_replication_origin_session_reset()"); err != nil {
 		return st, fmt.Errorf("reset replication origin session: %w", err)
 	}
+	applied := time.Now()
 	if st.Sequences, err = SetSequences(ctx, conn, p.Sequences); err != nil {
 		return st, err
 	}
@@ -182,11 +184,15 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 	}
 	// Durable once, before anything else is done with the database; the
 	// session commits synchronously from here on.
+	finished := time.Now()
 	if err := Settle(ctx, conn); err != nil {
 		return st, err
 	}
 	st.Duration = time.Since(start)
-	opts.Log.Info("change sets replayed", "origin", origin, "transactions", st.Applied, "rows", st.Rows, "duration", st.Duration.Round(time.Millisecond))
+	opts.Log.Info("change sets replayed", "origin", origin, "transactions", st.Applied, "rows", st.Rows, "batches", st.Batches,
+		"batchesRetried", st.BatchesRetried, "duration", st.Duration.Round(time.Millisecond),
+		"prepare", prepared.Sub(start).Round(time.Millisecond), "apply", applied.Sub(prepared).Round(time.Millisecond),
+		"finish", finished.Sub(applied).Round(time.Millisecond), "settle", time.Since(finished).Round(time.Millisecond))
 	return st, nil
 }
 

@@ -62,6 +62,15 @@ var (
 		{"standard_conforming_strings", "on"}, {"array_nulls", "on"}, {"xmloption", "content"},
 		{"bytea_output", "hex"}, {"transform_null_equals", "off"}, {"default_transaction_read_only", "off"},
 		{"check_function_bodies", "on"},
+		// Catalog queries of replay (owner tables) and grouped statements
+		// have large cost estimates: JIT compiling them costs seconds and
+		// gains nothing.
+		{"jit", "off"},
+		// Grouped statements join an unnest of their keys with the
+		// table: a generic plan (unnest estimated at 100 rows) looks each
+		// key up in the key's index, where a custom plan for a large
+		// group may choose to scan the whole table.
+		{"plan_cache_mode", "force_generic_plan"},
 	}
 	clientSettings = []string{"client_encoding", "TimeZone", "lc_monetary"}
 )
