@@ -8,6 +8,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/crypt"
 )
 
 // Backup is one archive as List shows it (from its sidecar manifest; no
@@ -48,6 +49,9 @@ type Backup struct {
 	// Location is where the backup lives: "local", "offsite" (its local
 	// copy was pruned; Path is then "offsite:<key>") or "both".
 	Location string `json:"location"`
+	// Recipients, on an encrypted archive (name ending in .age), are the
+	// fingerprints of the keys it is encrypted to (its sidecar's record).
+	Recipients []string `json:"recipients,omitempty"`
 	// Drill is set on the archives the last restore drill restored: when,
 	// and whether the drill of their database passed.
 	Drill *BackupDrill `json:"drill,omitempty"`
@@ -67,6 +71,11 @@ func fromCatalog(b catalog.Backup) Backup {
 		out.CompleteTime, out.ChainEndTime = metaTime(m.Metadata, "completeTime"), metaTime(m.Metadata, "chainEndTime")
 		if s, ok := m.Metadata["chainEndLsn"].(string); ok {
 			out.ChainEndLSN = parseLSN(s)
+		}
+		if a := m.Archive; a != nil && a.Encryption != nil {
+			for _, k := range a.Encryption.Recipients {
+				out.Recipients = append(out.Recipients, crypt.Fingerprint(k))
+			}
 		}
 	}
 	return out

@@ -124,6 +124,9 @@ func TestRekey(t *testing.T) {
 	if out, err := cli(t, bin, env, nil, "status"); err != nil || !strings.Contains(string(out), "Encryption:       on") {
 		t.Fatalf("status output: %v\n%s", err, out)
 	}
+	if l, err := ops.List(ctx, cfg, ops.ListOptions{}, nil); err != nil || len(l) != 3 || len(l[0].Recipients) != 1 || l[0].Recipients[0] != crypt.Fingerprint(readKey(t, next.pub)) {
+		t.Fatalf("list after rekey: %v %+v", err, l)
+	}
 	if v, err := ops.Verify(ctx, cfg, ops.VerifyOptions{}, nil); err != nil || v.Failed != 0 {
 		t.Fatalf("verify after rekey: %v %+v", err, v)
 	}
@@ -139,4 +142,14 @@ func TestRekey(t *testing.T) {
 		t.Fatalf("restore with the retired key: %v", err)
 	}
 	mustNotExist(t, c, "old_key")
+}
+
+// readKey returns the one public key of a recipients file.
+func readKey(t *testing.T, path string) string {
+	t.Helper()
+	r, err := crypt.ReadRecipients(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Keys[0]
 }
