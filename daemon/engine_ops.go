@@ -117,13 +117,15 @@ func (e *engineAdapter) Run(ctx context.Context, req dbusapi.JobRequest, progres
 func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.Progress) (Outcome, error) {
 	switch req.Kind {
 	case dbusapi.KindFull:
-		res, err := ops.Full(ctx, e.cfg, ops.FullOptions{Databases: req.Databases, Trigger: req.Trigger, Log: e.log}, p)
+		res, err := ops.Full(ctx, e.cfg, ops.FullOptions{Databases: req.Databases, Trigger: req.Trigger,
+			Compression: req.Compression, Log: e.log}, p)
 		if err != nil {
 			return Outcome{}, err
 		}
 		return Outcome{Path: res.Path, Size: res.Size, Result: res}, nil
 	case dbusapi.KindIncremental:
-		res, err := ops.Incremental(ctx, e.cfg, ops.IncrementalOptions{Databases: req.Databases, Trigger: req.Trigger, Log: e.log}, p)
+		res, err := ops.Incremental(ctx, e.cfg, ops.IncrementalOptions{Databases: req.Databases, Trigger: req.Trigger,
+			Compression: req.Compression, Log: e.log}, p)
 		out := Outcome{Result: res}
 		if res != nil {
 			for _, a := range res.Archives {

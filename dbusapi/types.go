@@ -48,6 +48,9 @@ type JobRequest struct {
 	Restore   RestoreOptions
 	DryRun    bool // restore, cleanup
 	Caller    Caller
+	// Compression (full, incremental), when set, is the job's archive
+	// codec instead of BACKUP_COMPRESSION: "xz", "zstd", "gzip" or "none".
+	Compression string
 }
 
 // JobInfo is the observable state of a job, as its D-Bus object shows it.

@@ -431,7 +431,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ dbusapi.Caller) 
 // createBody is the seed's create request, plus the databases to back up.
 type createBody struct {
 	Type      string   `json:"type"`     // "full" (default) or "incremental"
-	Compress  *bool    `json:"compress"` // the seed's flag: archives are always compressed
+	Compress  *bool    `json:"compress"` // the seed's flag: false writes an uncompressed tar
 	Databases []string `json:"databases"`
 }
 
@@ -448,13 +448,13 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, c dbusapi.Caller
 			fmt.Sprintf("unknown backup type %.40q", b.Type)))
 		return
 	}
+	req := dbusapi.JobRequest{Kind: b.Type, Databases: b.Databases, Trigger: "api", Caller: c}
 	if b.Compress != nil && !*b.Compress {
-		s.fail(w, r, http.StatusBadRequest, dbusapi.Errorf(dbusapi.CodeInvalidArgs,
-			`leave "compress" out or send true; BACKUP_COMPRESSION and BACKUP_COMPRESSION_LEVEL choose the codec`,
-			`"compress": false is not supported: archives are always compressed`))
-		return
+		// As BACKUP_COMPRESSION=none, for this job only; true (or no
+		// flag) keeps the configured codec.
+		req.Compression = "none"
 	}
-	s.start(w, r, dbusapi.JobRequest{Kind: b.Type, Databases: b.Databases, Trigger: "api", Caller: c})
+	s.start(w, r, req)
 }
 
 // restoreBody is the seed's restore request plus the point-in-time fields

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
+	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/errs"
@@ -19,8 +21,11 @@ type FullOptions struct {
 	// Databases to back up; default the configuration's DB_NAME.
 	Databases []string `json:"databases,omitempty"`
 	// Trigger is recorded in the manifest: "manual" (default), "scheduled", …
-	Trigger string       `json:"trigger,omitempty"`
-	Log     *slog.Logger `json:"-"`
+	Trigger string `json:"trigger,omitempty"`
+	// Compression, when set, is this backup's archive codec instead of
+	// BACKUP_COMPRESSION: "xz", "zstd", "gzip" or "none" (plain tar).
+	Compression string       `json:"compression,omitempty"`
+	Log         *slog.Logger `json:"-"`
 }
 
 // FullResult describes a written full backup.
@@ -49,6 +54,10 @@ type FullResult struct {
 // PG_DUMP_ERR, ENOSPC, EACCES. On error nothing is left that List shows.
 func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress) (*FullResult, error) {
 	if err := checkRecipients(); err != nil {
+		return nil, err
+	}
+	cfg, err := withCodec(cfg, opts.Compression)
+	if err != nil {
 		return nil, err
 	}
 	res, err := backup.Full(ctx, cfg, backup.Options{
@@ -92,9 +101,12 @@ func backupProgress(p Progress) func(backup.Progress) {
 // IncrementalOptions tune an incremental backup.
 type IncrementalOptions struct {
 	// Databases to seal; default DB_NAME.
-	Databases []string     `json:"databases,omitempty"`
-	Trigger   string       `json:"trigger,omitempty"`
-	Log       *slog.Logger `json:"-"`
+	Databases []string `json:"databases,omitempty"`
+	Trigger   string   `json:"trigger,omitempty"`
+	// Compression, when set, is this backup's archive codec instead of
+	// BACKUP_COMPRESSION (as FullOptions.Compression).
+	Compression string       `json:"compression,omitempty"`
+	Log         *slog.Logger `json:"-"`
 }
 
 // IncrementalArchive is one written incremental archive.
@@ -126,6 +138,10 @@ func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOption
 	if err := checkRecipients(); err != nil {
 		return nil, err
 	}
+	cfg, err := withCodec(cfg, opts.Compression)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	dbs := opts.Databases
 	if len(dbs) == 0 {
@@ -154,4 +170,19 @@ func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOption
 		return out, fmt.Errorf("incremental backup failed: %w", err)
 	}
 	return out, cerr
+}
+
+// withCodec returns cfg, or a copy of it whose Compression is codec when
+// codec is set and differs. An unknown codec is a USAGE error.
+func withCodec(cfg *config.Config, codec string) (*config.Config, error) {
+	if codec == "" || codec == cfg.Compression {
+		return cfg, nil
+	}
+	if !slices.Contains(archive.Codecs, archive.Codec(codec)) {
+		return nil, &errs.Error{Code: errs.Usage, Message: fmt.Sprintf("unknown compression %.40q", codec),
+			Fix: &errs.Fix{Text: "use xz, zstd, gzip or none (as BACKUP_COMPRESSION)"}}
+	}
+	c := *cfg
+	c.Compression = codec
+	return &c, nil
 }

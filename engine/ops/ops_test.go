@@ -13,6 +13,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 )
 
 // testConfig is a configuration with BACKUP_DIR in a temporary directory
@@ -121,3 +122,17 @@ func TestUnreachableServer(t *testing.T) {
 }
 
 func second[T any](_ T, err error) error { return err }
+
+func TestWithCodec(t *testing.T) {
+	cfg := testConfig(t)
+	if c, err := withCodec(cfg, ""); err != nil || c != cfg {
+		t.Fatalf("no codec: %v %v", c, err)
+	}
+	c, err := withCodec(cfg, "none")
+	if err != nil || c.Compression != "none" || (cfg.Compression == "none") {
+		t.Fatalf("none: %+v %v (configured %q)", c, err, cfg.Compression)
+	}
+	if _, err := Full(context.Background(), cfg, FullOptions{Compression: "rar"}, nil); errs.CodeOf(err) != errs.Usage {
+		t.Fatalf("unknown codec: %v", err)
+	}
+}
