@@ -15,7 +15,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -108,11 +107,7 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "pme2go-backupd: --log-level: %v\n", err)
 		return exitUsage
 	}
-	logDir := os.Getenv("LOG_DIR")
-	if logDir != "" && !filepath.IsAbs(logDir) {
-		fmt.Fprintln(os.Stderr, "pme2go-backupd: LOG_DIR must be an absolute path")
-		return exitUsage
-	}
+	logDir := cfg.Value("LOG_DIR") // checked by config.Load: absolute
 	log, closeLog, err := daemon.NewLogger(daemon.LogOptions{Level: level, LogDir: logDir,
 		RetentionDays: cfg.RetentionDays, Secrets: []string{cfg.Password}})
 	if err != nil {

@@ -113,3 +113,17 @@ func TestOffsiteKeysRedactedAndWarned(t *testing.T) {
 		}
 	}
 }
+
+func TestLogDirInFile(t *testing.T) {
+	c, err := Load(writeConf(t, "LOG_DIR=/var/log/pme2go-backup\n"), env(nil))
+	if err != nil || c.Value("LOG_DIR") != "/var/log/pme2go-backup" {
+		t.Fatalf("LOG_DIR from the file: %v %v", c, err)
+	}
+	c, err = Load(writeConf(t, "LOG_DIR=/var/log/a\n"), env(map[string]string{"LOG_DIR": "/var/log/b"}))
+	if err != nil || c.Value("LOG_DIR") != "/var/log/b" {
+		t.Fatalf("the environment overrides the file: %v", err)
+	}
+	if _, err := Load(writeConf(t, "LOG_DIR=logs\n"), env(nil)); err == nil || !strings.Contains(err.Error(), "LOG_DIR") {
+		t.Fatalf("relative LOG_DIR: %v", err)
+	}
+}

@@ -50,6 +50,8 @@ var Keys = []Key{
 	// REST API and metrics (daemon/rest).
 	{Name: "REST_LISTEN", Default: "", Doc: "REST API listener when not socket-activated: unix:/path or host:port (a TCP one needs REST_TOKEN_FILE)", check: checkListen},
 	{Name: "REST_TOKEN_FILE", Default: "", Doc: "file whose first line is the bearer token TCP callers of the REST API send", check: checkOptionalAbsPath},
+	// Daemon logs (daemon/logging.go).
+	{Name: "LOG_DIR", Default: "", Doc: "directory of the daemon's daily log files (combined, error, admin); empty: standard error or the journal only", check: checkOptionalAbsPath},
 	{Name: "METRICS_TEXTFILE", Default: "", Doc: "file the daemon writes its metrics to after each job (node_exporter textfile collector)", check: checkOptionalAbsPath},
 }
 
