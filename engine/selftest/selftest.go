@@ -67,8 +67,13 @@ func Run(ctx context.Context, cfg *config.Config) []Finding {
 			}
 		}
 		checkPrivileges(ctx, conn, db, add)
-		if _, _, mode, err := chain.CaptureModeFor(ctx, conn, cfg); err != nil {
+		if can, _, mode, err := chain.CaptureModeFor(ctx, conn, cfg); err != nil {
 			add("ddl capture "+db, Fail, err.Error(), "set CAPTURE_DDL=auto or false, or use a superuser DB_USER")
+		} else if !can && cfg.ReplicaIdentFix != "full" {
+			// Without event triggers a chain starts only with every table
+			// REPLICA IDENTITY FULL (chain.NoTriggersError).
+			add("ddl capture "+db, Warn, mode+"; without event triggers full backups start no chain (incremental backups off) unless REPLICA_IDENTITY_FIX=full",
+				"set REPLICA_IDENTITY_FIX=full (every table gets REPLICA IDENTITY FULL, so that a table losing its key breaks no write), or use a superuser DB_USER")
 		} else {
 			add("ddl capture "+db, OK, mode, "")
 		}

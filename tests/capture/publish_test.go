@@ -12,6 +12,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
+	"github.com/pme2go/pme2go-backup/engine/selftest"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
@@ -221,6 +222,15 @@ func TestCaptureModeWithoutSuperuser(t *testing.T) {
 
 	// Without REPLICA_IDENTITY_FIX=full: no chain, and the reason.
 	cfg := loadCfg(t, cfgEnv(t, c, "app", "DB_USER=bk"))
+	warned := false
+	for _, f := range selftest.Run(ctx, cfg) {
+		if f.Check == "ddl capture app" && f.Status == selftest.Warn && strings.Contains(f.Fix, "REPLICA_IDENTITY_FIX=full") {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Fatalf("test does not warn that no chain will start: %+v", selftest.Run(ctx, cfg))
+	}
 	res := full(t, cfg)
 	w := strings.Join(res.Manifest.Warnings, " ")
 	if res.Manifest.ChainID != "" || !strings.Contains(w, "role bk is not a superuser") || !strings.Contains(w, "Set REPLICA_IDENTITY_FIX=full") {
