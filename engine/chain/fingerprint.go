@@ -27,10 +27,13 @@ import (
 // objects, collations, operators, operator classes and families, casts,
 // event triggers, default privileges, text search configurations and
 // dictionaries, foreign-data wrappers and servers, procedural languages,
-// and per relation the details pg_dump prints beside its definition:
-// statistics targets, storage, compression, column options, access method,
-// comments of its indexes, constraints, triggers, rules and policies,
-// security labels), keyed by kind and schema-qualified name, whose value
+// access methods, the user's publications and subscriptions, extension
+// comments and configuration tables, the database's owner, privileges,
+// comment and settings, and per relation the details pg_dump prints
+// beside its definition: statistics targets, storage, compression, column
+// options, access method, comments of its indexes, constraints, triggers,
+// rules and policies, security labels, the column owning a sequence,
+// whether the chain's publication publishes it), keyed by kind and schema-qualified name, whose value
 // is the MD5 of the object's description, which includes its OID so that a
 // dropped and re-created object of the same name and shape is a
 // difference. What does not change how rows replay or what pg_dump
@@ -253,6 +256,24 @@ var catalogBranches = []catalogBranch{
 		desc:  `concat_ws('|', l.oid, pg_get_userbyid(l.lanowner), l.lanpltrusted, l.lanplcallfoid, l.laninline, l.lanvalidator, {{l.lanacl::text}}, obj_description(l.oid, 'pg_language'))`,
 		parts: `ARRAY[l.oid]`,
 		from:  `FROM pg_language l WHERE l.oid >= 16384`},
+	// Publications and subscriptions of the user (pg_dump prints them;
+	// this program's own, pme2go_*, are left out), and access methods.
+	// Tables a publication gets through FOR TABLES IN SCHEMA or FOR ALL
+	// TABLES are not listed (every new table would change it).
+	{key: `'publication ' || quote_ident(pb.pubname)`,
+		desc: `concat_ws('|', pb.oid, pg_get_userbyid(pb.pubowner), pb.puballtables, pb.pubinsert, pb.pubupdate, pb.pubdelete, pb.pubtruncate,
+         pb.pubviaroot, obj_description(pb.oid, 'pg_publication'),
+         (SELECT string_agg((to_jsonb(pr) - 'oid' - 'prpubid')::text, ',' ORDER BY pr.prrelid) FROM pg_publication_rel pr WHERE pr.prpubid = pb.oid))`,
+		parts: `ARRAY[pb.oid] || ARRAY(SELECT pr.oid FROM pg_publication_rel pr WHERE pr.prpubid = pb.oid)`,
+		from:  `FROM pg_publication pb WHERE pb.pubname NOT LIKE 'pme2go\_%'`},
+	{key: `'subscription ' || quote_ident(su.subname)`,
+		desc:  `concat_ws('|', su.oid, pg_get_userbyid(su.subowner), su.subenabled, su.subslotname, su.subsynccommit, su.subpublications::text, shobj_description(su.oid, 'pg_subscription'))`,
+		parts: `ARRAY[su.oid]`,
+		from:  `FROM pg_subscription su WHERE su.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`},
+	{key: `'access method ' || quote_ident(am.amname)`,
+		desc:  `concat_ws('|', am.oid, am.amtype, am.amhandler, obj_description(am.oid, 'pg_am'))`,
+		parts: `ARRAY[am.oid]`,
+		from:  `FROM pg_am am WHERE am.oid >= 16384`},
 	{key: `'extension-details ' || quote_ident(x.extname)`,
 		desc:  `concat_ws('|', obj_description(x.oid, 'pg_extension'), x.extrelocatable, x.extconfig::regclass[]::text, x.extcondition::text)`,
 		parts: `ARRAY[x.oid]`,
@@ -273,7 +294,8 @@ var catalogBranches = []catalogBranch{
 // object each covered row depends on, and whether that is a schema.
 const depQuery = `SELECT d.objid, d.refobjid, d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
   FROM pg_catalog.pg_depend d
- WHERE d.objid >= 16384 AND d.refobjid >= 16384 AND d.deptype IN ('n', 'a', 'i', 'e') AND d.objid <> d.refobjid`
+ WHERE d.objid >= 16384 AND (d.refobjid >= 16384 OR d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass)
+   AND d.deptype IN ('n', 'a', 'i', 'e') AND d.objid <> d.refobjid`
 
 var aclMark = regexp.MustCompile(`\{\{([^}]*)\}\}`)
 

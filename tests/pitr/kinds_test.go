@@ -36,13 +36,14 @@ var kindChanges = []struct {
 	{"sequence owner", `ALTER SEQUENCE s OWNED BY t.a`, "relation-details public.s changed", false},
 	{"extension comment", `COMMENT ON EXTENSION plpgsql IS 'procedures'`, "extension-details plpgsql changed", false},
 	{"database setting", `ALTER DATABASE app SET work_mem = '7MB'`, "database app changed", true},
+	{"publication of the user", `CREATE PUBLICATION user_pub FOR TABLE t`, "publication user_pub created", false},
 }
 
 // TestCatalogKinds: without DDL capture, a change of each kind of object
 // the catalog print covers (statistics objects, collations, operators,
 // casts, event triggers, column statistics targets, comments of indexes,
 // default privileges, privileges, the column owning a sequence, extension
-// comments, database settings) ends the chain at the next seal naming
+// comments, database settings, publications of the user) ends the chain at the next seal naming
 // it, and --latest restores the state before it (data and schema). With
 // DDL capture, such changes replay (the restored schema equals the
 // source), except event triggers and database settings, which PostgreSQL
@@ -76,7 +77,7 @@ func TestCatalogKinds(t *testing.T) {
 		c.Exec(t, "app", `DROP STATISTICS t_ab; DROP COLLATION c_copy; DROP OPERATOR === (int, int); DROP CAST (pair AS text);
 			ALTER TABLE t ALTER COLUMN a SET STATISTICS -1; COMMENT ON INDEX t_pkey IS NULL;
 			ALTER DEFAULT PRIVILEGES REVOKE SELECT ON TABLES FROM kinds_reader; REVOKE SELECT ON t FROM kinds_reader;
-			ALTER SEQUENCE s OWNED BY NONE; COMMENT ON EXTENSION plpgsql IS 'PL/pgSQL procedural language'`)
+			ALTER SEQUENCE s OWNED BY NONE; COMMENT ON EXTENSION plpgsql IS 'PL/pgSQL procedural language'; DROP PUBLICATION user_pub`)
 		for _, k := range kindChanges {
 			if !k.uncaptured {
 				c.Exec(t, "app", k.sql)
