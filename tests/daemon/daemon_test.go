@@ -201,7 +201,7 @@ func TestDaemonOverBus(t *testing.T) {
 
 	t.Run("restore through the daemon equals the source", func(t *testing.T) {
 		if fullPath == "" {
-			t.Skip("no full backup")
+			t.Fatal("no full backup: the backup subtest before this one did not produce it")
 		}
 		p, err := cl.Restore(ctxT(t, 10*time.Second), fullPath, dbusapi.RestoreOptions{TargetDB: "small_copy"}, []string{"small"}, false)
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
+	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
 var daemonBin string
@@ -239,7 +240,7 @@ func asUser(t *testing.T, groups string, name string, args ...string) (string, e
 	t.Helper()
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		t.Skip("setpriv not installed")
+		pgharness.Require(t, "setpriv", "setpriv (util-linux) not installed")
 	}
 	pa := []string{"--reuid=65534", "--regid=65534"}
 	if groups == "" {

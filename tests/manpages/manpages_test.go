@@ -236,7 +236,7 @@ func TestCLIFlags(t *testing.T) {
 // is the daemon's (issue 9); while it does not exist that is logged.
 func TestDaemonFlags(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "cmd/pme2go-backupd")); err != nil {
-		t.Skip("no cmd/pme2go-backupd")
+		t.Fatal("no cmd/pme2go-backupd")
 	}
 	d := program(t, "pme2go-backupd")
 	out, _ := exec.Command(d, "-help").CombinedOutput()

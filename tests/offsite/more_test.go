@@ -130,7 +130,7 @@ func TestUploadKilled(t *testing.T) {
 		t.Logf("killed during the upload; objects then: %v", objs)
 	}
 	if !killedMidway {
-		t.Skip("the upload always finished before the kill")
+		pgharness.Require(t, "upload-kill", "the upload always finished before the kill, so an interrupted upload was not exercised")
 	}
 	res, err := ops.OffsiteSync(context.Background(), cfg, ops.OffsiteSyncOptions{}, nil)
 	if err != nil || len(res.Uploaded) != 1 {
