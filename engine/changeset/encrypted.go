@@ -90,29 +90,9 @@ func openAppendEncrypted(f *os.File, path string) (*Writer, *Recovery, error) {
 	total, _ := crypt.PlainSize(path)
 	rec := &Recovery{Header: r.Header(), OriginalSize: total}
 	w := &Writer{path: path, hdr: r.Header()}
-	for {
-		x, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if fe, ok := isFormatError(err, ErrTornTail); ok {
-			rec.Cut = fe
-			break
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("changeset: refusing to append to %s: %w", path, err)
-		}
-		switch v := x.(type) {
-		case *Commit:
-			w.noteCommit(*v)
-		case *Seal:
-			return nil, nil, fmt.Errorf("changeset: %s is sealed (next segment starts at %s); create a new segment instead: %w",
-				path, FormatLSN(v.NextLSN), ErrSealed)
-		}
+	if err := scanForAppend(r, w, rec, path); err != nil {
+		return nil, nil, err
 	}
-	rec.TxCount, rec.LastCommitLSN, rec.LastEndLSN = w.txCount, w.last.CommitLSN, w.last.EndLSN
-	rec.FirstCommitLSN, rec.LastCommitTime = w.first.CommitLSN, w.last.CommitTime
-	rec.Size = r.safeEnd
 	if err := crypt.CutChunked(path, cr.Chunks, rec.Size); err != nil {
 		return nil, nil, fmt.Errorf("changeset: cut torn tail of encrypted %s at offset %d: %w", path, rec.Size, err)
 	}

@@ -134,29 +134,9 @@ func openAppend(f *os.File, path string) (*Writer, *Recovery, error) {
 	}
 	rec := &Recovery{Header: r.Header(), OriginalSize: st.Size()}
 	w := &Writer{f: f, path: path, hdr: r.Header()}
-	for {
-		x, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if fe, ok := isFormatError(err, ErrTornTail); ok {
-			rec.Cut = fe
-			break
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("changeset: refusing to append to %s: %w", path, err)
-		}
-		switch v := x.(type) {
-		case *Commit:
-			w.noteCommit(*v)
-		case *Seal:
-			return nil, nil, fmt.Errorf("changeset: %s is sealed (next segment starts at %s); create a new segment instead: %w",
-				path, FormatLSN(v.NextLSN), ErrSealed)
-		}
+	if err := scanForAppend(r, w, rec, path); err != nil {
+		return nil, nil, err
 	}
-	rec.TxCount, rec.LastCommitLSN, rec.LastEndLSN = w.txCount, w.last.CommitLSN, w.last.EndLSN
-	rec.FirstCommitLSN, rec.LastCommitTime = w.first.CommitLSN, w.last.CommitTime
-	rec.Size = r.safeEnd
 	if rec.Size != rec.OriginalSize {
 		if err := f.Truncate(rec.Size); err != nil {
 			return nil, nil, fmt.Errorf("changeset: cut torn tail of %s at offset %d: %w", path, rec.Size, err)
@@ -170,4 +150,35 @@ func openAppend(f *os.File, path string) (*Writer, *Recovery, error) {
 	}
 	w.w, w.off = bufio.NewWriterSize(f, writeBuffer), rec.Size
 	return w, rec, nil
+}
+
+// scanForAppend reads a segment opened for appending up to its last whole
+// transaction: w learns its commits, rec gets the counts, the last commit and
+// the safe end (rec.Cut names a torn tail). It returns ErrSealed for a sealed
+// segment and any other format error, wrapped with the path.
+func scanForAppend(r *Reader, w *Writer, rec *Recovery, path string) error {
+	for {
+		x, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if fe, ok := isFormatError(err, ErrTornTail); ok {
+			rec.Cut = fe
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("changeset: refusing to append to %s: %w", path, err)
+		}
+		switch v := x.(type) {
+		case *Commit:
+			w.noteCommit(*v)
+		case *Seal:
+			return fmt.Errorf("changeset: %s is sealed (next segment starts at %s); create a new segment instead: %w",
+				path, FormatLSN(v.NextLSN), ErrSealed)
+		}
+	}
+	rec.TxCount, rec.LastCommitLSN, rec.LastEndLSN = w.txCount, w.last.CommitLSN, w.last.EndLSN
+	rec.FirstCommitLSN, rec.LastCommitTime = w.first.CommitLSN, w.last.CommitTime
+	rec.Size = r.safeEnd
+	return nil
 }
