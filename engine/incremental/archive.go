@@ -176,7 +176,12 @@ func alreadyArchived(cfg *config.Config, st *chain.State, start string) (string,
 	return "", false
 }
 
-func write(ctx context.Context, cfg *config.Config, m *archive.Manifest, segs []*segInfo) (string, error) {
+// CreateArchive creates the writer of a new incremental archive in
+// cfg.IncrementalDir(), named after m.Timestamp with the configured codec's
+// extension (.age when encryption is configured); while that name is taken,
+// m.Timestamp moves on by a millisecond. It returns the writer and the final
+// path; errors are archive.Create's.
+func CreateArchive(cfg *config.Config, m *archive.Manifest) (*archive.Writer, string, error) {
 	var path string
 	for {
 		path = filepath.Join(cfg.IncrementalDir(), "incremental_backup_"+timestampName(m.Timestamp)+archive.FileExt(archive.Codec(cfg.Compression)))
@@ -186,6 +191,11 @@ func write(ctx context.Context, cfg *config.Config, m *archive.Manifest, segs []
 		m.Timestamp = m.Timestamp.Add(time.Millisecond)
 	}
 	w, err := archive.Create(path, archive.WriterOptions{Codec: archive.Codec(cfg.Compression), Level: cfg.CompressionLevel, Workers: cfg.Jobs})
+	return w, path, err
+}
+
+func write(ctx context.Context, cfg *config.Config, m *archive.Manifest, segs []*segInfo) (string, error) {
+	w, path, err := CreateArchive(cfg, m)
 	if err != nil {
 		return "", err
 	}

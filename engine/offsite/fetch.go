@@ -21,6 +21,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
+	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
 
@@ -346,10 +347,6 @@ func sealStreamed(path string, seq *changeset.Sequences) (*changeset.Seal, error
 	return seal, nil
 }
 
-func timestampName(t time.Time) string {
-	return strings.NewReplacer(":", "-", ".", "-").Replace(t.UTC().Format("2006-01-02T15:04:05.000Z"))
-}
-
 // writeStreamArchive packs the sealed segment into an incremental archive
 // of the chain, following prev.
 func writeStreamArchive(cfg *config.Config, st *chain.State, seg string, seal *changeset.Seal, seq *changeset.Sequences, prev string) (string, error) {
@@ -378,15 +375,7 @@ func writeStreamArchive(cfg *config.Config, st *chain.State, seg string, seal *c
 	if err := fsutil.EnsurePrivateDir(cfg.IncrementalDir()); err != nil {
 		return "", err
 	}
-	var path string
-	for {
-		path = filepath.Join(cfg.IncrementalDir(), "incremental_backup_"+timestampName(m.Timestamp)+archive.FileExt(archive.Codec(cfg.Compression)))
-		if _, err := os.Stat(path); os.IsNotExist(err) {
-			break
-		}
-		m.Timestamp = m.Timestamp.Add(time.Millisecond)
-	}
-	w, err := archive.Create(path, archive.WriterOptions{Codec: archive.Codec(cfg.Compression), Level: cfg.CompressionLevel, Workers: cfg.Jobs})
+	w, path, err := incremental.CreateArchive(cfg, m)
 	if err != nil {
 		return "", err
 	}
