@@ -74,6 +74,17 @@ func (r *Repo) Upload(ctx context.Context, cfg *config.Config, path string, log 
 		return nil, err
 	}
 	if c := st.Copies[name]; c != nil && st.Repository == r.S.String() && c.Size == fi.Size() && (want == "" || c.SHA256 == want) {
+		if !c.Ours {
+			// Found in the repository with the bytes we hold: ours.
+			if err := update(cfg, func(st *State) error {
+				if c := st.Copies[name]; c != nil {
+					c.Ours = true
+				}
+				return nil
+			}); err != nil {
+				return nil, err
+			}
+		}
 		return &Uploaded{Name: name, Key: c.Key, Size: c.Size, SHA256: c.SHA256, Skip: true}, nil
 	}
 	sent, err := r.Put(ctx, rel, f, fi.Size())
@@ -106,7 +117,7 @@ func (r *Repo) Upload(ctx context.Context, cfg *config.Config, path string, log 
 		r.Remove(context.WithoutCancel(ctx), rel+archive.SidecarSuffix)
 		return nil, &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site copy of the manifest of %s reads back wrong; removed it", name)}
 	}
-	c := &Copy{Name: name, Type: filepath.Base(filepath.Dir(path)), Key: rel, Size: fi.Size(), SHA256: sent, Copied: time.Now().UTC(), Manifest: &m}
+	c := &Copy{Name: name, Type: filepath.Base(filepath.Dir(path)), Key: rel, Size: fi.Size(), SHA256: sent, Copied: time.Now().UTC(), Manifest: &m, Ours: true}
 	if err := update(cfg, func(st *State) error {
 		st.Repository = r.S.String()
 		st.Copies[name] = c
@@ -150,8 +161,8 @@ func (r *Repo) Remotes(ctx context.Context, cfg *config.Config) ([]Remote, error
 			if !ok {
 				continue
 			}
-			if _, ok := size[rel]; !ok {
-				continue
+			if _, ok := size[rel]; !ok || checkRel(rel) != nil {
+				continue // unfinished, or a key no backup has (../, subdirectories)
 			}
 			name := filepath.Base(rel)
 			var m *archive.Manifest
@@ -180,7 +191,16 @@ func (r *Repo) Remotes(ctx context.Context, cfg *config.Config) ([]Remote, error
 // and the size; it is written under a temporary name, fsynced and renamed,
 // so a failed fetch leaves nothing that list shows. It returns the local
 // path.
+//
+// It refuses a key that is not full/<name> or incremental/<name> (a key
+// with ../ must never place a file outside BACKUP_DIR), a sidecar that
+// describes another archive (an object and sidecar replaced by another
+// backup's), and bytes other than those this installation recorded when
+// it made the copy.
 func (r *Repo) Fetch(ctx context.Context, cfg *config.Config, rel string) (string, error) {
+	if err := checkRel(rel); err != nil {
+		return "", err
+	}
 	side, err := r.ReadAll(ctx, rel+archive.SidecarSuffix)
 	if err != nil {
 		return "", err
@@ -188,6 +208,17 @@ func (r *Repo) Fetch(ctx context.Context, cfg *config.Config, rel string) (strin
 	var m archive.Manifest
 	if err := json.Unmarshal(side, &m); err != nil {
 		return "", fmt.Errorf("off-site manifest of %s: %w", rel, err)
+	}
+	name := filepath.Base(rel)
+	if m.Archive != nil && m.Archive.Name != "" && m.Archive.Name != name {
+		return "", &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site copy of %s is refused: its sidecar manifest describes another archive, %s (objects replaced or moved in the repository)", name, m.Archive.Name),
+			Fix: &errs.Fix{Text: "do not use this copy: restore the objects from the bucket's versions, or use another backup"}}
+	}
+	recorded := ""
+	if st, err := LoadState(cfg); err == nil && st.Repository == r.S.String() {
+		if c := st.Copies[name]; c != nil {
+			recorded = c.SHA256
+		}
 	}
 	dir := filepath.Join(cfg.BackupDir, filepath.Dir(rel))
 	if err := ensureDirs(cfg, dir); err != nil {
@@ -219,6 +250,10 @@ func (r *Repo) Fetch(ctx context.Context, cfg *config.Config, rel string) (strin
 		return "", &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site copy of %s is damaged: %d bytes with %s, its manifest records %s", rel, n, got, want),
 			Fix: &errs.Fix{Text: "use another backup, or restore the object from the bucket's versions"}}
 	}
+	if recorded != "" && recorded != got {
+		return "", &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site copy of %s is refused: it holds %s, but this installation copied %s (objects replaced in the repository)", rel, got, recorded),
+			Fix: &errs.Fix{Text: "do not use this copy: restore the object and its sidecar from the bucket's versions, or use another backup"}}
+	}
 	if err := tmp.Sync(); err != nil {
 		return "", fmt.Errorf("fetch %s: %w", rel, err)
 	}
@@ -246,6 +281,18 @@ func (r *Repo) Fetch(ctx context.Context, cfg *config.Config, rel string) (strin
 		return nil
 	})
 	return path, nil
+}
+
+// checkRel accepts only the repository paths backups have:
+// full/<name> and incremental/<name>, name a plain file name.
+func checkRel(rel string) error {
+	dir, name, ok := strings.Cut(rel, "/")
+	if ok && (dir == "full" || dir == "incremental") && name != "" && name != "." && name != ".." &&
+		!strings.ContainsAny(name, "/\\\x00") {
+		return nil
+	}
+	return &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site object %q is not a backup of this repository (only full/<name> and incremental/<name> are); refused", rel),
+		Fix: &errs.Fix{Text: "remove the object from the repository"}}
 }
 
 // ErrNoRepository wraps operations asked of an unconfigured repository.

@@ -33,6 +33,11 @@ type Copy struct {
 	// Manifest is the sidecar manifest, so that list and status describe
 	// a backup whose local copy was pruned without asking the repository.
 	Manifest *archive.Manifest `json:"manifest,omitempty"`
+	// Ours is set when this installation uploaded the copy (or holds it
+	// locally); a copy only found in the repository (another
+	// installation's, or one from before the state was lost) is not ours,
+	// and OFFSITE_RETENTION_DAYS never removes it.
+	Ours bool `json:"ours,omitempty"`
 }
 
 // State is the content of the state file.

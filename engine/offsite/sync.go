@@ -13,6 +13,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 )
 
 // TriggerStream is the manifest trigger of an incremental archive rebuilt
@@ -95,7 +96,7 @@ func (r *Repo) Sync(ctx context.Context, cfg *config.Config, now time.Time, log 
 			errList = append(errList, err)
 		}
 	}
-	pruned, err := r.PruneLocal(cfg, now, log)
+	pruned, err := r.PruneLocal(ctx, cfg, now, log)
 	res.Pruned = append(res.Pruned, pruned...)
 	if err != nil {
 		errList = append(errList, err)
@@ -164,9 +165,14 @@ func (r *Repo) adopt(cfg *config.Config, remotes []Remote) ([]string, error) {
 }
 
 // PruneLocal removes local copies older than LOCAL_RETENTION_DAYS whose
-// off-site copy is verified (recorded with the same size). Unset
+// off-site copy is verified: recorded with the size and SHA-256 the local
+// sidecar records (a local archive rewritten since its copy, as rekey
+// does, waits for the next sync to copy it), and read back from the
+// repository right before the removal with that SHA-256 (a copy changed or
+// damaged in the bucket is never the reason the good local copy goes; its
+// record is dropped, so the next sync uploads it again). Unset
 // LOCAL_RETENTION_DAYS prunes nothing.
-func (r *Repo) PruneLocal(cfg *config.Config, now time.Time, log *slog.Logger) ([]string, error) {
+func (r *Repo) PruneLocal(ctx context.Context, cfg *config.Config, now time.Time, log *slog.Logger) ([]string, error) {
 	days := r.S.LocalRetentionDays
 	if days < 0 {
 		return nil, nil
@@ -183,11 +189,24 @@ func (r *Repo) PruneLocal(cfg *config.Config, now time.Time, log *slog.Logger) (
 		return nil, nil
 	}
 	cutoff := now.Add(-time.Duration(days) * 24 * time.Hour)
-	var pruned []string
+	var pruned, damaged []string
 	var errList []error
 	for _, b := range local {
 		c := st.Copies[b.Name]
 		if c == nil || c.Size != b.Size || b.Timestamp.After(cutoff) || isStreamArchive(b.Manifest) {
+			continue
+		}
+		if b.Manifest == nil || b.Manifest.Archive == nil || b.Manifest.Archive.SHA256 != c.SHA256 {
+			continue // not the bytes that were copied
+		}
+		if got, n, err := r.Hash(ctx, c.Key); err != nil {
+			errList = append(errList, err)
+			continue
+		} else if got != c.SHA256 || n != c.Size {
+			damaged = append(damaged, b.Name)
+			errList = append(errList, &errs.Error{Code: errs.VerifyFailed,
+				Message: fmt.Sprintf("off-site copy of %s reads back as %s (%d bytes), copied as %s (%d bytes): the local copy is kept", b.Name, got, n, c.SHA256, c.Size),
+				Fix:     &errs.Fix{Text: "the object was changed or damaged in the repository; the next `pme2go-backup offsite sync` uploads it again"}})
 			continue
 		}
 		if err := catalog.Remove(b); err != nil {
@@ -199,13 +218,16 @@ func (r *Repo) PruneLocal(cfg *config.Config, now time.Time, log *slog.Logger) (
 			log.Info("local copy pruned; the backup stays off-site", "backup", b.Name, "repository", r.S.String())
 		}
 	}
-	if len(pruned) > 0 {
+	if len(pruned)+len(damaged) > 0 {
 		if err := update(cfg, func(st *State) error {
 			t := now.UTC()
 			for _, n := range pruned {
 				if c := st.Copies[n]; c != nil {
 					c.LocalPruned = &t
 				}
+			}
+			for _, n := range damaged {
+				delete(st.Copies, n)
 			}
 			return nil
 		}); err != nil {
@@ -215,19 +237,27 @@ func (r *Repo) PruneLocal(cfg *config.Config, now time.Time, log *slog.Logger) (
 	return pruned, errors.Join(errList...)
 }
 
-// Retention applies OFFSITE_RETENTION_DAYS to the repository with the same
-// rules as local retention (catalog.Plan: the newest full backup and
-// whatever a kept backup needs, its chain's full backup and earlier
-// incrementals, are kept). The sidecar is removed before the archive, so
-// a backup disappears from listings first. It returns the decisions.
+// Retention applies OFFSITE_RETENTION_DAYS to this installation's copies
+// in the repository (Copy.Ours) with the same rules as local retention
+// (catalog.Plan: the newest full backup and whatever a kept backup needs,
+// its chain's full backup and earlier incrementals, are kept). Backups
+// another installation copied to the same bucket and prefix are neither
+// removed nor counted. The sidecar is removed before the archive, so a
+// backup disappears from listings first. It returns the decisions.
 func (r *Repo) Retention(ctx context.Context, cfg *config.Config, now time.Time, dryRun bool, log *slog.Logger) ([]catalog.Decision, error) {
 	remotes, err := r.Remotes(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	all := make([]catalog.Backup, len(remotes))
-	for i, rb := range remotes {
-		all[i] = rb.Backup
+	st, err := LoadState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	all := []catalog.Backup{}
+	for _, rb := range remotes {
+		if c := st.Copies[rb.Name]; st.Repository == r.S.String() && c != nil && c.Ours && c.Size == rb.Size {
+			all = append(all, rb.Backup)
+		}
 	}
 	plan := catalog.Plan(all, r.S.RetentionDays, now)
 	var errList []error

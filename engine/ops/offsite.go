@@ -252,6 +252,6 @@ func offsiteCleanup(ctx context.Context, cfg *config.Config, now time.Time, dryR
 	if err != nil || dryRun {
 		return out, nil, err
 	}
-	pruned, perr := r.PruneLocal(cfg, now, log)
+	pruned, perr := r.PruneLocal(ctx, cfg, now, log)
 	return out, pruned, perr
 }
