@@ -18,6 +18,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
@@ -86,6 +87,27 @@ func (r *Repo) Upload(ctx context.Context, cfg *config.Config, path string, log 
 			}
 		}
 		return &Uploaded{Name: name, Key: c.Key, Size: c.Size, SHA256: c.SHA256, Skip: true}, nil
+	}
+	if want != "" {
+		// An object already there may be the only good copy of this
+		// backup (the state was lost or names another repository spelling):
+		// prove the local file first, so that a damaged local archive never
+		// overwrites it.
+		if ok, _, err := r.Exists(ctx, rel); err != nil {
+			return nil, err
+		} else if ok {
+			d, err := crypt.FileDigest(f)
+			if err != nil {
+				return nil, fmt.Errorf("upload %s: %w", name, err)
+			}
+			if d.SHA256 != want {
+				return nil, &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("local archive %s does not match its sidecar checksum (%s, recorded %s); not copied off-site, the copy already there is left as it is", name, d.SHA256, want),
+					Fix: &errs.Fix{Text: "run `pme2go-backup verify " + name + "`; fetch the off-site copy back or take a new backup"}}
+			}
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return nil, fmt.Errorf("upload %s: %w", name, err)
+			}
+		}
 	}
 	sent, err := r.Put(ctx, rel, f, fi.Size())
 	if err != nil {

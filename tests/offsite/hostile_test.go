@@ -140,6 +140,30 @@ func TestHostileRepository(t *testing.T) {
 		}
 	})
 
+	// A local archive damaged after its copy, and a state that no longer
+	// knows the copy (the endpoint spelled differently): the sync must not
+	// replace the good off-site copy with the damaged bytes, nor remove it.
+	t.Run("damaged-local-keeps-good-copy", func(t *testing.T) {
+		vars, cfg := fakeEnv(t, s, "rot")
+		path := fakeBackup(t, cfg.BackupDir, "full", "", time.Now().Add(-time.Hour), 8192)
+		if _, err := ops.OffsiteSync(ctx, cfg, ops.OffsiteSyncOptions{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		good, _ := os.ReadFile(path)
+		bad := append([]byte{}, good...)
+		bad[100] ^= 0x80
+		os.WriteFile(path, bad, 0o600)
+		vars["OFFSITE_ENDPOINT"] += "/"
+		res, err := ops.OffsiteSync(ctx, pgharness.LoadConfig(t, vars), ops.OffsiteSyncOptions{}, nil)
+		if ops.CodeOf(err) != "VERIFY_FAILED" {
+			t.Errorf("sync of a damaged local archive: %v %+v", err, res)
+		}
+		got, rerr := os.ReadFile(objPath("rot", "full/"+filepath.Base(path)))
+		if rerr != nil || string(got) != string(good) {
+			t.Fatalf("the good off-site copy was replaced or removed by the sync of a damaged local archive (%v)", rerr)
+		}
+	})
+
 	// Two installations share one prefix: retention of one never removes
 	// the other's backups, and keeps its own newest full backup even when
 	// the other has a newer one.
