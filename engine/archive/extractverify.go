@@ -144,6 +144,22 @@ func (v *VerifiedExtraction) WaitPrefix(ctx context.Context, prefix string) erro
 	return nil
 }
 
+// Proven reports, without waiting, whether every member listed in the
+// sidecar manifest whose name starts with prefix is already extracted and
+// proven (as WaitPrefix would return nil at once).
+func (v *VerifiedExtraction) Proven(prefix string) bool {
+	for name, ch := range v.ready {
+		if strings.HasPrefix(name, prefix) {
+			select {
+			case <-ch:
+			default:
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Failed reports the extraction's error if it has already failed, without
 // waiting.
 func (v *VerifiedExtraction) Failed() error {

@@ -84,14 +84,27 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 	if rp != nil {
 		fresh = pitrScratchName(st.Target)
 	}
+	// The journal is written (and synced) while the maintenance
+	// connection is made.
+	type journaled struct {
+		j   *journal
+		err error
+	}
+	jc := make(chan journaled, 1)
+	go func() {
+		j, err := newJournal(cfg, st.Target, fresh, rp != nil)
+		jc <- journaled{j, err}
+	}()
 	maint, err := connectMaintenance(ctx, target, st.Target, fresh)
+	jr := <-jc
 	if err != nil {
+		jr.j.close()
 		return err
 	}
 	defer maint.Close(context.Background())
-	j, err := newJournal(cfg, st.Target, fresh, rp != nil)
-	if err != nil {
-		return err
+	j := jr.j
+	if jr.err != nil {
+		return jr.err
 	}
 	defer j.close()
 	keep := false // a replay in progress is kept for --resume
@@ -103,6 +116,7 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 	}()
 	settings := &settingsFuture{done: make(chan struct{})}
 	defer settings.wait()
+	pinned := -1 // unknown: a resumed scratch database
 	if rp == nil || !rp.resume {
 		// The scratch database is created while pgRestore reads the
 		// table of contents; maint is not used by anything else meanwhile.
@@ -114,7 +128,7 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 			created <- err
 		}()
 		waitCreated := sync.OnceValue(func() error { return <-created })
-		err := pgRestore(ctx, cfg, target, opts, st, fresh, dumpDir, ext, settings, waitCreated)
+		pinned, err = pgRestore(ctx, cfg, target, opts, st, fresh, dumpDir, ext, settings, waitCreated)
 		if cerr := waitCreated(); cerr != nil {
 			return cerr
 		}
@@ -130,9 +144,11 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 		return err
 	}
 	keep = false
+	t := time.Now()
 	if _, err := removeMachinery(ctx, target, fresh, opts.Log); err != nil {
 		return err
 	}
+	opts.Log.Debug("machinery removed", "duration", time.Since(t).Round(time.Millisecond))
 	if rp != nil {
 		if err := markScratch(ctx, maint, fresh, rp.plan); err != nil {
 			return err
@@ -148,15 +164,25 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 		keep = false
 	}
 	// The functions as dumped again (pgRestore gave them a temporary
-	// search_path for loading data and for the replay).
-	if _, err := unpinFunctionPaths(ctx, target, fresh); err != nil {
-		return err
+	// search_path for loading data and for the replay). A restore that
+	// pinned none (and replayed nothing) has none to unpin.
+	if pinned != 0 || rp != nil {
+		t = time.Now()
+		if _, err := unpinFunctionPaths(ctx, target, fresh); err != nil {
+			return err
+		}
+		opts.Log.Debug("function paths unpinned", "duration", time.Since(t).Round(time.Millisecond))
 	}
+	t = time.Now()
 	notes, err := restoreSettings(ctx, cfg, target, maint, opts, st, dumpDir, fresh, settings)
 	res.Notes = append(res.Notes, notes...)
 	if err != nil {
 		return err
 	}
+	opts.Log.Debug("database settings applied", "duration", time.Since(t).Round(time.Millisecond))
+	t = time.Now()
+	defer func() { opts.Log.Debug("swapped in", "duration", time.Since(t).Round(time.Millisecond)) }()
+	waitSessionsGone(ctx, maint, fresh)
 	if st.TargetExists {
 		err = replaceDatabase(ctx, cfg, maint, fresh, st, opts, res, j)
 	} else {
@@ -183,33 +209,49 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 // fresh database: the pre-data section (schemas, types, tables, functions)
 // as soon as toc.dat is proven, while the rest of the archive is still
 // extracted; the data and post-data sections (in parallel, --jobs) once
-// every member of the dump is proven. It also starts reading the
-// database-level settings from the table of contents into settings.
+// every member of the dump is proven. When every member of the dump is
+// already proven by the time the scratch database exists and the dump
+// holds no function or procedure (nothing to pin, userfuncs.go), it runs
+// pg_restore once for all sections instead, which saves a pg_restore run
+// and the two catalog passes of pinning. It also starts reading the
+// database-level settings from the table of contents into settings, and
+// returns how many functions it pinned.
 //
 // created waits for the scratch database to exist (created meanwhile).
-func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, fresh, dumpDir string, ext *archive.VerifiedExtraction, settings *settingsFuture, created func() error) error {
+func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, fresh, dumpDir string, ext *archive.VerifiedExtraction, settings *settingsFuture, created func() error) (int, error) {
 	tool, err := findTool(ctx, "pg_restore", cfg.PgBinDir)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	prefix := "database/" + st.Source + "/"
 	if err := ext.Wait(ctx, prefix+"toc.dat"); err != nil {
-		return err
+		return 0, err
 	}
+	opts.Log.Debug("table of contents proven")
+	go func() {
+		if ext.WaitPrefix(ctx, prefix) == nil {
+			opts.Log.Debug("dump proven")
+		}
+	}()
 	settings.started = true
 	go settings.run(ctx, cfg, target, opts.Log, dumpDir, fresh, opts.NoOwner)
 	// Our machinery (chain publications, DDL capture) stays out.
 	list := dumpDir + ".restore-list"
 	left, err := ourTOCList(ctx, cfg, target, opts.Log, dumpDir, fresh, list)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer os.Remove(list)
 	for _, l := range left {
 		opts.Log.Info("pme2go-backup object left out of the restore", "database", st.Target, "entry", l)
 	}
+	opts.Log.Debug("restore list written")
 	if err := created(); err != nil {
-		return err
+		return 0, err
+	}
+	listing, err := os.ReadFile(list)
+	if err != nil {
+		return 0, fmt.Errorf("read restore list: %w", err)
 	}
 	args := []string{"-w", "--exit-on-error", "--jobs=" + strconv.Itoa(cfg.Jobs), "--dbname=" + conninfoDB(fresh), "--use-list=" + list}
 	if opts.NoOwner {
@@ -231,25 +273,63 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 		opts.Log.Info("pg_restore finished", "database", st.Target, "sections", strings.Join(sections, ","), "duration", time.Since(t).Round(time.Millisecond))
 		return nil
 	}
+	if ext.Proven(prefix) && !hasFunctions(string(listing)) {
+		opts.Log.Debug("dump proven before pg_restore: one run")
+		return 0, run("pre-data", "data", "post-data")
+	}
 	// Two steps: the pre-data section while the rest of the archive is
 	// still extracted, and so that functions called while data is loaded
 	// find what their bodies name (userfuncs.go).
 	if err := run("pre-data"); err != nil {
-		return err
+		return 0, err
 	}
+	t0 := time.Now()
 	n, err := pinFunctionPaths(ctx, target, fresh, opts.Log)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	opts.Log.Debug("function paths pinned", "duration", time.Since(t0).Round(time.Millisecond))
 	if n > 0 {
 		opts.Log.Debug("functions given a temporary search_path for the restore", "database", st.Target, "functions", n)
 	}
 	t := time.Now()
 	if err := ext.WaitPrefix(ctx, prefix); err != nil {
-		return err
+		return 0, err
 	}
 	opts.Log.Info("dump extracted", "database", st.Target, "waited", time.Since(t).Round(time.Millisecond))
-	return run("data", "post-data")
+	return n, run("data", "post-data")
+}
+
+// hasFunctions reports whether a pg_restore -l listing (as pg_restore -L
+// reads it) restores a function or procedure.
+func hasFunctions(listing string) bool {
+	for _, l := range strings.Split(listing, "\n") {
+		if rest, ok := tocRest(l); ok && (strings.HasPrefix(rest, "FUNCTION ") || strings.HasPrefix(rest, "PROCEDURE ")) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitSessionsGone waits, for up to a second, until no session is
+// connected to db any more: the sessions just closed (pg_restore's, ours)
+// end asynchronously, and ALTER DATABASE … RENAME (the swap) waits for
+// them in steps of 100 ms (CountOtherDBBackends), so a short poll first
+// saves most of such a step. Errors are ignored: the swap then waits as
+// before.
+func waitSessionsGone(ctx context.Context, maint *pgx.Conn, db string) {
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		if err := maint.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, db).Scan(&n); err != nil || n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // conninfoDB is a libpq connection string naming database db: --dbname

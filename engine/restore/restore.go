@@ -132,6 +132,31 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 			return nil, err
 		}
 	}
+	// The archive is verified and extracted in one pass while the
+	// databases are restored (docs/restore.md): each member is proven
+	// against the sidecar manifest before it is used, everything goes into
+	// scratch databases, and nothing is swapped in, nor any role created,
+	// before the whole archive is proven. A failure drops the scratch
+	// databases and leaves the targets as they were. The pass starts
+	// before the targets are inspected, which it does not depend on.
+	var ext *archive.VerifiedExtraction
+	var dest string
+	if !opts.DryRun && b.Manifest != nil {
+		work, err := os.MkdirTemp(cfg.StateDir(), fsutil.TempPrefix("restore"))
+		if err != nil {
+			return nil, fmt.Errorf("create extraction directory: %w", err)
+		}
+		defer os.RemoveAll(work)
+		dest = filepath.Join(work, "archive")
+		if err := os.Mkdir(dest, 0o700); err != nil {
+			return nil, fmt.Errorf("create extraction directory: %w", err)
+		}
+		opts.Progress("verify " + b.Name)
+		if ext, err = archive.StartVerifiedExtract(ctx, b.Path, dest); err != nil {
+			return nil, verifyFailed(b.Name, err)
+		}
+		defer ext.Abort()
+	}
 	plan, err := makePlan(ctx, target, b, opts)
 	if err != nil {
 		return nil, err
@@ -146,27 +171,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	if opts.DryRun {
 		return res, nil
 	}
-	work, err := os.MkdirTemp(cfg.StateDir(), fsutil.TempPrefix("restore"))
-	if err != nil {
-		return nil, fmt.Errorf("create extraction directory: %w", err)
-	}
-	defer os.RemoveAll(work)
-	// The archive is verified and extracted in one pass while the
-	// databases are restored (docs/restore.md): each member is proven
-	// against the sidecar manifest before it is used, everything goes into
-	// scratch databases, and nothing is swapped in, nor any role created,
-	// before the whole archive is proven. A failure drops the scratch
-	// databases and leaves the targets as they were.
-	dest := filepath.Join(work, "archive")
-	if err := os.Mkdir(dest, 0o700); err != nil {
-		return nil, fmt.Errorf("create extraction directory: %w", err)
-	}
-	opts.Progress("verify " + b.Name)
-	ext, err := archive.StartVerifiedExtract(ctx, b.Path, dest)
-	if err != nil {
-		return nil, verifyFailed(b.Name, err)
-	}
-	defer ext.Abort()
+	opts.Log.Debug("restore planned", "elapsed", time.Since(start).Round(time.Millisecond))
 	// A failed verification stops whatever runs on the archive's content
 	// at once (pg_restore into a scratch database) instead of at its end.
 	rctx, stop := context.WithCancel(ctx)
@@ -221,6 +226,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	if _, err := ext.Done(rctx); err != nil {
 		return res, fail(err)
 	}
+	opts.Log.Debug("restore finished", "elapsed", time.Since(start).Round(time.Millisecond))
 	if opts.RestoreLogs {
 		res.RestoredLogs, err = restoreLogs(dest, start)
 		if err != nil {
