@@ -73,6 +73,9 @@ func TestVerifiedExtract(t *testing.T) {
 			if err := v.WaitPrefix(ctx, "database/app/"); err != nil {
 				t.Fatal(err)
 			}
+			if !v.Proven("database/app/") || !v.Proven("") {
+				t.Fatal("Proven is false after every member was proven")
+			}
 			m, err := v.Done(ctx)
 			if err != nil || m == nil || m.Type != "full" {
 				t.Fatalf("done: %v %v", m, err)
@@ -147,6 +150,9 @@ func TestVerifiedExtractRefusesDamage(t *testing.T) {
 					proven[n] = true
 				}
 				for _, n := range names {
+					if !proven[n] && v.Proven(n) {
+						t.Errorf("%s: Proven after damage before it", n)
+					}
 					err := v.Wait(ctx, n)
 					if proven[n] && err != nil {
 						t.Errorf("%s comes before the damage but is not proven: %v", n, err)
