@@ -242,15 +242,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if conn != nil {
 		_, _ = conn.ReleaseName(dbusapi.BusName)
 	}
+	// The jobs end first, while the REST API still serves: their
+	// backup_failed events reach the WebSocket and SSE subscribers (and
+	// new jobs are refused as the daemon is stopping).
+	cancelJobs()
+	d.jobs.WaitAll()
 	if d.rest != nil {
-		// New requests are refused and event streams end; requests in
-		// progress get a few seconds.
+		// New requests are refused and event streams end (after the
+		// events already queued); requests in progress get a few seconds.
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = d.rest.Shutdown(sctx)
 		cancel()
 	}
-	cancelJobs()
-	d.jobs.WaitAll()
 	if d.MetricsTextfile != "" {
 		// The jobs cancelled above ended as failures: the file says so.
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/pme2go/pme2go-backup/daemon/rest"
@@ -71,19 +73,81 @@ func (e *engineAdapter) Validate(req dbusapi.JobRequest) error {
 			return dbusapi.Errorf(dbusapi.CodeInvalidArgs, "", err.Error())
 		}
 	}
+	if req.Kind == dbusapi.KindRestore || req.Kind == dbusapi.KindVerify {
+		if _, err := backupRef(e.cfg.BackupDir, req.Backup); err != nil {
+			return err
+		}
+	}
 	known := map[string]bool{}
 	for _, db := range e.cfg.DBNames {
 		known[db] = true
 	}
-	if req.Kind == dbusapi.KindFull || req.Kind == dbusapi.KindIncremental {
-		for _, db := range req.Databases {
-			if !known[db] {
-				return dbusapi.Errorf(dbusapi.CodeInvalidArgs, "name databases listed in DB_NAME ("+strings.Join(e.cfg.DBNames, ",")+")",
-					fmt.Sprintf("database %.64q is not configured", db))
-			}
+	seen := map[string]bool{}
+	for _, db := range req.Databases {
+		if seen[db] {
+			return dbusapi.Errorf(dbusapi.CodeInvalidArgs, "name each database once",
+				fmt.Sprintf("database %.64q is named twice", db))
+		}
+		seen[db] = true
+		if (req.Kind == dbusapi.KindFull || req.Kind == dbusapi.KindIncremental) && !known[db] {
+			return dbusapi.Errorf(dbusapi.CodeInvalidArgs, "name databases listed in DB_NAME ("+strings.Join(e.cfg.DBNames, ",")+")",
+				fmt.Sprintf("database %.64q is not configured", db))
 		}
 	}
 	return nil
+}
+
+// backupRef checks a backup named by a caller of the daemon (D-Bus
+// Restore and Verify, REST restore) and returns what the engine is given.
+// The daemon runs with privileges its callers may lack, so it only opens
+// archives inside BACKUP_DIR: a name as the list of backups shows it, or a
+// path below BACKUP_DIR (absolute, or relative to it). A path elsewhere is
+// refused without looking at it (no existence oracle), as is a name with
+// a control character. The CLI's --direct mode, run by someone who can
+// read the file, restores archives from anywhere.
+func backupRef(backupDir, ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	for _, r := range ref {
+		if r < 0x20 || r == 0x7f {
+			return "", dbusapi.Errorf(dbusapi.CodeInvalidArgs, "name a backup as the list of backups shows it",
+				fmt.Sprintf("backup %.80q contains a control character", ref))
+		}
+	}
+	outside := dbusapi.Errorf(dbusapi.CodeInvalidArgs,
+		"name a backup as the list of backups shows it, or copy the archive (with its .manifest.json) below BACKUP_DIR; "+
+			"pme2go-backup --direct restores an archive from anywhere",
+		fmt.Sprintf("backup %.200q is not inside BACKUP_DIR (%s): the daemon opens archives there only", ref, backupDir))
+	root := filepath.Clean(backupDir)
+	if r, err := filepath.EvalSymlinks(root); err == nil {
+		root = r
+	}
+	inside := func(p string) bool {
+		return strings.HasPrefix(p, root+string(filepath.Separator)) || strings.HasPrefix(p, filepath.Clean(backupDir)+string(filepath.Separator))
+	}
+	if !strings.ContainsRune(ref, '/') {
+		// A bare name is looked up in the catalog, but the engine first
+		// tries it as a file in the daemon's working directory.
+		if st, err := os.Stat(ref); err == nil && st.Mode().IsRegular() {
+			if abs, err := filepath.Abs(ref); err != nil || !inside(abs) {
+				return "", outside
+			}
+		}
+		return ref, nil
+	}
+	p := ref
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(backupDir, p)
+	}
+	p = filepath.Clean(p)
+	if !inside(p) {
+		return "", outside
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil && !strings.HasPrefix(r, root+string(filepath.Separator)) {
+		return "", outside
+	}
+	return p, nil
 }
 
 // progressOf adapts the front door's progress events. A full backup's dump
@@ -135,7 +199,11 @@ func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.P
 		return out, err
 	case dbusapi.KindRestore:
 		ro := req.Restore
-		res, err := ops.Restore(ctx, e.cfg, ops.RestoreOptions{Backup: req.Backup,
+		ref, err := backupRef(e.cfg.BackupDir, req.Backup)
+		if err != nil {
+			return Outcome{}, err
+		}
+		res, err := ops.Restore(ctx, e.cfg, ops.RestoreOptions{Backup: ref,
 			Target: ops.RestoreTarget{Time: ro.TargetTime, LSN: ro.TargetLSN, Xid: ro.TargetXid, Name: ro.TargetName,
 				Latest: ro.Latest, Exclusive: ro.TargetExclusive},
 			Resume: ro.Resume, TargetDB: ro.TargetDB, Databases: req.Databases, Force: ro.Force,
@@ -147,8 +215,12 @@ func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.P
 		return Outcome{Path: res.Archive, Result: res}, nil
 	case dbusapi.KindVerify:
 		var backups []string
-		if req.Backup != "" {
-			backups = []string{req.Backup}
+		ref, err := backupRef(e.cfg.BackupDir, req.Backup)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if ref != "" {
+			backups = []string{ref}
 		}
 		res, err := ops.Verify(ctx, e.cfg, ops.VerifyOptions{Backups: backups}, p)
 		out := Outcome{Result: res}

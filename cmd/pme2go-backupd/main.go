@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
+	"golang.org/x/sys/unix"
 
 	"github.com/pme2go/pme2go-backup/daemon"
 	"github.com/pme2go/pme2go-backup/dbusapi"
@@ -181,15 +182,9 @@ func restListeners(cfg *config.Config, log *slog.Logger) ([]net.Listener, string
 		}
 		token = t
 	}
-	passed, err := activation.Listeners()
+	ls, err := activatedListeners(activation.Files(true))
 	if err != nil {
-		return nil, "", fmt.Errorf("sockets passed by systemd: %w", err)
-	}
-	var ls []net.Listener
-	for _, l := range passed {
-		if l != nil {
-			ls = append(ls, l)
-		}
+		return nil, "", err
 	}
 	if len(ls) == 0 {
 		if addr := cfg.Value("REST_LISTEN"); addr != "" {
@@ -210,6 +205,61 @@ func restListeners(cfg *config.Config, log *slog.Logger) ([]net.Listener, string
 		}
 	}
 	return ls, token, nil
+}
+
+// activatedListeners turns the file descriptors systemd passed
+// (sd_listen_fds(3)) into listeners. Each must be a listening stream
+// socket (ListenStream= with Accept=no in pme2go-backupd.socket): any other
+// descriptor is refused with the reason, rather than ignored, since the
+// daemon would otherwise run without the API the socket promised (and
+// systemd would start it again at every datagram).
+func activatedListeners(files []*os.File) ([]net.Listener, error) {
+	var ls []net.Listener
+	fail := func(err error) ([]net.Listener, error) {
+		for _, l := range ls {
+			l.Close()
+		}
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, err
+	}
+	for _, f := range files {
+		what := fmt.Sprintf("the descriptor %d (%s) passed by systemd", f.Fd(), f.Name())
+		raw, err := f.SyscallConn()
+		if err != nil {
+			return fail(fmt.Errorf("REST API: %s: %w", what, err))
+		}
+		var typ, accepting int
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			typ, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+			if serr == nil {
+				accepting, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+			}
+		}); err != nil {
+			serr = err
+		}
+		switch {
+		case errors.Is(serr, unix.ENOTSOCK):
+			return fail(fmt.Errorf("REST API: %s is not a socket: pme2go-backupd.socket must pass a stream socket (ListenStream=)", what))
+		case serr != nil:
+			return fail(fmt.Errorf("REST API: %s: %w", what, serr))
+		case typ != unix.SOCK_STREAM:
+			return fail(fmt.Errorf("REST API: %s is not a stream socket (type %d): use ListenStream= in pme2go-backupd.socket, "+
+				"not ListenDatagram= or ListenSequentialPacket=", what, typ))
+		case accepting == 0:
+			return fail(fmt.Errorf("REST API: %s is not listening (a connection passed with Accept=yes?): "+
+				"pme2go-backupd.socket must use Accept=no", what))
+		}
+		l, err := net.FileListener(f)
+		if err != nil {
+			return fail(fmt.Errorf("REST API: %s: %w", what, err))
+		}
+		f.Close()
+		ls = append(ls, l)
+	}
+	return ls, nil
 }
 
 // listen opens REST_LISTEN.

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -201,6 +202,22 @@ func (s *Server) routes() http.Handler {
 			s.o.Activity()
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		// A TCP caller without the token learns nothing, not even which
+		// paths exist: 401 comes before 404 and 405.
+		if ci, _ := r.Context().Value(connKey{}).(*connInfo); ci == nil || !ci.unix {
+			if _, ok := s.checkToken(w, r); !ok {
+				return
+			}
+		}
+		// ServeMux would answer a path that is not in canonical form
+		// (//api, /api/../api, a %2e%2e segment) with an HTML redirect;
+		// the API answers in JSON and names the canonical path instead.
+		if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p && path.Clean(p)+"/" != p {
+			s.fail(w, r, http.StatusNotFound, &dbusapi.Error{Code: "NOT_FOUND",
+				Message: fmt.Sprintf("no such endpoint: %.200q is not a canonical path", p),
+				Fix:     "send the path without empty, \".\" or \"..\" segments, e.g. " + Base + "/status"})
+			return
+		}
 		mux.ServeHTTP(w, r)
 	})
 }
@@ -213,7 +230,11 @@ type handler func(w http.ResponseWriter, r *http.Request, c dbusapi.Caller)
 func (s *Server) method(m, action string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != m && !(m == "GET" && r.Method == "HEAD") {
-			w.Header().Set("Allow", m)
+			allow := m
+			if m == "GET" {
+				allow = "GET, HEAD"
+			}
+			w.Header().Set("Allow", allow)
 			s.fail(w, r, http.StatusMethodNotAllowed, dbusapi.Errorf(dbusapi.CodeInvalidArgs, "use "+m,
 				fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path)))
 			return
@@ -235,16 +256,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action string
 		return dbusapi.Caller{}, false
 	}
 	if !ci.unix {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		h := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if !ok || subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="pme2go-backup"`)
-			s.o.Log.Warn("REST call refused: missing or wrong bearer token", "remote", r.RemoteAddr, "path", r.URL.Path)
-			s.fail(w, r, http.StatusUnauthorized, dbusapi.Errorf(dbusapi.CodeNotAuthorized,
-				"send the token of REST_TOKEN_FILE as Authorization: Bearer <token>", "a valid bearer token is required on this listener"))
-			return dbusapi.Caller{}, false
-		}
-		return dbusapi.Caller{UID: uint32(os.Getuid()), Sender: "token " + r.RemoteAddr}, true
+		return s.checkToken(w, r)
 	}
 	if ci.err != nil {
 		s.fail(w, r, http.StatusForbidden, dbusapi.Errorf(dbusapi.CodeNotAuthorized, "", "cannot read the caller's peer credentials: "+ci.err.Error()))
@@ -258,6 +270,23 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action string
 		return c, false
 	}
 	return c, true
+}
+
+// checkToken checks the bearer token of a TCP caller; on refusal it has
+// answered 401. The authentication scheme is matched without regard to
+// case (RFC 9110, 11.1); the token is compared in constant time (as
+// SHA-256 digests, so that its length is not revealed either).
+func (s *Server) checkToken(w http.ResponseWriter, r *http.Request) (dbusapi.Caller, bool) {
+	scheme, got, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	h := sha256.Sum256([]byte(strings.TrimSpace(got)))
+	if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(h[:], s.tokenHash[:]) != 1 || s.o.Token == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="pme2go-backup"`)
+		s.o.Log.Warn("REST call refused: missing or wrong bearer token", "remote", r.RemoteAddr, "path", fmt.Sprintf("%.200q", r.URL.Path))
+		s.fail(w, r, http.StatusUnauthorized, dbusapi.Errorf(dbusapi.CodeNotAuthorized,
+			"send the token of REST_TOKEN_FILE as Authorization: Bearer <token>", "a valid bearer token is required on this listener"))
+		return dbusapi.Caller{}, false
+	}
+	return dbusapi.Caller{UID: uint32(os.Getuid()), Sender: "token " + r.RemoteAddr}, true
 }
 
 // statusOf maps an error code to the HTTP status.
@@ -352,10 +381,66 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	if err != nil {
 		s.fail(w, r, http.StatusBadRequest, dbusapi.Errorf(dbusapi.CodeInvalidArgs, "send one JSON object with the fields of pme2go-backupd(8)",
-			"malformed request body: "+err.Error()))
+			"malformed request body: "+jsonProblem(err)))
 		return false
 	}
 	return true
+}
+
+// jsonProblem words a decoding error for the caller, in terms of the JSON
+// it sent rather than of Go types (encoding/json names the Go struct).
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		want := "a " + jsonKind(te.Type.Kind().String())
+		if te.Field == "" {
+			return fmt.Sprintf("the body is %s, not a JSON object", article(te.Value))
+		}
+		return fmt.Sprintf("field %q: want %s, got %s", te.Field, want, article(te.Value))
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the JSON object is incomplete"
+	}
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	if f, ok := strings.CutPrefix(msg, "unknown field "); ok {
+		return "unknown field " + f + " (see pme2go-backupd(8) for the fields of this request)"
+	}
+	return msg
+}
+
+// jsonKind names a Go kind as the JSON type that decodes into it.
+func jsonKind(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean (true or false)"
+	case "slice", "array":
+		return "list"
+	case "struct", "map":
+		return "JSON object"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float32", "float64":
+		return "number"
+	}
+	return "value of another type"
+}
+
+func article(jsonValue string) string {
+	switch jsonValue {
+	case "array":
+		return "a list"
+	case "object":
+		return "an object"
+	case "":
+		return "a value of another type"
+	}
+	if strings.HasPrefix(jsonValue, "number") {
+		return "a number"
+	}
+	return "a " + jsonValue
 }
 
 // jobJSON is a job resource.
@@ -559,7 +644,7 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 		j, _ = s.o.Backend.Job(id)
 		s.writeJSON(w, http.StatusAccepted, toJob(j))
 	default:
-		w.Header().Set("Allow", "GET, DELETE")
+		w.Header().Set("Allow", "GET, HEAD, DELETE")
 		s.fail(w, r, http.StatusMethodNotAllowed, dbusapi.Errorf(dbusapi.CodeInvalidArgs, "use GET or DELETE",
 			fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path)))
 	}

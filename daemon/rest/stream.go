@@ -18,6 +18,14 @@ import (
 // events serves the notifications: a WebSocket when the request is an
 // upgrade, server-sent events when it accepts text/event-stream.
 func (s *Server) events(w http.ResponseWriter, r *http.Request, c dbusapi.Caller) {
+	if r.Method == "HEAD" {
+		// A stream has no end for HEAD to describe: without this, HEAD
+		// would hold a subscriber open that never sends a byte.
+		w.Header().Set("Allow", "GET")
+		s.fail(w, r, http.StatusMethodNotAllowed, dbusapi.Errorf(dbusapi.CodeInvalidArgs, "use GET",
+			"HEAD cannot open the event stream"))
+		return
+	}
 	ws := strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 	if !ws && !sse {
@@ -69,6 +77,18 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, sub *events.S
 	for {
 		select {
 		case <-ctx.Done():
+			if s.ctx.Err() != nil {
+				// The daemon is stopping: the events already queued (the
+				// failures of the jobs it cancelled) go out first.
+				for _, ev := range drain(sub) {
+					wctx, cancel := context.WithTimeout(context.Background(), eventWriteTimeout)
+					err := conn.Write(wctx, websocket.MessageText, s.scrub(mustJSON(ev)))
+					cancel()
+					if err != nil {
+						return
+					}
+				}
+			}
 			if errors.Is(context.Cause(r.Context()), context.Canceled) || s.ctx.Err() != nil {
 				_ = conn.Close(websocket.StatusGoingAway, "the daemon is stopping")
 			}
@@ -78,8 +98,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, sub *events.S
 				_ = conn.Close(websocket.StatusTryAgainLater, "too slow: events were not read in time")
 				return
 			}
-			data, _ := json.Marshal(ev)
-			data = s.scrub(data)
+			data := s.scrub(mustJSON(ev))
 			wctx, cancel := context.WithTimeout(ctx, eventWriteTimeout)
 			err := conn.Write(wctx, websocket.MessageText, data)
 			cancel()
@@ -114,18 +133,28 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request, rc *http.ResponseCo
 	}
 	tick := time.NewTicker(keepAliveInterval)
 	defer tick.Stop()
+	send := func(ev events.Event) bool {
+		return write("event: " + ev.Type + "\ndata: " + string(s.scrub(mustJSON(ev))) + "\n\n")
+	}
 	for {
 		select {
 		case <-r.Context().Done():
+			if s.ctx.Err() != nil {
+				// The daemon is stopping: the events already queued go
+				// out first.
+				for _, ev := range drain(sub) {
+					if !send(ev) {
+						return
+					}
+				}
+			}
 			return
 		case ev, ok := <-sub.C:
 			if !ok {
 				write("event: error\ndata: {\"error\":{\"code\":\"BUSY\",\"message\":\"too slow: events were not read in time\"}}\n\n")
 				return
 			}
-			data, _ := json.Marshal(ev)
-			data = s.scrub(data)
-			if !write("event: " + ev.Type + "\ndata: " + string(data) + "\n\n") {
+			if !send(ev) {
 				return
 			}
 		case <-tick.C:
@@ -134,4 +163,25 @@ func (s *Server) sse(w http.ResponseWriter, r *http.Request, rc *http.ResponseCo
 			}
 		}
 	}
+}
+
+// drain returns the events queued for sub without waiting.
+func drain(sub *events.Subscription) []events.Event {
+	var out []events.Event
+	for {
+		select {
+		case ev, ok := <-sub.C:
+			if !ok {
+				return out
+			}
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+func mustJSON(ev events.Event) []byte {
+	data, _ := json.Marshal(ev)
+	return data
 }

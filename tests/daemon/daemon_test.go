@@ -17,6 +17,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/tests/busharness"
+	"github.com/pme2go/pme2go-backup/tests/daemonharness"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
@@ -453,7 +454,7 @@ func TestDaemonOverBus(t *testing.T) {
 		// Ctrl-C cancels the job.
 		cmd := exec.Command(cli, "full", "--database", "big")
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DBUS_SYSTEM_BUS_ADDRESS=" + addr}
-		var stderr syncBuffer
+		var stderr daemonharness.SyncBuffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

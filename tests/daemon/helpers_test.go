@@ -7,9 +7,7 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -21,26 +19,12 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
-	"github.com/pme2go/pme2go-backup/tests/pgharness"
+	"github.com/pme2go/pme2go-backup/tests/daemonharness"
 )
 
 var daemonBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "pme2go-daemon-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	daemonBin = filepath.Join(dir, "pme2go-backupd")
-	if out, err := exec.Command("go", "build", "-o", daemonBin, "github.com/pme2go/pme2go-backup/cmd/pme2go-backupd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build pme2go-backupd: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { daemonharness.Main(m, &daemonBin) }
 
 // notifyMsg is one datagram received on the fake notify socket.
 type notifyMsg struct {
@@ -122,26 +106,9 @@ func (f *fakeNotify) all() []string {
 // daemonProc is a running pme2go-backupd.
 type daemonProc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *daemonharness.SyncBuffer
 	notify *fakeNotify
 	done   chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startDaemon runs pme2go-backupd with the configuration env (no
@@ -161,7 +128,7 @@ func startDaemon(t *testing.T, cfgEnv map[string]string, extraEnv []string, args
 		env = append(env, k+"="+v)
 	}
 	cmd.Env = append(env, extraEnv...)
-	p := &daemonProc{cmd: cmd, stderr: &syncBuffer{}, notify: fn, done: make(chan error, 1)}
+	p := &daemonProc{cmd: cmd, stderr: &daemonharness.SyncBuffer{}, notify: fn, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -235,23 +202,10 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 }
 
 // asUser runs name with args as uid nobody with the given supplementary
-// groups (setpriv), returning combined output and the error.
+// groups, on the test's bus, returning combined output and the error.
 func asUser(t *testing.T, groups string, name string, args ...string) (string, error) {
 	t.Helper()
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		pgharness.Require(t, "setpriv", "setpriv (util-linux) not installed")
-	}
-	pa := []string{"--reuid=65534", "--regid=65534"}
-	if groups == "" {
-		pa = append(pa, "--clear-groups")
-	} else {
-		pa = append(pa, "--groups="+groups)
-	}
-	cmd := exec.Command(setpriv, append(append(pa, name), args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DBUS_SYSTEM_BUS_ADDRESS=" + os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return daemonharness.AsUser(t, groups, []string{"DBUS_SYSTEM_BUS_ADDRESS=" + os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")}, name, args...)
 }
 
 // archives lists the files (all, including temporary ones) below dir.

@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,55 +18,24 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/pme2go/pme2go-backup/tests/daemonharness"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
 var daemonBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "pme2go-rest-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	daemonBin = filepath.Join(dir, "pme2go-backupd")
-	if out, err := exec.Command("go", "build", "-o", daemonBin, "github.com/pme2go/pme2go-backup/cmd/pme2go-backupd").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build pme2go-backupd: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func TestMain(m *testing.M) { daemonharness.Main(m, &daemonBin) }
 
 // proc is a process started by the test.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *daemonharness.SyncBuffer
 	done   chan error
 }
 
@@ -127,7 +95,7 @@ func startActivated(t *testing.T, sock string, env map[string]string, args ...st
 // startProc starts cmd and waits until ready() holds.
 func startProc(t *testing.T, cmd *exec.Cmd, ready func() bool) *proc {
 	t.Helper()
-	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, stderr: &daemonharness.SyncBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -204,6 +172,12 @@ func (r apiResp) errCode(t *testing.T) string {
 
 func call(t *testing.T, c *http.Client, method, path string, body any, hdr ...string) apiResp {
 	t.Helper()
+	return callURL(t, c, method, "http://localhost"+path, body, hdr...)
+}
+
+// callURL sends one request to url and reads the whole answer.
+func callURL(t *testing.T, c *http.Client, method, url string, body any, hdr ...string) apiResp {
+	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -215,7 +189,7 @@ func call(t *testing.T, c *http.Client, method, path string, body any, hdr ...st
 		data, _ := json.Marshal(b)
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequest(method, "http://localhost"+path, rd)
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +201,7 @@ func call(t *testing.T, c *http.Client, method, path string, body any, hdr ...st
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
@@ -336,23 +310,10 @@ func openSSE(t *testing.T, sock string) *eventLog {
 }
 
 // asUser runs name with args as uid nobody with the given supplementary
-// groups (setpriv), returning the output and the error.
+// groups, returning the output and the error.
 func asUser(t *testing.T, groups string, name string, args ...string) (string, error) {
 	t.Helper()
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		pgharness.Require(t, "setpriv", "setpriv not installed (util-linux)")
-	}
-	pa := []string{"--reuid=65534", "--regid=65534"}
-	if groups == "" {
-		pa = append(pa, "--clear-groups")
-	} else {
-		pa = append(pa, "--groups="+groups)
-	}
-	cmd := exec.Command(setpriv, append(append(pa, name), args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return daemonharness.AsUser(t, groups, nil, name, args...)
 }
 
 // promtool returns the path of promtool: PROMTOOL, PATH, or the copy that
