@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // errUnsafeName is wrapped by every member name validation error.
@@ -46,4 +47,10 @@ func joinMember(prefix, rel string) string {
 		return prefix
 	}
 	return prefix + "/" + rel
+}
+
+// TimestampName renders t (in UTC) the way archives are named:
+// 2025-08-24T14-30-00-000Z (full_backup_<ts>, incremental_backup_<ts>).
+func TimestampName(t time.Time) string {
+	return strings.NewReplacer(":", "-", ".", "-").Replace(t.UTC().Format("2006-01-02T15:04:05.000Z"))
 }

@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
-	"github.com/pme2go/pme2go-backup/engine/lock"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
@@ -74,12 +74,6 @@ type Result struct {
 	Duration time.Duration
 }
 
-// TimestampName renders t the way the seed names archives:
-// 2025-08-24T14-30-00-000Z.
-func TimestampName(t time.Time) string {
-	return strings.NewReplacer(":", "-", ".", "-").Replace(t.UTC().Format("2006-01-02T15:04:05.000Z"))
-}
-
 // Full takes a full backup. On any error nothing is left that `list` would
 // show, and temporary files are removed (or, after a crash, removed by the
 // next run).
@@ -102,7 +96,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		dir = cfg.FullDir()
 	}
 	if !opts.Locked {
-		unlock, err := Prepare(cfg, dir)
+		unlock, err := backupdir.Prepare(cfg, dir)
 		if err != nil {
 			return nil, err
 		}
@@ -134,7 +128,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		total += n
 	}
 
-	name := "full_backup_" + TimestampName(start)
+	name := "full_backup_" + archive.TimestampName(start)
 	path := filepath.Join(dir, name+archive.FileExt(archive.Codec(cfg.Compression)))
 	staging := filepath.Join(dir, fsutil.TempPrefix(name)+"staging")
 	if err := os.Mkdir(staging, 0o700); err != nil {
@@ -220,27 +214,6 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	log.Info("full backup completed", "backup", filepath.Base(path), "duration", res.Duration.Round(time.Millisecond), "size", res.Size,
 		"dump", dumped.Sub(start).Round(time.Millisecond), "info", packStart.Sub(dumped).Round(time.Millisecond), "archive", time.Since(packStart).Round(time.Millisecond))
 	return res, nil
-}
-
-// Prepare makes the backup directories private, takes the directory lock and
-// removes leftovers of interrupted runs. The returned function releases the lock.
-func Prepare(cfg *config.Config, dir string) (func(), error) {
-	for _, d := range []string{cfg.BackupDir, cfg.StateDir(), cfg.FullDir(), cfg.IncrementalDir(), dir} {
-		if err := fsutil.EnsurePrivateDir(d); err != nil {
-			return nil, fmt.Errorf("backup directory %s is not usable (check BACKUP_DIR, ownership and permissions): %w", d, err)
-		}
-	}
-	l, err := lock.TryAcquire(filepath.Join(cfg.StateDir(), "backup.lock"), "a backup")
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range []string{cfg.StateDir(), cfg.FullDir(), cfg.IncrementalDir(), dir} {
-		if _, err := fsutil.RemoveLeftovers(d); err != nil {
-			l.Release()
-			return nil, err
-		}
-	}
-	return func() { l.Release() }, nil
 }
 
 func dumpDatabase(ctx context.Context, log *slog.Logger, target pgclient.Target, pgDump *pgclient.Tool, jobs int, db, out string, snap Snapshotter, m *archive.Manifest) error {

@@ -34,32 +34,6 @@ type SystemInfo struct {
 	Taken       time.Time            `json:"taken"`
 }
 
-// TableStat is one table's size and row estimate in application_data.json.
-type TableStat struct {
-	Schema    string `json:"schema"`
-	Name      string `json:"name"`
-	Kind      string `json:"kind"`
-	SizeBytes int64  `json:"sizeBytes"`
-	RowsEst   int64  `json:"rowsEstimate"`
-}
-
-// AppData is application_data.json: database statistics and the sanitized
-// configuration.
-type AppData struct {
-	Databases     map[string]DatabaseStats `json:"databases"`
-	Configuration map[string]string        `json:"configuration"`
-}
-
-// DatabaseStats describes one database at backup time.
-type DatabaseStats struct {
-	SizeBytes int64       `json:"sizeBytes"`
-	Encoding  string      `json:"encoding"`
-	Collate   string      `json:"collate"`
-	Ctype     string      `json:"ctype"`
-	Owner     string      `json:"owner"`
-	Tables    []TableStat `json:"tables"`
-}
-
 func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target pgclient.Target, srv *pgclient.ServerInfo, tools map[string]*pgclient.Tool, dbs []string, source func(string) string, staging string, m *archive.Manifest) error {
 	host, _ := os.Hostname()
 	si := SystemInfo{
@@ -70,7 +44,7 @@ func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target p
 	for n, t := range tools {
 		si.Tools[n] = t.Path + " " + t.Version
 	}
-	ad := AppData{Databases: map[string]DatabaseStats{}, Configuration: cfg.Sanitized()}
+	ad := archive.AppData{Databases: map[string]archive.DatabaseStats{}, Configuration: cfg.Sanitized()}
 	for _, db := range dbs {
 		st, err := databaseStats(ctx, target, source(db))
 		if err != nil {
@@ -95,13 +69,13 @@ func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target p
 	return nil
 }
 
-func databaseStats(ctx context.Context, target pgclient.Target, db string) (DatabaseStats, error) {
+func databaseStats(ctx context.Context, target pgclient.Target, db string) (archive.DatabaseStats, error) {
 	conn, err := target.Connect(ctx, db)
 	if err != nil {
-		return DatabaseStats{}, err
+		return archive.DatabaseStats{}, err
 	}
 	defer conn.Close(context.Background())
-	var st DatabaseStats
+	var st archive.DatabaseStats
 	if err := conn.QueryRow(ctx, `SELECT pg_database_size(d.oid), pg_encoding_to_char(d.encoding),
 	        d.datcollate, d.datctype, pg_get_userbyid(d.datdba)
 	   FROM pg_database d WHERE d.datname = current_database()`).Scan(
@@ -117,7 +91,7 @@ func databaseStats(ctx context.Context, target pgclient.Target, db string) (Data
 	if err != nil {
 		return st, fmt.Errorf("statistics of %s: %w", db, err)
 	}
-	st.Tables, err = pgx.CollectRows(rows, pgx.RowToStructByPos[TableStat])
+	st.Tables, err = pgx.CollectRows(rows, pgx.RowToStructByPos[archive.TableStat])
 	if err != nil {
 		return st, fmt.Errorf("statistics of %s: %w", db, err)
 	}

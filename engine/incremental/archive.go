@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/capture"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
@@ -19,11 +20,6 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
-
-// timestampName renders t as the seed names archives (2025-08-24T14-30-00-000Z).
-func timestampName(t time.Time) string {
-	return strings.NewReplacer(":", "-", ".", "-").Replace(t.UTC().Format("2006-01-02T15:04:05.000Z"))
-}
 
 // segInfo is what one sealed segment contributes to the manifest.
 type segInfo struct {
@@ -176,26 +172,8 @@ func alreadyArchived(cfg *config.Config, st *chain.State, start string) (string,
 	return "", false
 }
 
-// CreateArchive creates the writer of a new incremental archive in
-// cfg.IncrementalDir(), named after m.Timestamp with the configured codec's
-// extension (.age when encryption is configured); while that name is taken,
-// m.Timestamp moves on by a millisecond. It returns the writer and the final
-// path; errors are archive.Create's.
-func CreateArchive(cfg *config.Config, m *archive.Manifest) (*archive.Writer, string, error) {
-	var path string
-	for {
-		path = filepath.Join(cfg.IncrementalDir(), "incremental_backup_"+timestampName(m.Timestamp)+archive.FileExt(archive.Codec(cfg.Compression)))
-		if _, err := os.Stat(path); os.IsNotExist(err) {
-			break
-		}
-		m.Timestamp = m.Timestamp.Add(time.Millisecond)
-	}
-	w, err := archive.Create(path, archive.WriterOptions{Codec: archive.Codec(cfg.Compression), Level: cfg.CompressionLevel, Workers: cfg.Jobs})
-	return w, path, err
-}
-
 func write(ctx context.Context, cfg *config.Config, m *archive.Manifest, segs []*segInfo) (string, error) {
-	w, path, err := CreateArchive(cfg, m)
+	w, path, err := backupdir.CreateIncremental(cfg, m)
 	if err != nil {
 		return "", err
 	}

@@ -12,13 +12,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 
+	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/capture"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
-	"github.com/pme2go/pme2go-backup/engine/lock"
 )
 
 // Options tune Take.
@@ -61,7 +60,7 @@ func Take(ctx context.Context, cfg *config.Config, opts Options) ([]*Result, err
 				return nil, fmt.Errorf("backup directory %s is not usable (check BACKUP_DIR): %w", d, err)
 			}
 		}
-		l, err := lock.TryAcquire(filepath.Join(cfg.StateDir(), "backup.lock"), "a backup")
+		l, err := backupdir.Lock(cfg)
 		if err != nil {
 			return nil, err
 		}

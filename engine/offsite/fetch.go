@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
+	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
@@ -21,7 +22,6 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
-	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
 
@@ -375,7 +375,7 @@ func writeStreamArchive(cfg *config.Config, st *chain.State, seg string, seal *c
 	if err := fsutil.EnsurePrivateDir(cfg.IncrementalDir()); err != nil {
 		return "", err
 	}
-	w, path, err := incremental.CreateArchive(cfg, m)
+	w, path, err := backupdir.CreateIncremental(cfg, m)
 	if err != nil {
 		return "", err
 	}

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
@@ -78,7 +78,7 @@ func orphanOf(o chain.Orphan) Orphan {
 // still says what was done.
 func Cleanup(ctx context.Context, cfg *config.Config, opts CleanupOptions, p Progress) (*CleanupResult, error) {
 	log := logger(opts.Log)
-	unlock, err := backup.Prepare(cfg, cfg.FullDir())
+	unlock, err := backupdir.Prepare(cfg, cfg.FullDir())
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
-	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/crypt"
@@ -107,7 +107,7 @@ func Rekey(ctx context.Context, cfg *config.Config, opts RekeyOptions, p Progres
 		if ids, err = crypt.LoadIdentities(); err != nil {
 			return nil, err
 		}
-		unlock, err := backup.Prepare(cfg, cfg.FullDir())
+		unlock, err := backupdir.Prepare(cfg, cfg.FullDir())
 		if err != nil {
 			return nil, err
 		}

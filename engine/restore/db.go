@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/pme2go/pme2go-backup/engine/errs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,11 +13,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pme2go/pme2go-backup/engine/errs"
+
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/archive"
-	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
@@ -79,7 +79,7 @@ func inspectTarget(ctx context.Context, target pgclient.Target, maint *pgx.Conn,
 // loads the data once every member of the dump is, and nothing goes past
 // the scratch database (a kept point-in-time scratch database, the swap)
 // before the whole archive is proven.
-func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, ext *archive.VerifiedExtraction, dumpDir string, props backup.DatabaseStats, rp *replayer, res *Result) error {
+func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Target, opts Options, st Step, ext *archive.VerifiedExtraction, dumpDir string, props archive.DatabaseStats, rp *replayer, res *Result) error {
 	fresh := scratchName(st.Target, "restore")
 	if rp != nil {
 		fresh = pitrScratchName(st.Target)
@@ -353,7 +353,7 @@ func fitName(db, suffix string) string {
 	return db + suffix
 }
 
-func createDatabase(ctx context.Context, maint *pgx.Conn, name string, p backup.DatabaseStats, log *slog.Logger) error {
+func createDatabase(ctx context.Context, maint *pgx.Conn, name string, p archive.DatabaseStats, log *slog.Logger) error {
 	q := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " TEMPLATE template0"
 	if p.Encoding != "" {
 		q += " ENCODING " + quoteLit(p.Encoding) + " LC_COLLATE " + quoteLit(p.Collate) + " LC_CTYPE " + quoteLit(p.Ctype)
@@ -395,13 +395,13 @@ func quoteLit(s string) string {
 
 // readProps reads each database's encoding, locale and owner recorded in
 // application_data.json; a missing file yields server defaults.
-func readProps(path string) map[string]backup.DatabaseStats {
-	var ad backup.AppData
+func readProps(path string) map[string]archive.DatabaseStats {
+	var ad archive.AppData
 	if data, err := os.ReadFile(path); err == nil {
 		json.Unmarshal(data, &ad)
 	}
 	if ad.Databases == nil {
-		ad.Databases = map[string]backup.DatabaseStats{}
+		ad.Databases = map[string]archive.DatabaseStats{}
 	}
 	return ad.Databases
 }
@@ -432,7 +432,7 @@ func restoreLogs(work string, now time.Time) ([]string, error) {
 		rel, _ := filepath.Rel(root, p)
 		dst := filepath.Join("/", rel)
 		if _, err := os.Stat(dst); err == nil {
-			dst += ".restored-" + backup.TimestampName(now)
+			dst += ".restored-" + archive.TimestampName(now)
 		}
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return fmt.Errorf("restore log %s: %w", dst, err)

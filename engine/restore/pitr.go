@@ -35,7 +35,7 @@ func buildPITR(ctx context.Context, cfg *config.Config, opts *Options) (*apply.P
 		return nil, nil, errs.New(errs.Usage, fmt.Sprintf("a point-in-time restore replays one database (configured: %s)", strings.Join(cfg.DBNames, ", "))).
 			WithFix(errs.ActChooseDatabase, "name the one database to restore")
 	}
-	// A subdirectory: backup.Prepare removes temporary files directly in
+	// A subdirectory: backupdir.Prepare removes temporary files directly in
 	// the state directory, and runs after planning.
 	base := filepath.Join(cfg.StateDir(), "pitr")
 	for _, d := range []string{cfg.BackupDir, cfg.StateDir(), base} {

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/pme2go/pme2go-backup/engine/errs"
 	"io"
 	"log/slog"
 	"os"
@@ -21,9 +20,10 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/archive"
-	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	target := pgclient.FromConfig(cfg)
 	var recovered []string
 	if !opts.DryRun {
-		unlock, err := backup.Prepare(cfg, cfg.FullDir())
+		unlock, err := backupdir.Prepare(cfg, cfg.FullDir())
 		if err != nil {
 			return nil, err
 		}
@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 		}
 		return err
 	}
-	props := map[string]backup.DatabaseStats{}
+	props := map[string]archive.DatabaseStats{}
 	if _, ok := ext.Sidecar().Checksums["application_data.json"]; ok {
 		if err := ext.Wait(rctx, "application_data.json"); err != nil {
 			return nil, fail(err)
