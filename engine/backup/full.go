@@ -19,7 +19,6 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
-	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
@@ -38,14 +37,31 @@ type Progress struct {
 // release is called after pg_dump has exited, successfully or not.
 type Snapshotter func(ctx context.Context, db string) (snapshot string, meta map[string]string, release func(ok bool), err error)
 
+// ChainStarter starts a change-capture chain per database at the snapshot
+// pg_dump is given. The front door passes the incremental workflow's
+// starter (which first seals an older chain of the same database into a
+// last incremental); a *chain.Starter satisfies it.
+type ChainStarter interface {
+	// Snapshot is called once per database before its dump, as a
+	// Snapshotter.
+	Snapshot(ctx context.Context, db string) (snapshot string, meta map[string]string, release func(ok bool), err error)
+	// Finish is called once the backup ended: ok says whether the archive
+	// fullName was written (the chains are kept) or not (they are dropped).
+	Finish(ctx context.Context, ok bool, fullName string) error
+}
+
 // Options tune one full backup.
 type Options struct {
 	Trigger   string   // "manual", "scheduled", "safety", … recorded in the manifest
 	Databases []string // default: the configuration's DB_NAME
 	Dir       string   // default: BACKUP_DIR/full
 	Snapshot  Snapshotter
-	Progress  func(Progress)
-	Log       *slog.Logger
+	// Chain, when set (and Snapshot is not), starts a change-capture chain
+	// at the dump's snapshot when the server allows it (wal_level =
+	// logical, a role with REPLICATION). Nil: no chain is started.
+	Chain    ChainStarter
+	Progress func(Progress)
+	Log      *slog.Logger
 	// Locked says the caller already holds the backup directory lock (a
 	// restore taking its safety backup).
 	Locked bool
@@ -146,10 +162,10 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		m.Warnings = append(m.Warnings, fmt.Sprintf("wal_level is %s: incremental backups are off; set wal_level = logical and restart PostgreSQL to enable them", srv.WalLevel))
 	} else if opts.Snapshot == nil && !(srv.Replication || srv.Superuser) {
 		m.Warnings = append(m.Warnings, "DB_USER has no REPLICATION privilege: incremental backups are off; ALTER ROLE … REPLICATION to enable them")
-	} else if opts.Snapshot == nil && opts.Trigger != "safety" {
+	} else if opts.Snapshot == nil && opts.Chain != nil && opts.Trigger != "safety" {
 		// Start a change-capture chain at the dump's snapshot (engine/chain).
 		// A restore's safety backup starts none: its database is replaced.
-		starter := incremental.NewChainStarter(cfg, log)
+		starter := opts.Chain
 		opts.Snapshot = starter.Snapshot
 		defer func() {
 			if err := starter.Finish(context.WithoutCancel(ctx), retErr == nil, filepath.Base(path)); err != nil {

@@ -62,7 +62,7 @@ func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress)
 	}
 	res, err := backup.Full(ctx, cfg, backup.Options{
 		Trigger: opts.Trigger, Databases: opts.Databases, Log: logger(opts.Log),
-		Progress: backupProgress(p),
+		Progress: backupProgress(p), Chain: incremental.NewChainStarter(cfg, logger(opts.Log)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("full backup failed: %w", err)

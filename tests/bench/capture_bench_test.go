@@ -69,7 +69,7 @@ func BenchmarkCapture(b *testing.B) {
 	// pgbench_history has no primary key: give it REPLICA IDENTITY FULL.
 	env := pgharness.ConfigEnv(b, c, []string{"bench"}, "REPLICA_IDENTITY_FIX=full")
 	cfg := pgharness.LoadConfig(b, env)
-	if _, err := backup.Full(context.Background(), cfg, backup.Options{}); err != nil {
+	if _, err := backup.Full(context.Background(), cfg, backup.Options{Chain: incremental.NewChainStarter(cfg, nil)}); err != nil {
 		b.Fatal(err)
 	}
 	bin := buildCLI(b)

@@ -130,7 +130,7 @@ func BenchmarkReplay(b *testing.B) {
 			wl.setup(b, c, db)
 			env := pgharness.ConfigEnv(b, c, []string{db}, "REPLICA_IDENTITY_FIX=full")
 			cfg := pgharness.LoadConfig(b, env)
-			if _, err := backup.Full(context.Background(), cfg, backup.Options{}); err != nil {
+			if _, err := backup.Full(context.Background(), cfg, backup.Options{Chain: incremental.NewChainStarter(cfg, nil)}); err != nil {
 				b.Fatal(err)
 			}
 			start := time.Now()

@@ -21,6 +21,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
@@ -46,7 +47,7 @@ func setup(t *testing.T, db string, opts ...pgharness.Option) *pgharness.Cluster
 
 func full(t *testing.T, cfg *config.Config) *backup.Result {
 	t.Helper()
-	res, err := backup.Full(context.Background(), cfg, backup.Options{})
+	res, err := backup.Full(context.Background(), cfg, backup.Options{Chain: incremental.NewChainStarter(cfg, nil)})
 	if err != nil {
 		t.Fatalf("full backup: %v", err)
 	}

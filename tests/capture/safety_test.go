@@ -206,7 +206,7 @@ func TestNoOrphans(t *testing.T) {
 	c.CreateDB(t, "second")
 	cfg := loadCfg(t, cfgEnv(t, c, "app,second"))
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err := backup.Full(ctx, cfg, backup.Options{Progress: func(p backup.Progress) {
+	_, err := backup.Full(ctx, cfg, backup.Options{Chain: incremental.NewChainStarter(cfg, nil), Progress: func(p backup.Progress) {
 		if p.Phase == "dump" && p.Database == "second" {
 			cancel()
 		}

@@ -110,7 +110,7 @@ func TestEncryptedRoundTrips(t *testing.T) {
 			c.Exec(t, "app", `TRUNCATE t`)
 			c.Exec(t, "app", `SELECT lo_unlink(oid) FROM pg_largeobject_metadata`)
 			c.Exec(t, "app", `INSERT INTO t SELECT g, $1 || g FROM generate_series(1, 2000) g`, marker+"-full-")
-			full, err := backup.Full(ctx, cfg, backup.Options{})
+			full, err := backup.Full(ctx, cfg, backup.Options{Chain: incremental.NewChainStarter(cfg, nil)})
 			if err != nil {
 				t.Fatalf("full backup: %v", err)
 			}

@@ -62,7 +62,7 @@ func TestRekey(t *testing.T) {
 	env := pgharness.ConfigEnv(t, c, []string{"app"}, "BACKUP_COMPRESSION=zstd", "REPLICA_IDENTITY_FIX=full",
 		"BACKUP_ENCRYPTION_RECIPIENTS="+old.pub, "BACKUP_ENCRYPTION_IDENTITY_FILE="+old.key)
 	cfg := load(t, env)
-	if _, err := backup.Full(ctx, cfg, backup.Options{}); err != nil {
+	if _, err := backup.Full(ctx, cfg, backup.Options{Chain: incremental.NewChainStarter(cfg, nil)}); err != nil {
 		t.Fatal(err)
 	}
 	c.Exec(t, "app", `UPDATE t SET v = v || ' changed' WHERE id < 100`)

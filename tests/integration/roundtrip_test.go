@@ -9,6 +9,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/engine/restore"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
@@ -24,7 +25,7 @@ func TestFullRoundTripAwkwardData(t *testing.T) {
 	for _, codec := range []string{"xz", "zstd", "gzip", "none"} {
 		t.Run(codec, func(t *testing.T) {
 			cfg := loadCfg(t, cfgEnv(t, c, []string{"src"}, "BACKUP_COMPRESSION="+codec))
-			res, err := backup.Full(ctx, cfg, backup.Options{})
+			res, err := backup.Full(ctx, cfg, backup.Options{Chain: incremental.NewChainStarter(cfg, nil)})
 			if err != nil {
 				t.Fatalf("full backup: %v", err)
 			}

@@ -57,7 +57,7 @@ func newEnv(t *testing.T, c *pgharness.Cluster, extra ...string) *env {
 
 func (e *env) full(t *testing.T) *backup.Result {
 	t.Helper()
-	res, err := backup.Full(context.Background(), e.cfg, backup.Options{})
+	res, err := backup.Full(context.Background(), e.cfg, backup.Options{Chain: incremental.NewChainStarter(e.cfg, nil)})
 	if err != nil {
 		t.Fatalf("full backup: %v", err)
 	}
