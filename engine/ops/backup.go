@@ -14,6 +14,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
 	"github.com/pme2go/pme2go-backup/engine/progress"
+	"github.com/pme2go/pme2go-backup/engine/restore"
 )
 
 // FullOptions tune a full backup.
@@ -70,6 +71,21 @@ func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress)
 	out := fullResult(res)
 	out.Offsite, err = copyOffsite(ctx, cfg, []string{res.Path}, logger(opts.Log), p)
 	return out, err
+}
+
+// safetyBackup is the safety backup restore takes of a database it is about
+// to replace: a full backup with trigger "safety" (no chain is started, no
+// off-site copy is made), dumped from the database's private name while
+// restore holds the directory lock.
+func safetyBackup(cfg *config.Config, log *slog.Logger) restore.SafetyBackup {
+	return func(ctx context.Context, db, connectAs string) (string, error) {
+		res, err := backup.Full(ctx, cfg, backup.Options{Trigger: "safety", Databases: []string{db},
+			DumpFrom: map[string]string{db: connectAs}, Locked: true, Log: log})
+		if err != nil {
+			return "", err
+		}
+		return res.Path, nil
+	}
 }
 
 func fullResult(res *backup.Result) *FullResult {

@@ -199,7 +199,7 @@ func Restore(ctx context.Context, cfg *config.Config, opts RestoreOptions, p Pro
 	res, err := restore.Run(ctx, cfg, restore.Options{
 		Target: tp, Resume: opts.Resume,
 		Backup: opts.Backup, TargetDB: opts.TargetDB, Databases: opts.Databases,
-		Force: opts.Force, NoSafetyBackup: opts.NoSafetyBackup, NoOwner: opts.NoOwner,
+		Force: opts.Force, NoSafetyBackup: opts.NoSafetyBackup, SafetyBackup: safetyBackup(cfg, logger(opts.Log)), NoOwner: opts.NoOwner,
 		RestoreGlobals: opts.RestoreGlobals, RestoreLogs: opts.RestoreLogs, DryRun: opts.DryRun, Log: logger(opts.Log),
 		Progress: func(step string) {
 			phase, object, _ := strings.Cut(step, " ")

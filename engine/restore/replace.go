@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pme2go/pme2go-backup/engine/backup"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
 )
@@ -262,7 +261,7 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 	}
 	if st.SafetyBackup {
 		opts.Progress("safety backup of " + st.Target)
-		path, err := takeSafetyBackup(ctx, cfg, st.Target, old, opts)
+		path, err := opts.SafetyBackup(ctx, st.Target, old)
 		if err != nil {
 			return fmt.Errorf("safety backup of %s failed, nothing was restored: %w", st.Target, err)
 		}
@@ -312,19 +311,6 @@ func checkPrepared(ctx context.Context, maint *pgx.Conn, db string) error {
 			db, len(list), strings.Join(list, ", "), db)
 	}
 	return nil
-}
-
-// takeSafetyBackup takes the full backup of the database about to be
-// replaced, dumped from connectAs (its private name during the swap) and
-// recorded as db. It is a full backup with trigger "safety" (no chain is
-// started for it) written into BACKUP_DIR/full; the caller holds the backup
-// directory lock.
-func takeSafetyBackup(ctx context.Context, cfg *config.Config, db, connectAs string, opts Options) (string, error) {
-	sb, err := backup.Full(ctx, cfg, backup.Options{Trigger: "safety", Databases: []string{db}, DumpFrom: map[string]string{db: connectAs}, Locked: true, Log: opts.Log})
-	if err != nil {
-		return "", err
-	}
-	return sb.Path, nil
 }
 
 // endChainOf ends the open change-capture chain of a database being

@@ -32,6 +32,13 @@ import (
 // Force was not given.
 var ErrNotEmpty = errors.New("target database is not empty")
 
+// SafetyBackup takes the full backup of database db, about to be replaced,
+// dumped from connectAs (its private name during the swap) and recorded as
+// db, and returns the archive's path. The caller (restore) holds the backup
+// directory lock. The front door supplies it (a full backup with trigger
+// "safety", which starts no chain).
+type SafetyBackup func(ctx context.Context, db, connectAs string) (path string, err error)
+
 // Options describe one restore.
 type Options struct {
 	Backup         string // archive path or name
@@ -39,6 +46,9 @@ type Options struct {
 	Databases      []string
 	Force          bool // replace a non-empty database
 	NoSafetyBackup bool // with Force: skip the safety backup of the replaced database
+	// SafetyBackup takes the safety backups; with Force and without
+	// NoSafetyBackup, a restore over a database holding data needs it.
+	SafetyBackup SafetyBackup
 	NoOwner        bool // pg_restore --no-owner
 	RestoreGlobals bool // apply globals.sql (roles, tablespaces) first
 	RestoreLogs    bool // put archived logs back
@@ -292,6 +302,9 @@ func makePlan(ctx context.Context, target pgclient.Target, b catalog.Backup, opt
 					Fix: &errs.Fix{Action: errs.ActForce, Text: "replace it (a safety backup of it is taken first unless turned off), or restore beside it into another database"}}
 			}
 			st.SafetyBackup = !opts.NoSafetyBackup
+			if st.SafetyBackup && opts.SafetyBackup == nil {
+				return nil, fmt.Errorf("database %s holds data and no safety backup can be taken here (restore.Options.SafetyBackup is not set); nothing was changed", st.Target)
+			}
 		}
 		plan.Steps = append(plan.Steps, st)
 	}
