@@ -59,7 +59,6 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/lock"
 	"github.com/pme2go/pme2go-backup/engine/lsn"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
-	"github.com/pme2go/pme2go-backup/engine/restore"
 )
 
 // Options tune a drill.
@@ -72,7 +71,37 @@ type Options struct {
 	Progress func(step string)
 	// Trigger is recorded with the result ("manual", "scheduled").
 	Trigger string
+	// Restore restores each database into its scratch database (required).
+	Restore Restorer
 }
+
+// RestoreRequest is one restore a drill asks for: database Database into
+// the scratch database Scratch, either to Target (the newest transaction of
+// the newest chain) or, when Target is nil, the full backup at Backup alone.
+type RestoreRequest struct {
+	Database string
+	Scratch  string
+	Backup   string
+	Target   *apply.Target
+	Log      *slog.Logger
+	// Progress is told each step of the restore.
+	Progress func(step string)
+}
+
+// Restored is what a drill needs of a finished restore.
+type Restored struct {
+	// PITR is the point-in-time plan replayed (nil for a full backup alone).
+	PITR *apply.Plan
+	// Applied counts the replayed transactions.
+	Applied int64
+	// ReplayNotes are the replay's notes, Notes the restore's.
+	ReplayNotes, Notes []string
+}
+
+// Restorer restores for a drill; the front door supplies it (the restore
+// workflow, without safety backup). Declared here so that drill does not
+// depend on the restore workflow.
+type Restorer func(ctx context.Context, cfg *config.Config, req RestoreRequest) (*Restored, error)
 
 // Result is the outcome of one drill; it is what drill.json holds.
 type Result struct {
@@ -142,6 +171,9 @@ const scratchPrefix = "pme2go_drill_"
 // anything was restored. A cancelled drill drops its scratch database too.
 func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error) {
 	start := time.Now()
+	if opts.Restore == nil {
+		return nil, errors.New("drill.Options.Restore is not set: a drill needs the restore it runs")
+	}
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -191,7 +223,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	res := &Result{Time: start.UTC(), Trigger: opts.Trigger, Databases: []Database{}}
 	var failed []string
 	for _, db := range dbs {
-		d := drillOne(ctx, cfg, target, id, db, all, log, step)
+		d := drillOne(ctx, cfg, target, id, db, all, opts.Restore, log, step)
 		res.Databases = append(res.Databases, d)
 		if !d.OK {
 			failed = append(failed, db+": "+d.Error)
@@ -273,7 +305,7 @@ func validUTF8End(s string) bool {
 
 // drillOne drills one database; it never returns without having dropped
 // its scratch database (or said in Error why it could not).
-func drillOne(ctx context.Context, cfg *config.Config, target pgclient.Target, id, db string, all []catalog.Backup, log *slog.Logger, step func(string)) (d Database) {
+func drillOne(ctx context.Context, cfg *config.Config, target pgclient.Target, id, db string, all []catalog.Backup, restoreFn Restorer, log *slog.Logger, step func(string)) (d Database) {
 	start := time.Now()
 	scratch := ScratchName(id, db)
 	d = Database{Database: db, Scratch: scratch, Problems: []Issue{}, Notes: []string{}, Archives: []string{}}
@@ -304,7 +336,7 @@ func drillOne(ctx context.Context, cfg *config.Config, target pgclient.Target, i
 	}
 
 	step("restore " + db)
-	ropts := restore.Options{TargetDB: scratch, Databases: []string{db}, NoSafetyBackup: true, Log: log,
+	ropts := RestoreRequest{Database: db, Scratch: scratch, Log: log,
 		Progress: func(s string) { step("restore " + db + ": " + s) }}
 	if hasChain(full, db) {
 		latest, err := apply.ParseTarget(apply.TargetSpec{Latest: true})
@@ -316,7 +348,7 @@ func drillOne(ctx context.Context, cfg *config.Config, target pgclient.Target, i
 		ropts.Backup = full.Path
 		d.Notes = append(d.Notes, fmt.Sprintf("%s started no change-capture chain for %s: the drill restored the full backup alone", full.Name, db))
 	}
-	rres, err := restore.Run(ctx, cfg, ropts)
+	rres, err := restoreFn(ctx, cfg, ropts)
 	if err != nil {
 		return fail("restore", fmt.Errorf("restore of %s into scratch database %s failed: %w", db, scratch, err))
 	}
@@ -328,9 +360,7 @@ func drillOne(ctx context.Context, cfg *config.Config, target pgclient.Target, i
 		fullPath = p.Full.Path
 		d.Archives = []string{p.Full.Name}
 		d.Incrementals = len(p.Incrementals)
-		if rres.Replay != nil {
-			d.Transactions = rres.Replay.Applied
-		}
+		d.Transactions = rres.Applied
 		if p.LastCommitLSN != 0 {
 			d.LastCommitLSN = lsn.LSN(p.LastCommitLSN).String()
 		}
@@ -345,7 +375,7 @@ func drillOne(ctx context.Context, cfg *config.Config, target pgclient.Target, i
 		if g := p.Gap; g != nil {
 			d.Notes = append(d.Notes, fmt.Sprintf("the newest state any backup holds is %s: %s", g.Reached.UTC().Format(time.RFC3339), g.Reason))
 		}
-		for _, line := range restore.ReplayNotes(rres.Replay) {
+		for _, line := range rres.ReplayNotes {
 			d.Notes = append(d.Notes, line)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/drill"
 	"github.com/pme2go/pme2go-backup/engine/offsite"
 	"github.com/pme2go/pme2go-backup/engine/progress"
+	"github.com/pme2go/pme2go-backup/engine/restore"
 )
 
 // DrillOptions tune a restore drill.
@@ -69,12 +70,28 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions, p Progres
 		Progress: func(step string) {
 			phase, object, _ := strings.Cut(step, " ")
 			p.Report(progress.Event{Phase: phase, Object: object})
-		}})
+		}, Restore: drillRestore})
 	if err != nil {
 		return res, known(err)
 	}
 	p.Report(progress.Event{Phase: "done", Message: "restore drill finished"})
 	return res, nil
+}
+
+// drillRestore is the restore a drill runs: the restore workflow into the
+// scratch database, without safety backup (the scratch database is new).
+func drillRestore(ctx context.Context, cfg *config.Config, req drill.RestoreRequest) (*drill.Restored, error) {
+	res, err := restore.Run(ctx, cfg, restore.Options{TargetDB: req.Scratch, Databases: []string{req.Database},
+		NoSafetyBackup: true, Log: req.Log, Progress: req.Progress, Backup: req.Backup, Target: req.Target})
+	if err != nil {
+		return nil, err
+	}
+	out := &drill.Restored{PITR: res.PITR, Notes: res.Notes}
+	if res.Replay != nil {
+		out.Applied = res.Replay.Applied
+		out.ReplayNotes = restore.ReplayNotes(res.Replay)
+	}
+	return out, nil
 }
 
 // lastDrill reads the last drill's summary; nil when none ran or its
