@@ -48,7 +48,7 @@ type Options struct {
 	NoSafetyBackup bool // with Force: skip the safety backup of the replaced database
 	// SafetyBackup takes the safety backups; with Force and without
 	// NoSafetyBackup, a restore over a database holding data needs it.
-	SafetyBackup SafetyBackup
+	SafetyBackup   SafetyBackup
 	NoOwner        bool // pg_restore --no-owner
 	RestoreGlobals bool // apply globals.sql (roles, tablespaces) first
 	RestoreLogs    bool // put archived logs back
