@@ -171,9 +171,6 @@ const scratchPrefix = "pme2go_drill_"
 // anything was restored. A cancelled drill drops its scratch database too.
 func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error) {
 	start := time.Now()
-	if opts.Restore == nil {
-		return nil, errors.New("drill.Options.Restore is not set: a drill needs the restore it runs")
-	}
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -215,6 +212,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 			return nil, errs.New(errs.NotFound, fmt.Sprintf("no full backup of database %s in %s", db, cfg.BackupDir)).
 				WithFix(errs.ActFullBackup, "take a full backup first")
 		}
+	}
+	if opts.Restore == nil {
+		return nil, errors.New("drill.Options.Restore is not set: a drill needs the restore it runs")
 	}
 	target := pgclient.FromConfig(cfg)
 	if err := dropLeftovers(ctx, target, id, log); err != nil {
