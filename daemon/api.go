@@ -19,7 +19,10 @@ import (
 
 // jobEvents turns job transitions into events: backup_started and
 // backup_completed or backup_failed for full and incremental backups,
-// backup_failed for a failed drill. It also counts failures for /metrics.
+// backup_failed for a failed drill, and backup_failed with backup type
+// "offsite" for a backup whose off-site copy failed (after its
+// backup_completed: the backup itself succeeded). It also counts failures
+// for /metrics (kind "offsite" for failed off-site copies).
 type jobEvents struct {
 	b *events.Broadcaster
 
@@ -37,15 +40,30 @@ func (o *jobEvents) JobStarted(j dbusapi.JobInfo) {
 
 func (o *jobEvents) JobUpdated(dbusapi.JobInfo) {}
 
+// OffsiteKind is the backup type of the events and the failure counter of
+// failed off-site copies.
+const OffsiteKind = "offsite"
+
+func (o *jobEvents) count(kind string) {
+	o.mu.Lock()
+	if o.failures == nil {
+		o.failures = map[string]uint64{}
+	}
+	o.failures[kind]++
+	o.mu.Unlock()
+}
+
 func (o *jobEvents) JobFinished(j dbusapi.JobInfo) {
 	if j.State != dbusapi.JobSucceeded {
-		o.mu.Lock()
-		if o.failures == nil {
-			o.failures = map[string]uint64{}
-		}
-		o.failures[j.Kind]++
-		o.mu.Unlock()
+		o.count(j.Kind)
 	}
+	defer func() {
+		if e := j.OffsiteError; e != nil && j.State == dbusapi.JobSucceeded {
+			o.count(OffsiteKind)
+			o.b.Publish(events.Event{Type: events.BackupFailed, BackupType: OffsiteKind, Timestamp: j.FinishedAt, JobID: j.ID,
+				Databases: j.Databases, BackupPath: j.Result, ErrorCode: e.Code, Error: e.Message, Fix: e.Fix})
+		}
+	}()
 	if !eventKind(j.Kind) && j.Kind != dbusapi.KindDrill {
 		return
 	}

@@ -27,6 +27,8 @@ type Outcome struct {
 	Path   string // archive written or checked ("" when none)
 	Size   int64  // bytes of that archive
 	Result any    // the front door's result, marshalled to JSON for ResultJSON
+	// OffsiteError: the backup succeeded, its off-site copy failed.
+	OffsiteError *dbusapi.Error
 }
 
 // Engine is the part of the engine's front door the daemon uses. Errors

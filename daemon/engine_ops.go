@@ -64,6 +64,15 @@ func engineError(ctx context.Context, err error) error {
 	return &dbusapi.Error{Code: string(c.Code), Message: err.Error(), Fix: text, Action: action}
 }
 
+// offsiteError converts a backup's failed off-site copy to the API's error.
+func offsiteError(e *ops.ErrorJSON) *dbusapi.Error {
+	if e == nil {
+		return nil
+	}
+	text, action := fixText(e.Fix)
+	return &dbusapi.Error{Code: string(e.Code), Message: e.Message, Fix: text, Action: action}
+}
+
 func (e *engineAdapter) Validate(req dbusapi.JobRequest) error {
 	if req.Kind == dbusapi.KindRestore {
 		ro := req.Restore
@@ -186,7 +195,7 @@ func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.P
 		if err != nil {
 			return Outcome{}, err
 		}
-		return Outcome{Path: res.Path, Size: res.Size, Result: res}, nil
+		return Outcome{Path: res.Path, Size: res.Size, Result: res, OffsiteError: offsiteError(res.OffsiteError)}, nil
 	case dbusapi.KindIncremental:
 		res, err := ops.Incremental(ctx, e.cfg, ops.IncrementalOptions{Databases: req.Databases, Trigger: req.Trigger,
 			Compression: req.Compression, Log: e.log}, p)
@@ -195,6 +204,7 @@ func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.P
 			for _, a := range res.Archives {
 				out.Path = a.Path
 			}
+			out.OffsiteError = offsiteError(res.OffsiteError)
 		}
 		return out, err
 	case dbusapi.KindRestore:
@@ -335,9 +345,10 @@ func (e *engineAdapter) Figures(ctx context.Context) (rest.Snapshot, error) {
 	}
 	if o := st.Offsite; o != nil {
 		snap.Offsite = &rest.OffsiteFigure{Copied: o.Copied, NotCopied: len(o.NotCopied)}
-		if o.LastSync != nil {
-			snap.Offsite.LastSync = *o.LastSync
+		if o.LastSuccess != nil {
+			snap.Offsite.LastSync = *o.LastSuccess
 		}
+		snap.Offsite.Ran, snap.Offsite.LastOK = o.LastSync != nil, o.LastError == ""
 	}
 	newest := map[[2]string]int{}
 	for _, b := range list {

@@ -238,6 +238,7 @@ func (m *Jobs) run(ctx context.Context, j *job, req dbusapi.JobRequest) {
 		j.info.Phase = "done"
 		j.info.Progress, j.info.ProgressValid = 1, true
 		j.info.Result = out.Path
+		j.info.OffsiteError = out.OffsiteError
 		if out.Size > 0 {
 			j.info.Bytes = uint64(out.Size)
 		}

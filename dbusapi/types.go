@@ -71,6 +71,10 @@ type JobInfo struct {
 	ResultJSON    string
 	Trigger       string
 	Error         *Error // set when State is JobFailed or JobCancelled
+	// OffsiteError is set for a backup that succeeded but whose off-site
+	// copy failed (the archive is safe locally; the next backup or
+	// off-site sync copies it).
+	OffsiteError *Error
 }
 
 // Path is the job's object path.

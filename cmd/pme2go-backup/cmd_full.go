@@ -59,6 +59,7 @@ func runFull(ctx context.Context, o fullOpts, out io.Writer) error {
 	for _, w := range res.Warnings {
 		log.Warn(w)
 	}
+	warnOffsite(o.Stderr, res.OffsiteError)
 	if o.JSON {
 		return printJSON(out, res)
 	}

@@ -50,6 +50,9 @@ func runIncremental(ctx context.Context, o incrementalOpts, out io.Writer) error
 		res, err = ops.Incremental(ctx, cfg, o.IncrementalOptions, pp.report)
 		pp.finish()
 	}
+	if res != nil {
+		warnOffsite(o.Stderr, res.OffsiteError)
+	}
 	if o.JSON && err == nil {
 		return printJSON(out, res)
 	}

@@ -39,6 +39,19 @@ func offsiteCommand() *cli.Command {
 	}
 }
 
+// warnOffsite tells on stderr that a backup was not copied off-site (the
+// backup succeeded: the exit status stays 0; status and the next sync
+// follow it up).
+func warnOffsite(w io.Writer, e *ops.ErrorJSON) {
+	if e == nil || w == nil {
+		return
+	}
+	fmt.Fprintf(w, "warning: %s [%s]\n", e.Message, e.Code)
+	if e.Fix != nil && e.Fix.Text != "" {
+		fmt.Fprintf(w, "  fix: %s\n", e.Fix.Text)
+	}
+}
+
 func runOffsiteSync(ctx context.Context, o offsiteSyncOpts, out io.Writer) error {
 	cfg, log, err := o.load()
 	if err != nil {

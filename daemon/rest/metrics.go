@@ -47,7 +47,10 @@ type Snapshot struct {
 type OffsiteFigure struct {
 	Copied    int       // backups with a verified off-site copy
 	NotCopied int       // local backups without one yet
-	LastSync  time.Time // last successful sync (zero: none yet)
+	LastSync  time.Time // end of the last successful copy run (zero: none yet)
+	// Ran is whether a copy run ever ended; LastOK whether the last one
+	// copied everything it tried.
+	Ran, LastOK bool
 }
 
 // BackupFigure is the newest archive of a kind holding a database.
@@ -107,6 +110,7 @@ var (
 	descOffCopied   = desc("offsite_copied_backups", "Backups with a verified copy in the off-site repository.")
 	descOffPending  = desc("offsite_not_copied_backups", "Local backups not yet copied to the off-site repository.")
 	descOffSync     = desc("offsite_last_sync_timestamp_seconds", "Time of the last successful off-site sync.")
+	descOffSyncOK   = desc("offsite_last_sync_success", "1 when the last off-site copy run (after a backup, or a sync) copied everything it tried, else 0.")
 	descDrillTime   = desc("last_drill_timestamp_seconds", "Time of the last restore drill.", "databases")
 	descDrillOK     = desc("last_drill_success", "1 when the last restore drill succeeded, else 0.", "databases")
 	descDrillDur    = desc("last_drill_duration_seconds", "How long the last restore drill took.", "databases")
@@ -164,6 +168,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descOffPending, float64(o.NotCopied))
 		if !o.LastSync.IsZero() {
 			gauge(descOffSync, epoch(o.LastSync))
+		}
+		if o.Ran {
+			gauge(descOffSyncOK, b2f(o.LastOK))
 		}
 	}
 	if d := s.LastDrill; d != nil && !d.Time.IsZero() {

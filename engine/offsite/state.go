@@ -51,6 +51,8 @@ type State struct {
 	// LastSync and LastError describe the last upload run.
 	LastSync  *time.Time `json:"lastSync,omitempty"`
 	LastError string     `json:"lastError,omitempty"`
+	// LastSuccess is when the last run without an error ended.
+	LastSuccess *time.Time `json:"lastSuccess,omitempty"`
 }
 
 // StreamPos is how much of one open segment streaming has sent.

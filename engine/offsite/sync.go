@@ -53,7 +53,7 @@ type Failure struct {
 func (r *Repo) Sync(ctx context.Context, cfg *config.Config, now time.Time, log *slog.Logger) (*SyncResult, error) {
 	res := &SyncResult{Repository: r.S.String(), Uploaded: []Uploaded{}, Failed: []Failure{}, Pruned: []string{}, Adopted: []string{}}
 	if err := r.Check(ctx); err != nil {
-		r.noteRun(cfg, err)
+		r.NoteRun(cfg, err)
 		return res, err
 	}
 	var errList []error
@@ -102,17 +102,47 @@ func (r *Repo) Sync(ctx context.Context, cfg *config.Config, now time.Time, log 
 		errList = append(errList, err)
 	}
 	err = errors.Join(errList...)
-	r.noteRun(cfg, err)
+	r.NoteRun(cfg, err)
 	return res, err
 }
 
-// noteRun records when the last run ended and its error.
-func (r *Repo) noteRun(cfg *config.Config, err error) {
+// Pending returns the paths of the local backups without a verified copy
+// in the repository (recorded with the same size and checksum), oldest
+// first: what Sync would upload. Streamed change sets rebuilt from the
+// repository and damaged backups are left out.
+func (r *Repo) Pending(cfg *config.Config) []string {
+	local, err := catalog.List(cfg.BackupDir)
+	if err != nil {
+		return nil
+	}
+	st, err := LoadState(cfg)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, b := range local {
+		if b.Problem != "" || isStreamArchive(b.Manifest) {
+			continue
+		}
+		c := st.Copies[b.Name]
+		if st.Repository == r.S.String() && c != nil && c.Size == b.Size && (b.Manifest == nil || b.Manifest.Archive == nil || c.SHA256 == b.Manifest.Archive.SHA256) {
+			continue
+		}
+		out = append(out, b.Path)
+	}
+	return out
+}
+
+// NoteRun records when the last copy run ended and its error (nil: it
+// succeeded), for status and metrics.
+func (r *Repo) NoteRun(cfg *config.Config, err error) {
 	_ = update(cfg, func(st *State) error {
 		now := time.Now().UTC()
 		st.LastSync, st.LastError = &now, ""
 		if err != nil {
 			st.LastError = err.Error()
+		} else {
+			st.LastSuccess = &now
 		}
 		return nil
 	})

@@ -43,8 +43,13 @@ type FullResult struct {
 	// DDLCapture says, per database, which DDL capture mode its new chain
 	// runs in and why ("on: …" or "off: …").
 	DDLCapture map[string]string `json:"ddlCapture,omitempty"`
-	// Offsite is the archive's off-site copy (absent without OFFSITE_URL).
+	// Offsite is the archive's off-site copy (absent without OFFSITE_URL),
+	// and the copies of earlier backups retried after it.
 	Offsite []OffsiteCopy `json:"offsite,omitempty"`
+	// OffsiteError is set when the off-site copy failed: the backup
+	// succeeded and is safe locally; the next backup or off-site sync
+	// copies it. Status lists it as not copied until then.
+	OffsiteError *ErrorJSON `json:"offsiteError,omitempty"`
 }
 
 // Full takes a full backup of the configured databases (or opts.Databases)
@@ -53,6 +58,8 @@ type FullResult struct {
 // (bytes, estimated from the databases' size), "archive" (bytes), "done".
 // Errors: BUSY when another backup holds the directory lock, CONN_ERR,
 // PG_DUMP_ERR, ENOSPC, EACCES. On error nothing is left that List shows.
+// With OFFSITE_URL the archive is then copied off-site; a failed copy does
+// not fail the backup: it is reported in OffsiteError.
 func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress) (*FullResult, error) {
 	if err := checkRecipients(); err != nil {
 		return nil, err
@@ -69,8 +76,8 @@ func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress)
 		return nil, fmt.Errorf("full backup failed: %w", err)
 	}
 	out := fullResult(res)
-	out.Offsite, err = copyOffsite(ctx, cfg, []string{res.Path}, logger(opts.Log), p)
-	return out, err
+	out.Offsite, out.OffsiteError = copyOffsite(ctx, cfg, []string{res.Path}, logger(opts.Log), p)
+	return out, nil
 }
 
 // safetyBackup is the safety backup restore takes of a database it is about
@@ -143,6 +150,9 @@ type IncrementalResult struct {
 	Duration float64              `json:"duration"` // seconds
 	// Offsite are the archives' off-site copies (absent without OFFSITE_URL).
 	Offsite []OffsiteCopy `json:"offsite,omitempty"`
+	// OffsiteError is set when an off-site copy failed (as
+	// FullResult.OffsiteError).
+	OffsiteError *ErrorJSON `json:"offsiteError,omitempty"`
 }
 
 // Incremental seals the changes captured since the last backup of each open
@@ -174,8 +184,7 @@ func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOption
 	for _, a := range out.Archives {
 		paths = append(paths, a.Path)
 	}
-	var cerr error
-	out.Offsite, cerr = copyOffsite(ctx, cfg, paths, logger(opts.Log), p)
+	out.Offsite, out.OffsiteError = copyOffsite(ctx, cfg, paths, logger(opts.Log), p)
 	out.Duration = seconds(time.Since(start))
 	p.Report(progress.Event{Phase: "done", Done: int64(len(out.Archives)), Total: int64(len(out.Archives)), Unit: progress.Archives})
 	if err != nil {
@@ -185,7 +194,7 @@ func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOption
 		}
 		return out, fmt.Errorf("incremental backup failed: %w", err)
 	}
-	return out, cerr
+	return out, nil
 }
 
 // withCodec returns cfg, or a copy of it whose Compression is codec when

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/catalog"
@@ -26,16 +27,20 @@ type OffsiteCopy struct {
 }
 
 // copyOffsite uploads and verifies the archives at paths when a
-// repository is configured; a failure leaves the local archives as they
-// are and is returned as an error saying the next run copies them.
-func copyOffsite(ctx context.Context, cfg *config.Config, paths []string, log *slog.Logger, p Progress) ([]OffsiteCopy, error) {
+// repository is configured, then retries the local backups an earlier copy
+// left behind (they are listed as not copied until then). A failure leaves
+// the local archives as they are: the backup itself succeeded, so the
+// failure is returned as the *errs.Error to report beside the result
+// (OffsiteError), recorded in the state file (status shows it), and the
+// next backup or `offsite sync` copies what is missing.
+func copyOffsite(ctx context.Context, cfg *config.Config, paths []string, log *slog.Logger, p Progress) ([]OffsiteCopy, *ErrorJSON) {
 	if !offsite.Configured(cfg) || len(paths) == 0 {
 		return nil, nil
 	}
 	out := []OffsiteCopy{}
 	r, err := offsite.Open(cfg)
 	if err != nil {
-		return out, offsiteFailed(paths, err)
+		return out, offsiteFailed(cfg, nil, paths, err, log)
 	}
 	for _, w := range r.S.Warnings {
 		log.Warn(w)
@@ -51,15 +56,41 @@ func copyOffsite(ctx context.Context, cfg *config.Config, paths []string, log *s
 		}
 		out = append(out, OffsiteCopy{Name: u.Name, Copied: true, Key: u.Key, SHA256: u.SHA256, Duration: u.Secs})
 	}
-	if err := errors.Join(errList...); err != nil {
-		return out, offsiteFailed(paths, err)
+	if len(errList) == 0 && ctx.Err() == nil {
+		// The repository answers: retry what earlier copies left behind.
+		for _, path := range r.Pending(cfg) {
+			if slices.Contains(paths, path) {
+				continue
+			}
+			u, err := r.Upload(ctx, cfg, path, log)
+			if err != nil {
+				out = append(out, OffsiteCopy{Name: baseName(path), Error: err.Error()})
+				errList = append(errList, err)
+				break
+			}
+			if !u.Skip {
+				out = append(out, OffsiteCopy{Name: u.Name, Copied: true, Key: u.Key, SHA256: u.SHA256, Duration: u.Secs})
+			}
+		}
 	}
+	if err := errors.Join(errList...); err != nil {
+		return out, offsiteFailed(cfg, r, paths, err, log)
+	}
+	r.NoteRun(cfg, nil)
 	return out, nil
 }
 
-func offsiteFailed(paths []string, err error) error {
-	return &errs.Error{Code: errs.CodeOf(err), Message: fmt.Sprintf("backup written locally (%s), but not copied off-site", baseName(paths[0])), Err: err,
+// offsiteFailed records and describes a failed off-site copy of a backup
+// that is safe locally.
+func offsiteFailed(cfg *config.Config, r *offsite.Repo, paths []string, err error, log *slog.Logger) *ErrorJSON {
+	e := &errs.Error{Code: errs.CodeOf(err), Message: fmt.Sprintf("backup written locally (%s), but not copied off-site", baseName(paths[0])), Err: err,
 		Fix: &errs.Fix{Text: "the local archive is intact; the next backup or `pme2go-backup offsite sync` copies it once the repository is reachable"}}
+	if r != nil {
+		r.NoteRun(cfg, e)
+	}
+	log.Error("off-site copy failed; the backup is kept locally and copied by the next backup or off-site sync", "backup", baseName(paths[0]), "error", err)
+	body := errs.ToJSON(e).Error
+	return &body
 }
 
 // OffsiteSyncOptions tune OffsiteSync.
@@ -134,6 +165,8 @@ type OffsiteStatus struct {
 	NotCopied []string   `json:"notCopied"`
 	LastSync  *time.Time `json:"lastSync,omitempty"`
 	LastError string     `json:"lastError,omitempty"`
+	// LastSuccess is when the last copy run without an error ended.
+	LastSuccess *time.Time `json:"lastSuccess,omitempty"`
 	// Streams is how far streaming sent each open segment.
 	Streams       []offsite.StreamPos `json:"streams"`
 	RetentionDays int                 `json:"retentionDays"`
@@ -204,7 +237,7 @@ func offsiteStatus(cfg *config.Config, list []Backup) *OffsiteStatus {
 		}
 	}
 	if st != nil {
-		os.LastSync, os.LastError = st.LastSync, st.LastError
+		os.LastSync, os.LastError, os.LastSuccess = st.LastSync, st.LastError, st.LastSuccess
 		for _, p := range st.Streams {
 			os.Streams = append(os.Streams, *p)
 		}

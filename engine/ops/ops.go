@@ -43,6 +43,10 @@ type LSN = lsn.LSN
 // Error is the front door's error type; see engine/errs.
 type Error = errs.Error
 
+// ErrorJSON is an error as data inside a result (code, message, fix), for
+// what went wrong beside an operation that succeeded.
+type ErrorJSON = errs.JSONBody
+
 // Fix is what to do about an Error.
 type Fix = errs.Fix
 
