@@ -22,7 +22,8 @@ import (
 // backup_failed for a failed drill, and backup_failed with backup type
 // "offsite" for a backup whose off-site copy failed (after its
 // backup_completed: the backup itself succeeded). It also counts failures
-// for /metrics (kind "offsite" for failed off-site copies).
+// for /metrics (kind "offsite" for failed off-site copies). A failed
+// off-site sync job is a backup_failed with backup type "offsite" too.
 type jobEvents struct {
 	b *events.Broadcaster
 
@@ -64,12 +65,15 @@ func (o *jobEvents) JobFinished(j dbusapi.JobInfo) {
 				Databases: j.Databases, BackupPath: j.Result, ErrorCode: e.Code, Error: e.Message, Fix: e.Fix})
 		}
 	}()
-	if !eventKind(j.Kind) && j.Kind != dbusapi.KindDrill {
+	if !eventKind(j.Kind) && j.Kind != dbusapi.KindDrill && j.Kind != dbusapi.KindOffsiteSync {
 		return
 	}
 	ev := events.Event{BackupType: j.Kind, Timestamp: j.FinishedAt, JobID: j.ID, Databases: j.Databases}
+	if j.Kind == dbusapi.KindOffsiteSync {
+		ev.BackupType, ev.Databases = OffsiteKind, nil
+	}
 	switch {
-	case j.State == dbusapi.JobSucceeded && j.Kind == dbusapi.KindDrill:
+	case j.State == dbusapi.JobSucceeded && !eventKind(j.Kind):
 		return
 	case j.State == dbusapi.JobSucceeded:
 		ev.Type, ev.BackupPath, ev.Duration, ev.Size = events.BackupCompleted, j.Result, j.Duration().Milliseconds(), int64(j.Bytes)

@@ -241,6 +241,12 @@ func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.P
 	case dbusapi.KindDrill:
 		res, err := ops.Drill(ctx, e.cfg, ops.DrillOptions{Databases: req.Databases, Trigger: req.Trigger, Log: e.log}, p)
 		return Outcome{Result: res}, err
+	case dbusapi.KindOffsiteSync:
+		res, err := ops.OffsiteSync(ctx, e.cfg, ops.OffsiteSyncOptions{Log: e.log}, p)
+		return Outcome{Result: res}, err
+	case dbusapi.KindRekey:
+		res, err := ops.Rekey(ctx, e.cfg, ops.RekeyOptions{Backups: req.Backups, DryRun: req.DryRun}, p)
+		return Outcome{Result: res}, err
 	case dbusapi.KindCleanup:
 		res, err := ops.Cleanup(ctx, e.cfg, ops.CleanupOptions{DryRun: req.DryRun, Log: e.log}, p)
 		return Outcome{Result: res}, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,7 @@ func (m *Jobs) OnChange(f func()) { m.onChange = f }
 var kindNames = map[string]string{
 	dbusapi.KindFull: "full backup", dbusapi.KindIncremental: "incremental backup", dbusapi.KindRestore: "restore",
 	dbusapi.KindVerify: "verify", dbusapi.KindCleanup: "cleanup", dbusapi.KindDrill: "restore drill",
+	dbusapi.KindOffsiteSync: "off-site sync", dbusapi.KindRekey: "rekey",
 }
 
 // lockKeys are the databases a request needs to itself: backups their
@@ -103,7 +105,17 @@ func (m *Jobs) lockKeys(req dbusapi.JobRequest) []string {
 		if req.DryRun {
 			return nil
 		}
-		return append(append([]string(nil), m.Engine.Databases()...), "\x00cleanup")
+		return append(append([]string(nil), m.Engine.Databases()...), "\x00cleanup", "\x00offsite")
+	case dbusapi.KindOffsiteSync:
+		// Sync prunes local copies as cleanup does.
+		return []string{"\x00offsite"}
+	case dbusapi.KindRekey:
+		// Rekey replaces archives and their off-site copies: nothing else
+		// that writes or removes archives runs meanwhile.
+		if req.DryRun {
+			return nil
+		}
+		return append(append([]string(nil), m.Engine.Databases()...), "\x00cleanup", "\x00offsite", "\x00drill")
 	case dbusapi.KindDrill:
 		// Scratch databases of its own: one drill at a time, and not
 		// while cleanup may remove the archives it restores.
@@ -146,8 +158,8 @@ func (m *Jobs) StartJob(req dbusapi.JobRequest) (dbusapi.JobInfo, error) {
 			other.mu.Unlock()
 			m.mu.Unlock()
 			what := "database " + k
-			if k == "\x00cleanup" {
-				what = "cleanup"
+			if strings.HasPrefix(k, "\x00") {
+				what = kindNames[oi.Kind]
 			}
 			return dbusapi.JobInfo{}, dbusapi.Errorf(dbusapi.CodeBusy,
 				fmt.Sprintf("wait for job %d to finish (busctl get-property %s %s %s State), or cancel it", oi.ID, dbusapi.BusName, oi.Path(), dbusapi.JobIface),

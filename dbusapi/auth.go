@@ -17,7 +17,7 @@ import (
 const (
 	ActionRead    = "org.pme2go.backup1.read"    // ListBackups, GetStatus
 	ActionBackup  = "org.pme2go.backup1.backup"  // StartBackup, Verify, Mark, Drill
-	ActionManage  = "org.pme2go.backup1.manage"  // Cleanup, cancelling another user's job
+	ActionManage  = "org.pme2go.backup1.manage"  // Cleanup, OffsiteSync, Rekey, cancelling another user's job
 	ActionRestore = "org.pme2go.backup1.restore" // Restore
 )
 

@@ -168,6 +168,27 @@ func (c *Client) Drill(ctx context.Context, databases []string, trigger string) 
 	return p, err
 }
 
+// OffsiteSync starts an off-site sync job.
+func (c *Client) OffsiteSync(ctx context.Context) (dbus.ObjectPath, error) {
+	var p dbus.ObjectPath
+	err := c.call(ctx, "OffsiteSync", []any{&p}, map[string]dbus.Variant{})
+	return p, err
+}
+
+// Rekey starts a rekey job for backups (empty: every encrypted backup).
+func (c *Client) Rekey(ctx context.Context, backups []string, dryRun bool) (dbus.ObjectPath, error) {
+	opts := map[string]dbus.Variant{}
+	if len(backups) > 0 {
+		opts["backups"] = dbus.MakeVariant(backups)
+	}
+	if dryRun {
+		opts["dry-run"] = dbus.MakeVariant(true)
+	}
+	var p dbus.ObjectPath
+	err := c.call(ctx, "Rekey", []any{&p}, opts)
+	return p, err
+}
+
 // ListBackups lists the archives, oldest first.
 func (c *Client) ListBackups(ctx context.Context) ([]BackupEntry, error) {
 	var raw []backupTuple

@@ -38,6 +38,8 @@ const (
 	KindVerify      = "verify"
 	KindCleanup     = "cleanup"
 	KindDrill       = "drill"
+	KindOffsiteSync = "offsite-sync"
+	KindRekey       = "rekey"
 )
 
 // Job states.

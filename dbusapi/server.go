@@ -430,6 +430,31 @@ func (m managerObj) Drill(msg dbus.Message, opts map[string]dbus.Variant) (p dbu
 	return m.start(msg, ActionBackup, JobRequest{Kind: KindDrill, Databases: d.strs("databases"), Trigger: trigger})
 }
 
+// OffsiteSync implements org.pme2go.Backup1.Manager.OffsiteSync: copy
+// every backup not yet verified off-site, record the repository's backups,
+// prune local copies under LOCAL_RETENTION_DAYS. It may remove local
+// copies, so it needs the manage action (as Cleanup).
+func (m managerObj) OffsiteSync(msg dbus.Message, opts map[string]dbus.Variant) (p dbus.ObjectPath, derr *dbus.Error) {
+	defer m.s.guard("OffsiteSync", &derr)
+	d := newOptionDecoder("OffsiteSync", opts, map[string]string{})
+	if d.err != nil {
+		return "/", toDBus(d.err)
+	}
+	return m.start(msg, ActionManage, JobRequest{Kind: KindOffsiteSync, Trigger: "manual"})
+}
+
+// Rekey implements org.pme2go.Backup1.Manager.Rekey: re-encrypt archives
+// (local and off-site) to the current recipients. It replaces archives, so
+// it needs the manage action.
+func (m managerObj) Rekey(msg dbus.Message, opts map[string]dbus.Variant) (p dbus.ObjectPath, derr *dbus.Error) {
+	defer m.s.guard("Rekey", &derr)
+	d := newOptionDecoder("Rekey", opts, map[string]string{"backups": "as", "dry-run": "b"})
+	if d.err != nil {
+		return "/", toDBus(d.err)
+	}
+	return m.start(msg, ActionManage, JobRequest{Kind: KindRekey, Backups: d.strs("backups"), DryRun: d.boolean("dry-run"), Trigger: "manual"})
+}
+
 // backupTuple is one ListBackups entry, (ssstta{sv}).
 type backupTuple struct {
 	Name    string

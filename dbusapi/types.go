@@ -41,12 +41,13 @@ func (o RestoreOptions) HasTarget() bool {
 
 // JobRequest is one operation asked of the daemon.
 type JobRequest struct {
-	Kind      string   // KindFull, KindIncremental, KindRestore, KindVerify, KindCleanup, KindDrill
+	Kind      string   // KindFull, KindIncremental, KindRestore, KindVerify, KindCleanup, KindDrill, KindOffsiteSync, KindRekey
 	Databases []string // empty: every configured database
 	Trigger   string   // recorded in a backup's manifest ("manual", "scheduled", ...)
 	Backup    string   // restore, verify: archive name or path
+	Backups   []string // rekey: archive names or paths (empty: every encrypted backup)
 	Restore   RestoreOptions
-	DryRun    bool // restore, cleanup
+	DryRun    bool // restore, cleanup, rekey
 	Caller    Caller
 	// Compression (full, incremental), when set, is the job's archive
 	// codec instead of BACKUP_COMPRESSION: "xz", "zstd", "gzip" or "none".

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
+
+	"github.com/pme2go/pme2go-backup/dbusapi"
 
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
@@ -16,8 +19,8 @@ type offsiteSyncOpts struct {
 }
 
 // offsiteCommand is `pme2go-backup offsite sync`: copy what is not yet
-// off-site, record the repository, prune local copies. It runs in this
-// process (the daemon copies after each backup job by itself).
+// off-site, record the repository, prune local copies; through the
+// daemon's OffsiteSync job, or in this process with --direct.
 func offsiteCommand() *cli.Command {
 	sync := &cli.Command{
 		Name:  "sync",
@@ -53,12 +56,20 @@ func warnOffsite(w io.Writer, e *ops.ErrorJSON) {
 }
 
 func runOffsiteSync(ctx context.Context, o offsiteSyncOpts, out io.Writer) error {
-	cfg, log, err := o.load()
-	if err != nil {
-		return err
+	var res *ops.OffsiteSyncResult
+	var err error
+	if !o.Direct {
+		err = o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+			return c.OffsiteSync(ctx)
+		}, &res)
+	} else {
+		cfg, log, lerr := o.load()
+		if lerr != nil {
+			return lerr
+		}
+		o.Log = log
+		res, err = ops.OffsiteSync(ctx, cfg, o.OffsiteSyncOptions, nil)
 	}
-	o.Log = log
-	res, err := ops.OffsiteSync(ctx, cfg, o.OffsiteSyncOptions, nil)
 	if o.JSON || res == nil {
 		if res != nil {
 			printJSON(out, res)

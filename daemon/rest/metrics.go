@@ -79,7 +79,7 @@ type DrillFigure struct {
 
 // JobKinds are the kinds jobs_running is always reported for.
 var JobKinds = []string{dbusapi.KindFull, dbusapi.KindIncremental, dbusapi.KindRestore, dbusapi.KindVerify, dbusapi.KindCleanup,
-	dbusapi.KindDrill}
+	dbusapi.KindDrill, dbusapi.KindOffsiteSync, dbusapi.KindRekey}
 
 func epoch(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 

@@ -190,6 +190,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc(Base+"/{$}", s.method("GET", dbusapi.ActionRead, s.list))
 	mux.HandleFunc(Base+"/create", s.method("POST", dbusapi.ActionBackup, s.create))
 	mux.HandleFunc(Base+"/restore", s.method("POST", dbusapi.ActionRestore, s.restore))
+	mux.HandleFunc(Base+"/offsite/sync", s.method("POST", dbusapi.ActionManage, s.offsiteSync))
+	mux.HandleFunc(Base+"/rekey", s.method("POST", dbusapi.ActionManage, s.rekey))
 	mux.HandleFunc(Base+"/jobs/{id}", s.job)
 	mux.HandleFunc(Base+"/events", s.method("GET", dbusapi.ActionRead, s.events))
 	mux.HandleFunc("/metrics", s.method("GET", dbusapi.ActionRead, s.metrics))
@@ -579,6 +581,31 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, c dbusapi.Calle
 	}
 	s.start(w, r, dbusapi.JobRequest{Kind: dbusapi.KindRestore, Backup: b.BackupPath, Restore: ro, Databases: b.Databases,
 		DryRun: b.DryRun, Trigger: "api", Caller: c})
+}
+
+// offsiteSync starts an off-site sync job (D-Bus OffsiteSync); the body is
+// empty or {}.
+func (s *Server) offsiteSync(w http.ResponseWriter, r *http.Request, c dbusapi.Caller) {
+	var b struct{}
+	if !s.decode(w, r, &b) {
+		return
+	}
+	s.start(w, r, dbusapi.JobRequest{Kind: dbusapi.KindOffsiteSync, Trigger: "api", Caller: c})
+}
+
+// rekeyBody names the archives to re-encrypt (empty: every encrypted one).
+type rekeyBody struct {
+	Backups []string `json:"backups"`
+	DryRun  bool     `json:"dryRun"`
+}
+
+// rekey starts a rekey job (D-Bus Rekey).
+func (s *Server) rekey(w http.ResponseWriter, r *http.Request, c dbusapi.Caller) {
+	var b rekeyBody
+	if !s.decode(w, r, &b) {
+		return
+	}
+	s.start(w, r, dbusapi.JobRequest{Kind: dbusapi.KindRekey, Backups: b.Backups, DryRun: b.DryRun, Trigger: "api", Caller: c})
 }
 
 func (s *Server) start(w http.ResponseWriter, r *http.Request, req dbusapi.JobRequest) {
