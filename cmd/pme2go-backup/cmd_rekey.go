@@ -6,7 +6,10 @@ import (
 	"io"
 	"strings"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
+
+	"github.com/pme2go/pme2go-backup/dbusapi"
 
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
@@ -19,7 +22,7 @@ type rekeyOpts struct {
 func rekeyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "rekey",
-		Usage:     "re-encrypt archives to the current BACKUP_ENCRYPTION_RECIPIENTS (all encrypted backups when none is named); runs in this process",
+		Usage:     "re-encrypt archives, local and off-site, to the current BACKUP_ENCRYPTION_RECIPIENTS (all encrypted backups when none is named)",
 		ArgsUsage: "[ARCHIVE…]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "dry-run", Usage: "list what would be re-encrypted"},
@@ -31,15 +34,23 @@ func rekeyCommand() *cli.Command {
 	}
 }
 
-// runRekey re-encrypts in process (with or without --direct): it needs the
-// identity and the archives, not the daemon; it takes the backup directory
-// lock, so it waits for no backup and refuses while one runs (BUSY).
+// runRekey re-encrypts through the daemon (its Rekey job), or in this
+// process with --direct; either takes the backup directory lock, so it
+// waits for no backup and refuses while one runs (BUSY).
 func runRekey(ctx context.Context, o rekeyOpts, out io.Writer) error {
-	cfg, _, err := o.load()
-	if err != nil {
-		return err
+	var res *ops.RekeyResult
+	var err error
+	if !o.Direct {
+		err = o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+			return c.Rekey(ctx, o.Backups, o.DryRun)
+		}, &res)
+	} else {
+		cfg, _, lerr := o.load()
+		if lerr != nil {
+			return lerr
+		}
+		res, err = ops.Rekey(ctx, cfg, o.RekeyOptions, nil)
 	}
-	res, err := ops.Rekey(ctx, cfg, o.RekeyOptions, nil)
 	if o.JSON {
 		if res != nil {
 			printJSON(out, res)
@@ -50,12 +61,19 @@ func runRekey(ctx context.Context, o rekeyOpts, out io.Writer) error {
 		fmt.Fprintf(out, "Recipients: %s\n", strings.Join(res.Recipients, ", "))
 		for _, a := range res.Archives {
 			fmt.Fprintf(out, "%s\t%s", a.Action, a.Name)
+			if a.Location == "offsite" {
+				fmt.Fprint(out, "\t(off-site only)")
+			}
+			if a.Offsite != "" {
+				fmt.Fprintf(out, "\toff-site copy %s", a.Offsite)
+			}
 			if len(a.Before) > 0 && a.Action != "current" {
 				fmt.Fprintf(out, "\t(was %s)", strings.Join(a.Before, ", "))
 			}
 			fmt.Fprintln(out)
 		}
-		fmt.Fprintf(out, "%d re-encrypted, %d already current, %d plaintext (left as they are)\n", res.Rekeyed, res.Current, res.Plaintext)
+		fmt.Fprintf(out, "%d re-encrypted, %d off-site copies replaced, %d already current, %d plaintext (left as they are)\n",
+			res.Rekeyed, res.OffsiteRekeyed, res.Current, res.Plaintext)
 	}
 	return err
 }

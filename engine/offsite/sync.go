@@ -267,6 +267,30 @@ func (r *Repo) PruneLocal(ctx context.Context, cfg *config.Config, now time.Time
 	return pruned, errors.Join(errList...)
 }
 
+// PruneCopy removes the local copy of b, whose copy in the repository
+// must be recorded with the same size and checksum, and records it as
+// pruned (rekey puts back a backup that was only off-site this way).
+func (r *Repo) PruneCopy(cfg *config.Config, b catalog.Backup) error {
+	st, err := LoadState(cfg)
+	if err != nil {
+		return err
+	}
+	c := st.Copies[b.Name]
+	if st.Repository != r.S.String() || c == nil || c.Size != b.Size || (b.Manifest != nil && b.Manifest.Archive != nil && c.SHA256 != b.Manifest.Archive.SHA256) {
+		return fmt.Errorf("local copy of %s not removed: its off-site copy is not verified", b.Name)
+	}
+	if err := catalog.Remove(b); err != nil {
+		return err
+	}
+	return update(cfg, func(st *State) error {
+		if c := st.Copies[b.Name]; c != nil {
+			t := time.Now().UTC()
+			c.LocalPruned = &t
+		}
+		return nil
+	})
+}
+
 // Retention applies OFFSITE_RETENTION_DAYS to this installation's copies
 // in the repository (Copy.Ours) with the same rules as local retention
 // (catalog.Plan: the newest full backup and whatever a kept backup needs,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
+	"github.com/pme2go/pme2go-backup/engine/offsite"
 	"github.com/pme2go/pme2go-backup/engine/progress"
 )
 
@@ -36,9 +38,12 @@ type RekeyResult struct {
 	Recipients []string         `json:"recipients"`
 	Archives   []RekeyedArchive `json:"archives"`
 	Rekeyed    int              `json:"rekeyed"`
-	Current    int              `json:"current"`
-	Plaintext  int              `json:"plaintext"`
-	Duration   float64          `json:"duration"`
+	// OffsiteRekeyed counts off-site copies replaced by their
+	// re-encryption (uploaded and verified by SHA-256).
+	OffsiteRekeyed int     `json:"offsiteRekeyed"`
+	Current        int     `json:"current"`
+	Plaintext      int     `json:"plaintext"`
+	Duration       float64 `json:"duration"`
 }
 
 // RekeyedArchive is what rekey did with one archive. Action is "rekeyed",
@@ -49,6 +54,15 @@ type RekeyedArchive struct {
 	Name   string `json:"name"`
 	Path   string `json:"path"`
 	Action string `json:"action"`
+	// Location is where the backup was: "local", "both" or "offsite"
+	// (only off-site: fetched, re-encrypted, uploaded, and its local
+	// copy removed again).
+	Location string `json:"location,omitempty"`
+	// Offsite is what happened to the off-site copy: "rekeyed" (replaced
+	// by the re-encrypted archive, verified by SHA-256 of the stored
+	// bytes), "would-rekey" (DryRun), or empty (no off-site copy, or it
+	// already held these bytes).
+	Offsite string `json:"offsite,omitempty"`
 	// Before lists the fingerprints the archive was encrypted to.
 	Before   []string `json:"before,omitempty"`
 	Size     int64    `json:"size,omitempty"`
@@ -67,7 +81,8 @@ type rekeyJournal struct {
 }
 
 // rekeyKillAt names a step at which a test makes the process kill itself
-// (PME2GO_TEST_REKEY_KILL=after-rename), to prove resumption.
+// (PME2GO_TEST_REKEY_KILL=after-rename or before-offsite-upload), to prove
+// resumption.
 func rekeyKillAt(step string) {
 	if os.Getenv("PME2GO_TEST_REKEY_KILL") == step {
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -89,6 +104,18 @@ func rekeyKillAt(step string) {
 // already encrypted to exactly the current recipients are skipped, so a
 // rerun resumes where the last one stopped. Plaintext archives are left as
 // they are (their names are referred to by their chain).
+//
+// With OFFSITE_URL, off-site copies are re-encrypted too: an archive with
+// an off-site copy is uploaded again once re-encrypted locally (the upload
+// is verified by reading it back and comparing its SHA-256 with the new
+// sidecar's; only then is the new sidecar uploaded); an archive only
+// off-site (its local copy pruned) is fetched and checked, re-encrypted
+// and verified locally, uploaded and verified, and only then is its local
+// copy removed again. At every moment either the local or the off-site
+// copy is complete and matches its sidecar. An archive that is already
+// current locally but whose off-site copy still holds other bytes (a rekey
+// killed before the upload) is uploaded again, so a rerun resumes that too.
+// The repository must be readable: otherwise nothing is re-encrypted.
 //
 // Errors: CONFIG without recipients, KEY_ERR without an identity or when
 // it opens an archive but not what was written (add the new private key to
@@ -116,25 +143,21 @@ func Rekey(ctx context.Context, cfg *config.Config, opts RekeyOptions, p Progres
 			return res, err
 		}
 	}
-	var list []catalog.Backup
-	if len(opts.Backups) == 0 {
-		if list, err = catalog.List(cfg.BackupDir); err != nil {
-			return res, err
-		}
+	repo, remotes, err := rekeyRemotes(ctx, cfg)
+	if err != nil {
+		return res, err
 	}
-	for _, ref := range opts.Backups {
-		b, err := catalog.Find(cfg.BackupDir, ref)
-		if err != nil {
-			return res, err
-		}
-		list = append(list, b)
+	list, err := rekeyTargets(cfg, opts.Backups, remotes)
+	if err != nil {
+		return res, err
 	}
-	for i, b := range list {
+	for i, t := range list {
+		b := t.b
 		if err := ctx.Err(); err != nil {
 			return res, errs.Wrap(errs.Canceled, "rekey interrupted; run it again to continue", err)
 		}
 		p.Report(progress.Event{Phase: "rekey", Object: b.Name, Done: int64(i), Total: int64(len(list)), Unit: progress.Archives})
-		a := RekeyedArchive{Name: b.Name, Path: b.Path}
+		a := RekeyedArchive{Name: b.Name, Path: b.Path, Location: t.location()}
 		switch {
 		case !archive.IsEncryptedName(b.Name):
 			a.Action = "plaintext"
@@ -154,16 +177,57 @@ func Rekey(ctx context.Context, cfg *config.Config, opts RekeyOptions, p Progres
 			case crypt.SameKeys(before, rec.Keys):
 				a.Action = "current"
 				res.Current++
+				if t.remote != nil && t.local && t.remote.Manifest.Archive != nil && t.remote.Manifest.Archive.SHA256 != b.Manifest.Archive.SHA256 {
+					// Re-encrypted locally by an earlier run, not yet off-site.
+					if opts.DryRun {
+						a.Offsite = "would-rekey"
+						break
+					}
+					if err := rekeyUpload(ctx, cfg, repo, b.Path, &a, res); err != nil {
+						return res, err
+					}
+				}
 			case opts.DryRun:
 				a.Action = "would-rekey"
+				if t.remote != nil {
+					a.Offsite = "would-rekey"
+				}
 			default:
 				t0 := time.Now()
+				if !t.local {
+					// Only off-site: bring it back (checked against its
+					// sidecar), re-encrypt it here, send it back.
+					path, err := repo.Fetch(ctx, cfg, t.remote.Key)
+					if err != nil {
+						return res, fmt.Errorf("rekey %s: fetch the off-site copy (nothing was replaced): %w", b.Name, err)
+					}
+					if b, err = catalog.Find(cfg.BackupDir, path); err != nil {
+						return res, err
+					}
+					a.Path = b.Path
+				}
 				size, err := rekeyOne(cfg, b, ids, rec)
 				if err != nil {
 					return res, err
 				}
-				a.Action, a.Size, a.Duration = "rekeyed", size, time.Since(t0).Seconds()
+				a.Action, a.Size = "rekeyed", size
 				res.Rekeyed++
+				if t.remote != nil {
+					if err := rekeyUpload(ctx, cfg, repo, b.Path, &a, res); err != nil {
+						return res, err
+					}
+				}
+				if !t.local {
+					nb, err := catalog.Find(cfg.BackupDir, b.Path)
+					if err == nil {
+						err = repo.PruneCopy(cfg, nb)
+					}
+					if err != nil {
+						return res, fmt.Errorf("rekey %s: re-encrypted local and off-site; its local copy (fetched for this) was not removed again: %w", b.Name, err)
+					}
+					a.Path = "offsite:" + t.remote.Key
+				}
+				a.Duration = time.Since(t0).Seconds()
 			}
 		}
 		res.Archives = append(res.Archives, a)
@@ -171,6 +235,118 @@ func Rekey(ctx context.Context, cfg *config.Config, opts RekeyOptions, p Progres
 	p.Report(progress.Event{Phase: "done", Done: int64(len(list)), Total: int64(len(list)), Unit: progress.Archives})
 	res.Duration = time.Since(start).Seconds()
 	return res, nil
+}
+
+// rekeyTarget is one backup rekey looks at: local (b from BACKUP_DIR),
+// off-site (remote), or both.
+type rekeyTarget struct {
+	b      catalog.Backup
+	local  bool
+	remote *offsite.Remote
+}
+
+func (t rekeyTarget) location() string {
+	switch {
+	case t.local && t.remote != nil:
+		return "both"
+	case t.local:
+		return "local"
+	}
+	return "offsite"
+}
+
+// rekeyRemotes opens the off-site repository, when one is configured, and
+// lists its backups by name. An unreadable repository is an error: rekey
+// must not leave off-site copies to a retired key unnoticed.
+func rekeyRemotes(ctx context.Context, cfg *config.Config) (*offsite.Repo, map[string]*offsite.Remote, error) {
+	if !offsite.Configured(cfg) {
+		return nil, nil, nil
+	}
+	r, err := openOffsite(cfg)
+	if err == nil {
+		err = r.Check(ctx)
+	}
+	var list []offsite.Remote
+	if err == nil {
+		list, err = r.Remotes(ctx, cfg)
+	}
+	if err != nil {
+		return nil, nil, &errs.Error{Code: errs.CodeOf(err), Message: "rekey re-encrypts the off-site copies too, and the off-site repository cannot be read; nothing was re-encrypted", Err: err,
+			Fix: &errs.Fix{Text: "make the repository reachable (OFFSITE_URL, OFFSITE_ENDPOINT, credentials), then run rekey again"}}
+	}
+	out := map[string]*offsite.Remote{}
+	for i := range list {
+		out[list[i].Name] = &list[i]
+	}
+	return r, out, nil
+}
+
+// rekeyTargets lists what rekey looks at: the named backups (local, or
+// else off-site), or every local backup and every backup only off-site
+// that this installation copied (another installation's backups in the
+// same bucket are left alone unless named).
+func rekeyTargets(cfg *config.Config, refs []string, remotes map[string]*offsite.Remote) ([]rekeyTarget, error) {
+	var out []rekeyTarget
+	if len(refs) == 0 {
+		local, err := catalog.List(cfg.BackupDir)
+		if err != nil {
+			return nil, err
+		}
+		seen := map[string]bool{}
+		for _, b := range local {
+			seen[b.Name] = true
+			out = append(out, rekeyTarget{b: b, local: true, remote: remotes[b.Name]})
+		}
+		ours := map[string]bool{}
+		if copies, err := offsite.Copies(cfg); err == nil {
+			for _, c := range copies {
+				ours[c.Name] = c.Ours
+			}
+		}
+		var names []string
+		for n := range remotes {
+			if !seen[n] && ours[n] {
+				names = append(names, n)
+			}
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			out = append(out, rekeyTarget{b: remotes[n].Backup, remote: remotes[n]})
+		}
+		return out, nil
+	}
+	for _, ref := range refs {
+		b, err := catalog.Find(cfg.BackupDir, ref)
+		if err == nil {
+			out = append(out, rekeyTarget{b: b, local: true, remote: remotes[b.Name]})
+			continue
+		}
+		var found *offsite.Remote
+		for n, r := range remotes {
+			if n == ref || archive.TrimExt(n) == ref || strings.TrimSuffix(n, ".age") == ref || r.Key == ref {
+				found = r
+				break
+			}
+		}
+		if found == nil {
+			return nil, err
+		}
+		out = append(out, rekeyTarget{b: found.Backup, remote: found})
+	}
+	return out, nil
+}
+
+// rekeyUpload replaces the off-site copy of the archive at path by the
+// local (re-encrypted) one: Upload sends it, reads it back and compares
+// its SHA-256 with the sidecar's before it sends the new sidecar.
+func rekeyUpload(ctx context.Context, cfg *config.Config, repo *offsite.Repo, path string, a *RekeyedArchive, res *RekeyResult) error {
+	rekeyKillAt("before-offsite-upload")
+	if _, err := repo.Upload(ctx, cfg, path, nil); err != nil {
+		return fmt.Errorf("rekey %s: re-encrypted locally, but its off-site copy was not replaced (run rekey again): %w", a.Name, err)
+	}
+	a.Offsite = "rekeyed"
+	res.OffsiteRekeyed++
+	return nil
 }
 
 // journalDir is where rekey journals live.

@@ -26,10 +26,12 @@ import (
 // it runs one off-site sync with the configuration in the environment
 // (a separate process the test can kill).
 func TestMain(m *testing.M) {
-	if os.Getenv("PME2GO_OFFSITE_HELPER") == "sync" {
+	if h := os.Getenv("PME2GO_OFFSITE_HELPER"); h == "sync" || h == "rekey" {
 		cfg, err := config.Load(os.Getenv("PME2GO_OFFSITE_CONF"), os.LookupEnv)
-		if err == nil {
+		if err == nil && h == "sync" {
 			_, err = ops.OffsiteSync(context.Background(), cfg, ops.OffsiteSyncOptions{}, nil)
+		} else if err == nil {
+			_, err = ops.Rekey(context.Background(), cfg, ops.RekeyOptions{}, nil)
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
