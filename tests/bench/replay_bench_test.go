@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -51,7 +53,15 @@ type replayWorkload struct {
 // BENCH_REPLAY selects workloads by name (comma-separated).
 func BenchmarkReplay(b *testing.B) {
 	secs := envInt("BENCH_SECONDS", 30)
-	c := pgharness.Start(b)
+	var opts []pgharness.Option
+	if os.Getenv("BENCH_REPLAY_EXPLAIN") == "1" {
+		for _, kv := range [][2]string{{"shared_preload_libraries", "'auto_explain'"}, {"auto_explain.log_min_duration", "'" + explainMin + "'"},
+			{"auto_explain.log_analyze", "on"}, {"auto_explain.log_buffers", "on"}, {"log_min_duration_statement", "'" + explainMin + "'"},
+			{"log_checkpoints", "on"}, {"log_min_messages", "log"}} {
+			opts = append(opts, pgharness.WithSetting(kv[0], kv[1]))
+		}
+	}
+	c := pgharness.Start(b, opts...)
 	bin := buildCLI(b)
 	conf := filepath.Join(b.TempDir(), "empty.conf")
 	os.WriteFile(conf, nil, 0o600)
@@ -140,35 +150,121 @@ func BenchmarkReplay(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			cmd := exec.Command(bin, "--config", conf, "restore", "--latest", "--json", "--target-db", "replayed_"+db)
-			cmd.Env = os.Environ()
-			for k, v := range env {
-				cmd.Env = append(cmd.Env, k+"="+v)
-			}
-			restoreStart := time.Now()
-			out, err := cmd.Output()
-			if err != nil {
-				b.Fatalf("restore --latest (%s): %v\n%s", wl.name, err, out)
-			}
-			restoreWall := time.Since(restoreStart)
-			var r struct {
-				Replay struct {
-					Transactions int64   `json:"transactions"`
-					Rows         int64   `json:"rows"`
-					Duration     float64 `json:"duration"`
-				} `json:"replay"`
-			}
-			if err := json.Unmarshal(out, &r); err != nil || r.Replay.Duration <= 0 {
-				b.Fatalf("no replay figures (%v) in:\n%s", err, out)
-			}
+			bins := replayBins(bin)
+			runs := envInt("BENCH_REPLAY_RUNS", 1)
 			sourceRate := float64(rows) / wrote.Seconds()
-			replayRate := float64(rows) / r.Replay.Duration
-			peak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
-			fmt.Printf("replay %-10s source: %d transactions, %d rows in %.1f s = %.0f rows/s; replay: %d transactions in %.2f s (restore %.1f s) = %.0f rows/s = %.2f x the source's rate; restore peak RSS %.1f MB\n",
-				wl.name, res[0].TxCount, rows, wrote.Seconds(), sourceRate, r.Replay.Transactions, r.Replay.Duration, restoreWall.Seconds(),
-				replayRate, replayRate/sourceRate, float64(peak)/(1<<20))
+			fmt.Printf("replay %-10s source: %d transactions, %d rows in %.1f s = %.0f rows/s (load average %s)\n",
+				wl.name, res[0].TxCount, rows, wrote.Seconds(), sourceRate, loadAvg())
+			ratios := map[string][]float64{}
+			for run := 0; run < runs; run++ {
+				for _, rb := range bins {
+					target := fmt.Sprintf("replayed_%s_%s_%d", db, rb.label, run)
+					cmd := exec.Command(rb.path, "--config", conf, "restore", "--latest", "--json", "--target-db", target)
+					cmd.Env = os.Environ()
+					for k, v := range env {
+						cmd.Env = append(cmd.Env, k+"="+v)
+					}
+					var stderr strings.Builder
+					cmd.Stderr = &stderr
+					restoreStart := time.Now()
+					out, err := cmd.Output()
+					if err != nil {
+						b.Fatalf("restore --latest (%s, %s): %v\n%s\n%s", wl.name, rb.label, err, out, stderr.String())
+					}
+					restoreWall := time.Since(restoreStart)
+					var r struct {
+						Replay struct {
+							Transactions int64   `json:"transactions"`
+							Rows         int64   `json:"rows"`
+							Duration     float64 `json:"duration"`
+						} `json:"replay"`
+					}
+					if err := json.Unmarshal(out, &r); err != nil || r.Replay.Duration <= 0 {
+						b.Fatalf("no replay figures (%v) in:\n%s", err, out)
+					}
+					replayRate := float64(rows) / r.Replay.Duration
+					ratios[rb.label] = append(ratios[rb.label], replayRate/sourceRate)
+					peak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10
+					fmt.Printf("replay %-10s %-8s run %d: %d transactions in %.2f s (restore %.1f s) = %.0f rows/s = %.2f x the source's rate; restore peak RSS %.1f MB; load average %s; %s\n",
+						wl.name, rb.label, run+1, r.Replay.Transactions, r.Replay.Duration, restoreWall.Seconds(),
+						replayRate, replayRate/sourceRate, float64(peak)/(1<<20), loadAvg(), replayPhases(stderr.String()))
+					if runs > 1 || len(bins) > 1 {
+						c.Exec(b, "postgres", "DROP DATABASE "+target)
+					}
+				}
+			}
+			if runs > 1 || len(bins) > 1 {
+				for _, rb := range bins {
+					fmt.Printf("replay %-10s %-8s median of %d: %.2f x the source's rate %v\n", wl.name, rb.label, runs, median(ratios[rb.label]), fmtRatios(ratios[rb.label]))
+				}
+			}
+			if os.Getenv("BENCH_REPLAY_EXPLAIN") == "1" {
+				fmt.Printf("server log (statements over %s):\n%s\n", explainMin, c.LogTail(400))
+			}
 		}
 	}
+}
+
+// explainMin is the duration from which on BENCH_REPLAY_EXPLAIN=1 logs
+// statements and their plans (auto_explain, with ANALYZE and BUFFERS).
+const explainMin = "200ms"
+
+// replayBin is a CLI binary whose restores BenchmarkReplay measures.
+type replayBin struct{ label, path string }
+
+// replayBins returns the CLI built from this tree ("this") and the ones
+// BENCH_REPLAY_BINS names (label=path, comma-separated; e.g. a build of
+// main), measured alternately, run after run, under the same load.
+func replayBins(built string) []replayBin {
+	bins := []replayBin{{"this", built}}
+	for _, item := range splitList(os.Getenv("BENCH_REPLAY_BINS")) {
+		label, path, ok := strings.Cut(item, "=")
+		if !ok {
+			label, path = filepath.Base(item), item
+		}
+		bins = append(bins, replayBin{label, path})
+	}
+	return bins
+}
+
+// replayPhases returns the phase timings of the restore's "change sets
+// replayed" log line (prepare, apply, finish, settle, batches).
+func replayPhases(log string) string {
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "change sets replayed") {
+			continue
+		}
+		var out []string
+		for _, f := range strings.Fields(line) {
+			for _, k := range []string{"batches=", "prepare=", "apply=", "finish=", "settle="} {
+				if strings.HasPrefix(f, k) {
+					out = append(out, f)
+				}
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	return "(no phase timings logged)"
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fmtRatios(v []float64) string {
+	var out []string
+	for _, x := range v {
+		out = append(out, fmt.Sprintf("%.2f", x))
+	}
+	return "(" + strings.Join(out, ", ") + ")"
 }
 
 // splitList splits a comma-separated list, dropping empty items.
