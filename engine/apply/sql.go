@@ -68,6 +68,9 @@ type writer struct {
 	copyCols string // and column list
 	copyLSN  uint64 // LSN of the first of them
 
+	pending *pendingCopy // the COPY in flight (copyIn); nil if none
+	spare   []byte       // backing array of the last COPY's rows, for the next
+
 	toCommit  *commitRef  // checked transaction whose COMMIT is not sent yet
 	chain     bool        // that COMMIT starts the next transaction (AND CHAIN)
 	committed []commitRef // commits confirmed by the last batch read
@@ -194,6 +197,7 @@ func (w *writer) finish(ctx context.Context) error {
 // connection is then idle, possibly in a failed transaction; the caller
 // rolls back.
 func (w *writer) abort() {
+	w.waitCopy()
 	w.wait()
 	w.rows = w.rowsCommitted
 	w.next, w.nextBytes, w.toCommit, w.chain = nil, 0, nil, false
@@ -227,6 +231,9 @@ func (w *writer) queueNamed(ctx context.Context, r request, k expectKind, name s
 // drain runs everything built so far and reads its results: afterwards the
 // connection is out of pipeline mode and idle (inside the transaction).
 func (w *writer) drain(ctx context.Context) error {
+	if err := w.waitCopy(); err != nil {
+		return err
+	}
 	if err := w.wait(); err != nil {
 		return err
 	}
@@ -240,6 +247,9 @@ func (w *writer) drain(ctx context.Context) error {
 // of the transaction waiting for them, with a synchronization point. No
 // batch may be in flight. ends is the transaction the batch ends, if any.
 func (w *writer) send(ctx context.Context, ends *commitRef) error {
+	if err := w.waitCopy(); err != nil {
+		return err
+	}
 	if len(w.next) == 0 && w.toCommit == nil {
 		if ends != nil {
 			w.toCommit = ends // its statements were all read already
@@ -561,23 +571,61 @@ func (w *writer) copy(ctx context.Context) error {
 	return nil
 }
 
-// copyIn runs COPY rel (cols) FROM STDIN with the n rows in buf (COPY text
-// format), after everything queued before it, and empties buf. lsn names
-// the first row's change in errors.
+// copyIn starts COPY rel (cols) FROM STDIN with the n rows in buf (COPY
+// text format), after everything queued before it, and hands buf a fresh
+// backing array: the COPY runs in the target while the caller decodes and
+// groups the next changes (one COPY in flight at most; waitCopy reads its
+// result, and everything else that uses the connection waits for it
+// first). lsn names the first row's change in errors.
 func (w *writer) copyIn(ctx context.Context, rel, cols string, buf *bytes.Buffer, n int64, lsn uint64) error {
 	if err := w.drain(ctx); err != nil {
 		return err
 	}
 	q := "COPY " + rel + " (" + cols + ") FROM STDIN"
-	tag, err := w.conn.CopyFrom(ctx, bytes.NewReader(buf.Bytes()), q)
-	if err != nil {
-		return fail(w.tx, lsn, fmt.Errorf("%s (%d rows): %w", q, n, err))
+	c := &pendingCopy{done: make(chan struct{}), q: q, n: n, tx: w.tx, lsn: lsn, data: buf.Bytes()}
+	*buf = *bytes.NewBuffer(w.spare[:0])
+	w.spare = nil
+	w.pending = c
+	// Not canceled with ctx: pgconn would break the connection, and a
+	// canceled replay commits the open batch (which waits for this COPY,
+	// bounded by groupMaxRows and groupFlushBytes).
+	cctx := context.WithoutCancel(ctx)
+	go func() {
+		defer close(c.done)
+		c.tag, c.err = w.conn.CopyFrom(cctx, bytes.NewReader(c.data), q)
+	}()
+	return nil
+}
+
+// pendingCopy is a COPY running in the target (copyIn).
+type pendingCopy struct {
+	done chan struct{} // closed when CopyFrom returned
+	tag  pgconn.CommandTag
+	err  error
+	q    string
+	n    int64  // rows sent
+	tx   txRef  // transaction and change of the first row, for errors
+	lsn  uint64 // …
+	data []byte // the rows, reused for the next COPY
+}
+
+// waitCopy waits for the COPY in flight, if any, and checks that it
+// copied every row.
+func (w *writer) waitCopy() error {
+	c := w.pending
+	if c == nil {
+		return nil
 	}
-	if tag.RowsAffected() != n {
-		return fail(w.tx, lsn, fmt.Errorf("%s copied %d rows, want %d", q, tag.RowsAffected(), n))
+	<-c.done
+	w.pending = nil
+	w.spare = c.data[:0]
+	if c.err != nil {
+		return fail(c.tx, c.lsn, fmt.Errorf("%s (%d rows): %w", c.q, c.n, c.err))
 	}
-	w.rows += n
-	buf.Reset()
+	if c.tag.RowsAffected() != c.n {
+		return fail(c.tx, c.lsn, fmt.Errorf("%s copied %d rows, want %d", c.q, c.tag.RowsAffected(), c.n))
+	}
+	w.rows += c.n
 	return nil
 }
 
