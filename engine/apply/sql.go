@@ -535,22 +535,29 @@ func (w *writer) insertRow(ctx context.Context, d *changeset.DecodedChange, t *t
 	return w.queueDML(ctx, t, q.String(), &b)
 }
 
-// copyEscape writes b in COPY text format.
+// copyEscape writes b in COPY text format: backslash, newline, carriage
+// return and tab escaped, runs of other bytes copied as they are.
 func copyEscape(buf *bytes.Buffer, b []byte) {
-	for _, c := range b {
+	start := 0
+	for i, c := range b {
+		var esc string
 		switch c {
 		case '\\':
-			buf.WriteString(`\\`)
+			esc = `\\`
 		case '\n':
-			buf.WriteString(`\n`)
+			esc = `\n`
 		case '\r':
-			buf.WriteString(`\r`)
+			esc = `\r`
 		case '\t':
-			buf.WriteString(`\t`)
+			esc = `\t`
 		default:
-			buf.WriteByte(c)
+			continue
 		}
+		buf.Write(b[start:i])
+		buf.WriteString(esc)
+		start = i + 1
 	}
+	buf.Write(b[start:])
 }
 
 // flush ends the run of inserts, sending its COPY batch.
