@@ -316,9 +316,12 @@ func (a *applier) begin(b *changeset.Begin) error {
 }
 
 func (a *applier) change(c *changeset.Change) error {
-	d, err := c.Decode()
-	if err != nil {
-		return fail(a.w.tx, 0, err)
+	d, ok := decodeFast(c)
+	if !ok {
+		var err error
+		if d, err = c.Decode(); err != nil {
+			return fail(a.w.tx, 0, err)
+		}
 	}
 	a.batchRows++
 	a.batchBytes += int64(len(c.Raw))
