@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -201,7 +200,7 @@ func BenchmarkReplay(b *testing.B) {
 			}
 			if runs > 1 || len(bins) > 1 {
 				for _, rb := range bins {
-					fmt.Printf("replay %-10s %-8s median of %d: %.2f x the source's rate %v\n", wl.name, rb.label, runs, median(ratios[rb.label]), fmtRatios(ratios[rb.label]))
+					fmt.Printf("replay %-10s %-8s median of %d: %.2f x the source's rate %v\n", wl.name, rb.label, runs, medianF(ratios[rb.label]), fmtRatios(ratios[rb.label]))
 				}
 			}
 			if os.Getenv("BENCH_REPLAY_EXPLAIN") == "1" {
@@ -251,18 +250,6 @@ func replayPhases(log string) string {
 		return strings.Join(out, " ")
 	}
 	return "(no phase timings logged)"
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func fmtRatios(v []float64) string {
