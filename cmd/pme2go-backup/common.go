@@ -51,7 +51,10 @@ func wrap(cmd *cli.Command) {
 			return usageError{fmt.Sprintf("%s takes no arguments, got %q", cmd.Name, c.Args().Slice())}
 		}
 		err := action(c)
-		if err != nil && c.Bool("json") {
+		var de differencesError
+		// A restore with named differences printed its result, which lists
+		// them: one JSON document on stdout, not the result and an error.
+		if err != nil && c.Bool("json") && !errors.As(err, &de) {
 			printJSON(c.App.Writer, jsonError(err))
 		}
 		return err

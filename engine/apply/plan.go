@@ -59,6 +59,9 @@ type Plan struct {
 	LastCommitTime time.Time            `json:"lastCommitTime"` // its commit time
 	StopLSN        uint64               `json:"-"`              // resolved LSN of an xid or name target
 	Sequences      *changeset.Sequences `json:"-"`              // from the last archive used
+	// SequenceChoices: what the chain's sequence reads tell of each
+	// sequence at the target (seqat.go); nil without incremental archives.
+	SequenceChoices map[string]SequenceChoice `json:"-"`
 
 	// Window is the chain's recovery window as far as the plan's archives
 	// reach; ChainEnd is set when the chain ended (replay never goes past
@@ -72,6 +75,8 @@ type Plan struct {
 	LargeObjects *LargeObjectsReport `json:"largeObjects,omitempty"`
 	segments     []segment
 	prepared     bool
+	stoppedIn    int    // index of the segment the last walk stopped in, -1 when it ran through
+	nextAfter    uint64 // first commit LSN of the chain's archives after the plan's, 0 when none
 }
 
 // MarshalJSON renders the archive with its LSN range as X/Y text.
@@ -251,6 +256,12 @@ func assemble(all []catalog.Backup, db string, full Archive, t Target) (*Plan, e
 			for _, w := range a.Manifest.Warnings {
 				broken = w
 			}
+		}
+	}
+	for _, a := range incs[len(p.Incrementals):] {
+		if l, err := ParseLSN(a.Manifest.FirstCommitLSN); err == nil && a.Manifest.TxCount > 0 {
+			p.nextAfter = l
+			break
 		}
 	}
 	p.Window = p.window(expect, lastTime)

@@ -55,6 +55,9 @@ func (p *Plan) Prepare(ctx context.Context, workDir string) error {
 	if (p.Target.Kind == Xid || p.Target.Kind == Name) && !c.found {
 		return errNotFound
 	}
+	if err := p.placeSequences(ctx, &c.seqCollector); err != nil {
+		return err
+	}
 	if e := p.ChainEnd; e != nil && c.found && p.StopLSN >= e.lsn {
 		return pastEnd(p, p.Target)
 	}
@@ -87,6 +90,7 @@ func (p *Plan) trim(last string) {
 // counter counts the transactions a replay will apply and finds xid and
 // name targets.
 type counter struct {
+	seqCollector
 	p            *Plan
 	tx           *changeset.Begin
 	isTarget     bool
@@ -102,7 +106,8 @@ func (c *counter) begin(b *changeset.Begin) error {
 
 func (c *counter) change(*changeset.Change) error { return nil }
 
-func (c *counter) message(_ *changeset.Begin, m *changeset.Message) error {
+func (c *counter) message(b *changeset.Begin, m *changeset.Message) error {
+	c.seqMessage(b, m, c.archiveOf(b.FinalLSN), true)
 	if c.p.Target.Kind == Name && m.Prefix == changeset.MarkPrefix && string(m.Content) == c.p.Target.Name {
 		c.isTarget = true
 	}
@@ -116,10 +121,12 @@ func (c *counter) commit(cm *changeset.Commit) error {
 		p.StopLSN = cm.CommitLSN
 		c.foundArchive = c.archiveOf(cm.CommitLSN)
 		if p.Target.Exclusive {
+			c.nextCommit(cm.CommitLSN) // the target itself is not applied
 			return errStop
 		}
 	}
 	p.TxCount++
+	c.prev = cm.CommitLSN
 	if p.FirstCommitLSN == 0 {
 		p.FirstCommitLSN = cm.CommitLSN
 	}

@@ -63,6 +63,11 @@ type Stats struct {
 	// MatviewsRefreshed names the materialized views refreshed at the end
 	// (ReplayOptions.RefreshMatviews).
 	MatviewsRefreshed []string `json:"matviewsRefreshed,omitempty"`
+	// SequencesExact names the sequences set to their value at the target
+	// (seqat.go); SequencesUnknown names those whose value there is not
+	// known, with what they were set to.
+	SequencesExact   map[string]bool `json:"-"`
+	SequencesUnknown []SequenceNote  `json:"sequencesUnknown,omitempty"`
 	// UserCodeRestored counts the triggers, rules and event triggers
 	// switched off for the replay whose enable state was put back.
 	UserCodeRestored int `json:"userCodeRestored"`
@@ -173,7 +178,7 @@ func Replay(ctx context.Context, conn *pgx.Conn, p *Plan, opts ReplayOptions) (*
 		return st, fmt.Errorf("reset replication origin session: %w", err)
 	}
 	applied := time.Now()
-	if st.Sequences, err = SetSequences(ctx, conn, p.Sequences); err != nil {
+	if st.Sequences, st.SequencesExact, st.SequencesUnknown, err = SetSequencesAt(ctx, conn, p); err != nil {
 		return st, err
 	}
 	// With no transaction replayed the result is the full backup: its

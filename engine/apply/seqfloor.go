@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"fmt"
+	"sort"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -18,6 +19,21 @@ import (
 // ("schema.name"). conn needs the right
 // to read those tables and set the sequences (replay runs as superuser).
 func RaiseOwnedSequences(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+	raised, err := RaiseOwnedSequencesExcept(ctx, conn, nil)
+	names := make([]string, 0, len(raised))
+	for n := range raised {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, err
+}
+
+// RaiseOwnedSequencesExcept is RaiseOwnedSequences leaving out the
+// sequences in skip (set to their exact value at the target, which may be
+// behind rows inserted with explicit values). It returns, for each
+// sequence raised, the column and value it was raised to
+// ("max(id) of public.t = 42").
+func RaiseOwnedSequencesExcept(ctx context.Context, conn *pgx.Conn, skip map[string]bool) (map[string]string, error) {
 	rows, err := conn.Query(ctx, `SELECT format('%I.%I', sn.nspname, s.relname), format('%I.%I', tn.nspname, t.relname), quote_ident(a.attname)
 	   FROM pg_catalog.pg_depend d
 	   JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
@@ -44,17 +60,21 @@ func RaiseOwnedSequences(ctx context.Context, conn *pgx.Conn) ([]string, error) 
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list owned sequences: %w", err)
 	}
-	var raised []string
+	raised := map[string]string{}
 	for _, o := range list {
+		if skip[o.seq] {
+			continue
+		}
 		var did bool
+		var m *int64
 		err := conn.QueryRow(ctx, `SELECT CASE WHEN m IS NOT NULL AND (NOT s.is_called AND m >= s.last_value OR s.is_called AND m > s.last_value)
-		       THEN pg_catalog.setval($1::regclass, m, true) IS NOT NULL ELSE false END
-		  FROM (SELECT max(`+o.col+`)::bigint AS m FROM `+o.table+`) x, `+o.seq+` s`, o.seq).Scan(&did)
+		       THEN pg_catalog.setval($1::regclass, m, true) IS NOT NULL ELSE false END, m
+		  FROM (SELECT max(`+o.col+`)::bigint AS m FROM `+o.table+`) x, `+o.seq+` s`, o.seq).Scan(&did, &m)
 		if err != nil {
 			return raised, fmt.Errorf("raise sequence %s to the values of %s.%s: %w", o.seq, o.table, o.col, err)
 		}
-		if did {
-			raised = append(raised, o.seq)
+		if did && m != nil {
+			raised[o.seq] = fmt.Sprintf("max(%s) of %s = %d", o.col, o.table, *m)
 		}
 	}
 	return raised, nil

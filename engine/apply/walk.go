@@ -39,6 +39,16 @@ type visitor interface {
 	commit(c *changeset.Commit) error
 }
 
+// seqVisitor is a visitor that also wants the sequence reads (each
+// segment's Sequences record, with its Seal) and the commit LSN of the
+// first transaction past the stop: the walk then reads the rest of the
+// segment it stopped in for them.
+type seqVisitor interface {
+	sequences(s *changeset.Sequences, seal *changeset.Seal, archive string)
+	seqMessage(b *changeset.Begin, m *changeset.Message, archive string, seen bool)
+	nextCommit(lsn uint64)
+}
+
 // walk streams the plan's segments in order with a TxScanner (one change in
 // memory at a time), checks each segment's header and seal, refuses schema
 // changes not preceded by captured DDL, and hands the records of the
@@ -46,9 +56,11 @@ type visitor interface {
 func (p *Plan) walk(ctx context.Context, decide func(b *changeset.Begin) action, v visitor) error {
 	expect := p.Full.StartLSN
 	ddlSeen := false
-	for _, seg := range p.segments {
+	p.stoppedIn = -1
+	for i, seg := range p.segments {
 		err := p.walkSegment(ctx, seg, &expect, &ddlSeen, decide, v)
 		if errors.Is(err, errStop) {
+			p.stoppedIn = i
 			return nil
 		}
 		if err != nil {
@@ -70,8 +82,26 @@ func (p *Plan) walkSegment(ctx context.Context, seg segment, expect *uint64, ddl
 	s := changeset.NewTxScanner(r)
 	skipping := false
 	var open *changeset.Begin // the transaction being read
+	sv, _ := v.(seqVisitor)
+	var seqs *changeset.Sequences
+	stopped := false // past the stop: only sequence reads and the next commit are looked at
 	for s.Scan() {
 		ev := s.Event()
+		if stopped {
+			switch rec := ev.Record.(type) {
+			case *changeset.Begin:
+				sv.nextCommit(rec.FinalLSN)
+			case *changeset.Message:
+				sv.seqMessage(ev.Tx, rec, seg.archive, false)
+			case *changeset.Sequences:
+				seqs = rec
+			case *changeset.Seal:
+				if seqs != nil {
+					sv.sequences(seqs, rec, seg.archive)
+				}
+			}
+			continue
+		}
 		switch rec := ev.Record.(type) {
 		case *changeset.Relation:
 			// Past a chain's end nothing is replayed: a schema change there
@@ -88,7 +118,12 @@ func (p *Plan) walkSegment(ctx context.Context, seg segment, expect *uint64, ddl
 			}
 			switch decide(rec) {
 			case doStop:
-				return errStop
+				if sv == nil {
+					return errStop
+				}
+				sv.nextCommit(rec.FinalLSN)
+				stopped = true
+				continue
 			case doSkip:
 				skipping = true
 				continue
@@ -117,14 +152,25 @@ func (p *Plan) walkSegment(ctx context.Context, seg segment, expect *uint64, ddl
 				continue
 			}
 			if err := v.commit(rec); err != nil {
-				return err
+				if sv == nil || !errors.Is(err, errStop) {
+					return err
+				}
+				stopped = true
 			}
+		case *changeset.Sequences:
+			seqs = rec
 		case *changeset.Seal:
 			*expect = rec.NextLSN
+			if sv != nil && seqs != nil {
+				sv.sequences(seqs, rec, seg.archive)
+			}
 		}
 	}
 	if err := s.Err(); err != nil {
 		return fmt.Errorf("incremental %s: change set %s: %w", seg.archive, filepath.Base(seg.path), err)
+	}
+	if stopped {
+		return errStop
 	}
 	if _, ok := r.Sealed(); !ok {
 		return fmt.Errorf("incremental %s: change set %s has no Seal record; it was archived incomplete: run pme2go-backup verify", seg.archive, filepath.Base(seg.path))

@@ -330,4 +330,7 @@ func chainMeta(m *archive.Manifest, db string, meta map[string]string) {
 	if d := meta["ddlCapture"]; d != "" {
 		m.Metadata["ddlCapture:"+db] = d
 	}
+	if q := meta["sequences"]; q != "" { // chain.SequencesKey
+		m.Metadata["chainSequences:"+db] = q
+	}
 }

@@ -25,36 +25,9 @@ var SealWait = 60 * time.Second
 func sealRequestPath(st *chain.State) string { return filepath.Join(st.Dir(), "seal.request") }
 
 // Sequences reads the state of every sequence of the connected database
-// from the sequence itself (last_value, is_called), which is exactly what
-// setval needs to reproduce it — pg_sequences would hide is_called after a
-// setval(…, false).
+// with the WAL positions around the read (chain.ReadSequences).
 func Sequences(ctx context.Context, conn *pgx.Conn) (changeset.Sequences, error) {
-	seq := changeset.Sequences{Taken: time.Now().UTC(), Values: map[string]changeset.SequenceValue{}}
-	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
-	   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-	  WHERE c.relkind = 'S' AND c.relpersistence = 'p' AND has_table_privilege(c.oid, 'SELECT')
-	  ORDER BY 1`)
-	if err != nil {
-		return seq, fmt.Errorf("list sequences: %w", err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return seq, fmt.Errorf("list sequences: %w", err)
-	}
-	batch := &pgx.Batch{}
-	for _, name := range names {
-		batch.Queue("SELECT last_value, is_called FROM " + name)
-	}
-	res := conn.SendBatch(ctx, batch)
-	defer res.Close()
-	for _, name := range names {
-		var v changeset.SequenceValue
-		if err := res.QueryRow().Scan(&v.LastValue, &v.IsCalled); err != nil {
-			return seq, fmt.Errorf("read sequence %s: %w", name, err)
-		}
-		seq.Values[name] = v
-	}
-	return seq, nil
+	return chain.ReadSequences(ctx, conn)
 }
 
 // sealRequest is the content of seal.request: the requester, and the

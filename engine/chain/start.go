@@ -2,6 +2,7 @@ package chain
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,10 @@ const DefaultSlotTimeout = 2 * time.Minute
 // WarningKey is the Snapshotter meta key carrying why no chain was started;
 // the full backup records it among the manifest's warnings.
 const WarningKey = "warning"
+
+// SequencesKey is the key of Snapshot's metadata holding the sequences
+// read as the chain started (a changeset.Sequences as JSON).
+const SequencesKey = "sequences"
 
 // Starter starts one chain per database during a full backup. Pass its
 // Snapshot method as backup.Options.Snapshot, and call Finish once the
@@ -101,6 +106,9 @@ func (s *Starter) Snapshot(ctx context.Context, db string) (string, map[string]s
 	meta := map[string]string{"chainId": st.ID, "slotName": st.Slot, "startLsn": st.StartLSN, "publication": st.Publication,
 		"ddlCapture": st.CaptureMode,
 		"startTime":  time.Now().UTC().Format(time.RFC3339Nano)}
+	if st.startSequences != "" {
+		meta[SequencesKey] = st.startSequences
+	}
 	release := func(ok bool) {
 		repl.Close(context.Background())
 		if !ok {
@@ -221,6 +229,15 @@ func (s *Starter) start(ctx context.Context, db string) (*State, string, *pgc.Pg
 		return fail(fmt.Errorf("create replication slot %s (check max_replication_slots and wal_level=logical): %w", st.Slot, err))
 	}
 	st.StartLSN, st.NextSegmentLSN = res.ConsistentPoint, res.ConsistentPoint
+	// The sequences as the chain starts: the first values a restore can
+	// place among the chain's commits (the dump reads them later, at no
+	// known position). Without them a restore names more sequences as
+	// unknown; no reason to refuse the chain.
+	if seq, err := ReadSequences(ctx, conn); err != nil {
+		s.Log.Warn("could not read the sequences at the chain's start", "database", db, "error", err)
+	} else if b, err := json.Marshal(seq); err == nil {
+		st.startSequences = string(b)
+	}
 	if err := st.Save(); err != nil {
 		repl.Close(context.Background())
 		return fail(err)

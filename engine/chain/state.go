@@ -68,22 +68,25 @@ func OwnerOf(name string) (id8 string, ok bool) {
 
 // State is the description of one chain, stored as chain.json.
 type State struct {
-	ID               string    `json:"id"`
-	Database         string    `json:"database"`
-	Slot             string    `json:"slot"`
-	Publication      string    `json:"publication"`
-	SystemIdentifier string    `json:"systemIdentifier,omitempty"`
-	Timeline         int       `json:"timeline,omitempty"`
-	ServerVersion    int       `json:"serverVersion,omitempty"`
-	StartLSN         string    `json:"startLsn"` // consistent point of the slot
-	Status           string    `json:"status"`
-	Reason           string    `json:"reason,omitempty"`
-	Created          time.Time `json:"created"`
-	Ended            time.Time `json:"ended,omitzero"`
-	FullBackup       string    `json:"fullBackup,omitempty"`     // archive name of the chain's full backup
-	NextSegmentLSN   string    `json:"nextSegmentLsn,omitempty"` // where the next (or open) segment begins
-	LastArchive      string    `json:"lastArchive,omitempty"`    // newest archive of the chain (full or incremental)
-	CaptureDDL       bool      `json:"captureDdl,omitempty"`
+	ID               string `json:"id"`
+	Database         string `json:"database"`
+	Slot             string `json:"slot"`
+	Publication      string `json:"publication"`
+	SystemIdentifier string `json:"systemIdentifier,omitempty"`
+	Timeline         int    `json:"timeline,omitempty"`
+	ServerVersion    int    `json:"serverVersion,omitempty"`
+	StartLSN         string `json:"startLsn"` // consistent point of the slot
+	// startSequences: the sequences read as the chain started (JSON), for
+	// the full backup's manifest; not kept in the state file.
+	startSequences string
+	Status         string    `json:"status"`
+	Reason         string    `json:"reason,omitempty"`
+	Created        time.Time `json:"created"`
+	Ended          time.Time `json:"ended,omitzero"`
+	FullBackup     string    `json:"fullBackup,omitempty"`     // archive name of the chain's full backup
+	NextSegmentLSN string    `json:"nextSegmentLsn,omitempty"` // where the next (or open) segment begins
+	LastArchive    string    `json:"lastArchive,omitempty"`    // newest archive of the chain (full or incremental)
+	CaptureDDL     bool      `json:"captureDdl,omitempty"`
 	// CaptureMode says how DDL is seen ("trigger": captured by the event
 	// trigger; "off: <why>" otherwise), for full, status and test.
 	CaptureMode string `json:"captureMode,omitempty"`

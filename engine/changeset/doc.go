@@ -43,6 +43,10 @@ const (
 	// MarkPrefix is the logical decoding message prefix of a named mark; the
 	// content is the mark name.
 	MarkPrefix = "pme2go.mark"
+	// SequencesPrefix is the logical decoding message prefix of a read of
+	// the sequences taken in the transaction that carries it (a mark's):
+	// the content is a Sequences record as JSON, FromLSN and ToLSN set.
+	SequencesPrefix = "pme2go.seq"
 	// DDLPrefix is the logical decoding message prefix of captured DDL; the
 	// content is the SQL statement.
 	DDLPrefix = "pme2go.ddl"

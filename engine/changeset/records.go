@@ -137,9 +137,17 @@ type SequenceValue struct {
 
 // Sequences holds sequence states taken when the segment was sealed, keyed
 // by schema-qualified sequence name as format('%I.%I') renders it.
+//
+// FromLSN and ToLSN bound the read: the server's WAL insert position just
+// before the first sequence was read and just after the last one. A
+// transaction whose commit LSN is below FromLSN had made all its nextval
+// calls before the read; one whose commit LSN is above ToLSN committed
+// after it. Zero in records written before they were recorded.
 type Sequences struct {
-	Taken  time.Time                `json:"taken"`
-	Values map[string]SequenceValue `json:"values"`
+	Taken   time.Time                `json:"taken"`
+	Values  map[string]SequenceValue `json:"values"`
+	FromLSN uint64                   `json:"fromLsn,omitempty"`
+	ToLSN   uint64                   `json:"toLsn,omitempty"`
 }
 
 // Seal ends a segment.

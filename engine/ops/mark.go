@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -80,8 +81,32 @@ func markOne(ctx context.Context, cfg *config.Config, db, name string) (LSN, err
 		return 0, errs.New(errs.Unsupported, fmt.Sprintf("cannot mark %s in %s: wal_level is %s, so no change stream records the mark and no restore could use it", name, db, walLevel)).
 			WithFix(errs.ActServer, "set wal_level = logical, restart PostgreSQL and take a full backup")
 	}
+	// The sequences are read just before the mark and carried in its
+	// transaction, so that a restore to the mark knows their values there
+	// (pgoutput carries no sequence changes). A mark without them is
+	// still a mark.
+	// The read is placed by its WAL positions; a restore uses it at the
+	// mark only when no other transaction committed between the read and
+	// the mark.
+	var seqs []byte
+	if seq, err := chain.ReadSequences(ctx, conn); err == nil {
+		seqs, _ = json.Marshal(seq)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("mark %s in %s: %w", name, db, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if seqs != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_logical_emit_message(true, $1, $2)`, changeset.SequencesPrefix, string(seqs)); err != nil {
+			return 0, fmt.Errorf("mark %s in %s: %w", name, db, err)
+		}
+	}
 	var text string
-	if err := conn.QueryRow(ctx, `SELECT pg_logical_emit_message(true, $1, $2)::text`, changeset.MarkPrefix, name).Scan(&text); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT pg_logical_emit_message(true, $1, $2)::text`, changeset.MarkPrefix, name).Scan(&text); err != nil {
+		return 0, fmt.Errorf("mark %s in %s: %w", name, db, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("mark %s in %s: %w", name, db, err)
 	}
 	return parseLSN(text), nil

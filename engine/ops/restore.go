@@ -280,6 +280,10 @@ func restoreResult(res *restore.Result, dry bool) *RestoreResult {
 			out.Differences = append(out.Differences, Difference{Kind: "unlogged-table", Object: t,
 				Message: "unlogged table left empty, as after PostgreSQL's own point-in-time recovery: its changes are never captured"})
 		}
+		for _, n := range r.SequencesUnknown {
+			out.Differences = append(out.Differences, Difference{Kind: "sequence", Object: n.Sequence,
+				Message: fmt.Sprintf("set to %d: %s", n.Value, n.Message)})
+		}
 		for _, v := range r.MatviewsRefreshed {
 			out.Differences = append(out.Differences, Difference{Kind: "materialized-view-refreshed", Object: v,
 				Message: "materialized view refreshed at the end of the replay (no DDL capture, so the source's refreshes are not in the change sets): its content is as of the target, not as of its last refresh on the source"})

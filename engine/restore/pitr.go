@@ -156,12 +156,21 @@ func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) e
 		// the last archive recorded (r.plan.LargeObjects reports it).
 		_, err = apply.ApplyLargeObjects(ctx, conn, r.plan)
 	}
-	if err == nil {
-		// Sequences are recorded per seal: never leave one behind the
-		// rows its column holds.
-		var raised []string
-		if raised, err = apply.RaiseOwnedSequences(ctx, conn); len(raised) > 0 {
+	if err == nil && st != nil {
+		// A sequence whose value at the target is unknown is never left
+		// behind the rows its column holds; exact ones are left as they
+		// were at the target.
+		var raised map[string]string
+		if raised, err = apply.RaiseOwnedSequencesExcept(ctx, conn, st.SequencesExact); len(raised) > 0 {
 			r.opts.Log.Info("sequences raised to the values their columns hold", "sequences", raised)
+		}
+		for i, n := range st.SequencesUnknown {
+			if how, ok := raised[n.Sequence]; ok {
+				st.SequencesUnknown[i].Message += "; raised to " + how
+				if cerr := conn.QueryRow(ctx, "SELECT last_value FROM "+n.Sequence).Scan(&st.SequencesUnknown[i].Value); cerr != nil {
+					err = fmt.Errorf("read sequence %s: %w", n.Sequence, cerr)
+				}
+			}
 		}
 	}
 
@@ -188,6 +197,9 @@ func ReplayNotes(st *apply.Stats) []string {
 	}
 	if len(st.UnloggedKept) > 0 {
 		out = append(out, "unlogged tables keep the full backup's content (no transaction was replayed; their later changes are never captured): "+strings.Join(st.UnloggedKept, ", "))
+	}
+	for _, n := range st.SequencesUnknown {
+		out = append(out, fmt.Sprintf("sequence %s set to %d: %s", n.Sequence, n.Value, n.Message))
 	}
 	if len(st.MatviewsRefreshed) > 0 {
 		out = append(out, "materialized views refreshed at the end of the replay (the chain has no DDL capture, so the source's refreshes are not in it; their content is as of the target, not as of their last refresh on the source): "+strings.Join(st.MatviewsRefreshed, ", "))
