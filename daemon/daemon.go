@@ -501,8 +501,8 @@ func (b backend) ListBackups(ctx context.Context) ([]dbusapi.BackupEntry, error)
 	return b.d.Engine.ListBackups(ctx)
 }
 
-func (b backend) Mark(ctx context.Context, name string) (string, error) {
-	return b.d.Engine.Mark(ctx, name)
+func (b backend) Mark(ctx context.Context, name string, databases []string) (string, error) {
+	return b.d.Engine.Mark(ctx, name, databases)
 }
 
 func (b backend) Status(ctx context.Context) (map[string]any, error) {

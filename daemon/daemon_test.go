@@ -171,7 +171,7 @@ func (e blockingEngine) Run(ctx context.Context, _ dbusapi.JobRequest, p func(Pr
 }
 func (e blockingEngine) ListBackups(context.Context) ([]dbusapi.BackupEntry, error) { return nil, nil }
 func (e blockingEngine) Status(context.Context) (any, error)                        { return nil, nil }
-func (e blockingEngine) Mark(context.Context, string) (string, error)               { return "", nil }
+func (e blockingEngine) Mark(context.Context, string, []string) (string, error)     { return "", nil }
 func (e blockingEngine) Databases() []string                                        { return e.dbs }
 func (e blockingEngine) Stream(ctx context.Context, _ string, _ func(Progress)) error {
 	<-ctx.Done()

@@ -45,9 +45,10 @@ type Engine interface {
 	ListBackups(ctx context.Context) ([]dbusapi.BackupEntry, error)
 	// Status returns the engine's status (JSON-marshallable).
 	Status(ctx context.Context) (any, error)
-	// Mark writes a named restore point in every configured database and
-	// returns "X/Y", or "db=X/Y,db2=X/Y" for several databases.
-	Mark(ctx context.Context, name string) (string, error)
+	// Mark writes a named restore point in databases (empty: every
+	// configured database) and returns "X/Y", or "db=X/Y,db2=X/Y" for
+	// several databases. A database not configured is INVALID_ARGS.
+	Mark(ctx context.Context, name string, databases []string) (string, error)
 	// Databases lists the configured databases.
 	Databases() []string
 	// Stream captures the changes of database db continuously until ctx is

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/pme2go/pme2go-backup/daemon/rest"
@@ -87,18 +88,20 @@ func (e *engineAdapter) Validate(req dbusapi.JobRequest) error {
 			return err
 		}
 	}
-	known := map[string]bool{}
-	for _, db := range e.cfg.DBNames {
-		known[db] = true
-	}
+	return e.checkDatabases(req.Databases, req.Kind == dbusapi.KindFull || req.Kind == dbusapi.KindIncremental)
+}
+
+// checkDatabases refuses (INVALID_ARGS) a database named twice and, when
+// configured is set, one not listed in DB_NAME.
+func (e *engineAdapter) checkDatabases(dbs []string, configured bool) error {
 	seen := map[string]bool{}
-	for _, db := range req.Databases {
+	for _, db := range dbs {
 		if seen[db] {
 			return dbusapi.Errorf(dbusapi.CodeInvalidArgs, "name each database once",
 				fmt.Sprintf("database %.64q is named twice", db))
 		}
 		seen[db] = true
-		if (req.Kind == dbusapi.KindFull || req.Kind == dbusapi.KindIncremental) && !known[db] {
+		if configured && !slices.Contains(e.cfg.DBNames, db) {
 			return dbusapi.Errorf(dbusapi.CodeInvalidArgs, "name databases listed in DB_NAME ("+strings.Join(e.cfg.DBNames, ",")+")",
 				fmt.Sprintf("database %.64q is not configured", db))
 		}
@@ -416,8 +419,11 @@ func windowOf(st *ops.StatusResult, fulls []ops.Backup) Window {
 	return w
 }
 
-func (e *engineAdapter) Mark(ctx context.Context, name string) (string, error) {
-	res, err := ops.Mark(ctx, e.cfg, ops.MarkOptions{Name: name}, nil)
+func (e *engineAdapter) Mark(ctx context.Context, name string, databases []string) (string, error) {
+	if err := e.checkDatabases(databases, true); err != nil {
+		return "", err
+	}
+	res, err := ops.Mark(ctx, e.cfg, ops.MarkOptions{Name: name, Databases: databases}, nil)
 	if err != nil {
 		return "", engineError(ctx, err)
 	}

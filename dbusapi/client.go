@@ -237,10 +237,23 @@ func unwrap(m map[string]dbus.Variant) map[string]any {
 	return out
 }
 
-// Mark writes a named restore point and returns its LSN.
+// Mark writes a named restore point in every configured database and
+// returns its LSN ("X/Y", or "db=X/Y,db2=X/Y" for several databases).
 func (c *Client) Mark(ctx context.Context, name string) (string, error) {
 	var lsn string
 	err := c.call(ctx, "Mark", []any{&lsn}, name)
+	return lsn, err
+}
+
+// MarkDatabases writes a named restore point in the given databases (empty:
+// every configured one) through MarkWithOptions; the answer is as Mark's.
+func (c *Client) MarkDatabases(ctx context.Context, name string, databases []string) (string, error) {
+	opts := map[string]dbus.Variant{}
+	if len(databases) > 0 {
+		opts["databases"] = dbus.MakeVariant(databases)
+	}
+	var lsn string
+	err := c.call(ctx, "MarkWithOptions", []any{&lsn}, name, opts)
 	return lsn, err
 }
 

@@ -22,7 +22,9 @@ type Backend interface {
 	CancelJob(id uint64, by Caller) error
 	ListBackups(ctx context.Context) ([]BackupEntry, error)
 	Status(ctx context.Context) (map[string]any, error)
-	Mark(ctx context.Context, name string) (string, error)
+	// Mark writes the named restore point in databases (empty: every
+	// configured database).
+	Mark(ctx context.Context, name string, databases []string) (string, error)
 }
 
 // KeepFinishedJobs is how many finished job objects stay exported (so that a
@@ -507,18 +509,35 @@ func (m managerObj) GetStatus(msg dbus.Message) (out map[string]dbus.Variant, de
 	return toVariantMap(st), nil
 }
 
-// Mark implements org.pme2go.Backup1.Manager.Mark.
+// Mark implements org.pme2go.Backup1.Manager.Mark: every configured
+// database.
 func (m managerObj) Mark(msg dbus.Message, name string) (lsn string, derr *dbus.Error) {
 	defer m.s.guard("Mark", &derr)
+	return m.mark(msg, "Mark", name, nil)
+}
+
+// MarkWithOptions implements org.pme2go.Backup1.Manager.MarkWithOptions:
+// Mark with options, "databases" (as) naming the databases to mark (as the
+// CLI's mark --database).
+func (m managerObj) MarkWithOptions(msg dbus.Message, name string, opts map[string]dbus.Variant) (lsn string, derr *dbus.Error) {
+	defer m.s.guard("MarkWithOptions", &derr)
+	d := newOptionDecoder("MarkWithOptions", opts, map[string]string{"databases": "as"})
+	if d.err != nil {
+		return "", toDBus(d.err)
+	}
+	return m.mark(msg, "MarkWithOptions", name, d.strs("databases"))
+}
+
+func (m managerObj) mark(msg dbus.Message, method, name string, databases []string) (string, *dbus.Error) {
 	if name == "" {
-		return "", toDBus(Errorf(CodeInvalidArgs, "give the mark a name", "Mark: empty name"))
+		return "", toDBus(Errorf(CodeInvalidArgs, "give the mark a name", method+": empty name"))
 	}
 	c, ctx, cancel, derr := m.s.authorize(msg, ActionBackup)
 	if derr != nil {
 		return "", derr
 	}
 	defer cancel()
-	lsn, err := m.s.backend.Mark(ctx, name)
+	lsn, err := m.s.backend.Mark(ctx, name, databases)
 	if err != nil {
 		return "", toDBus(err)
 	}

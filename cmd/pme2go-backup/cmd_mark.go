@@ -37,10 +37,7 @@ func runMark(ctx context.Context, o markOpts, out io.Writer) error {
 	var res *ops.MarkResult
 	var err error
 	if !o.Direct {
-		if len(o.Databases) > 0 {
-			return usageError{errMarkDatabases.Error()}
-		}
-		res, err = o.markThroughDaemon(ctx, o.Name)
+		res, err = o.markThroughDaemon(ctx, o.Name, o.Databases)
 	} else {
 		cfg, _, lerr := o.load()
 		if lerr != nil {

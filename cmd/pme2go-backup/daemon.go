@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -251,16 +250,24 @@ func printDaemonStatus(out io.Writer, ds *daemonStatus) {
 	}
 }
 
-// markThroughDaemon writes a mark in every configured database through the
-// daemon and returns the front door's result shape.
-func (g common) markThroughDaemon(ctx context.Context, name string) (*ops.MarkResult, error) {
+// markThroughDaemon writes a mark in databases (empty: every configured
+// database) through the daemon and returns the front door's result shape.
+func (g common) markThroughDaemon(ctx context.Context, name string, databases []string) (*ops.MarkResult, error) {
 	res := &ops.MarkResult{Name: name, Marks: []ops.MarkPoint{}}
 	err := g.call(ctx, func(ctx context.Context, c *dbusapi.Client) error {
-		text, err := c.Mark(ctx, name)
+		var text string
+		var err error
+		if len(databases) > 0 {
+			text, err = c.MarkDatabases(ctx, name, databases)
+		} else {
+			text, err = c.Mark(ctx, name)
+		}
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(text, "=") {
+		if !strings.Contains(text, "=") && len(databases) == 1 {
+			text = databases[0] + "=" + text
+		} else if !strings.Contains(text, "=") {
 			st, err := c.GetStatus(ctx)
 			if err != nil {
 				return err
@@ -284,5 +291,3 @@ func (g common) markThroughDaemon(ctx context.Context, name string) (*ops.MarkRe
 	})
 	return res, err
 }
-
-var errMarkDatabases = errors.New("mark --database works in process only: run it with --direct, or leave out --database to mark every configured database through the daemon")

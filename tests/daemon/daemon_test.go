@@ -356,6 +356,11 @@ func TestDaemonOverBus(t *testing.T) {
 			{"backup of an unknown database", "StartBackup", []any{"full", map[string]dbus.Variant{"databases": dbus.MakeVariant([]string{"nope"})}}, dbusapi.ErrorPrefix + "InvalidArgs"},
 			{"a huge database name", "StartBackup", []any{"full", map[string]dbus.Variant{"databases": dbus.MakeVariant([]string{strings.Repeat("x", 100000)})}}, dbusapi.ErrorPrefix + "InvalidArgs"},
 			{"empty mark", "Mark", []any{""}, dbusapi.ErrorPrefix + "InvalidArgs"},
+			{"empty mark with options", "MarkWithOptions", []any{"", map[string]dbus.Variant{}}, dbusapi.ErrorPrefix + "InvalidArgs"},
+			{"mark with an unknown option", "MarkWithOptions", []any{"m", map[string]dbus.Variant{"database": dbus.MakeVariant("small")}}, dbusapi.ErrorPrefix + "InvalidArgs"},
+			{"mark option of the wrong type", "MarkWithOptions", []any{"m", map[string]dbus.Variant{"databases": dbus.MakeVariant("small")}}, dbusapi.ErrorPrefix + "InvalidArgs"},
+			{"mark of an unknown database", "MarkWithOptions", []any{"m", map[string]dbus.Variant{"databases": dbus.MakeVariant([]string{"nope"})}}, dbusapi.ErrorPrefix + "InvalidArgs"},
+			{"mark naming a database twice", "MarkWithOptions", []any{"m", map[string]dbus.Variant{"databases": dbus.MakeVariant([]string{"small", "small"})}}, dbusapi.ErrorPrefix + "InvalidArgs"},
 			{"unknown method", "Explode", nil, "org.freedesktop.DBus.Error.UnknownMethod"},
 		}
 		for _, tc := range cases {
@@ -420,6 +425,18 @@ func TestDaemonOverBus(t *testing.T) {
 		}
 		direct := time.Since(t0)
 		t.Logf("bench: small full backup through the daemon %.2fs, --direct %.2fs (difference %+.2fs)", viaDaemon.Seconds(), direct.Seconds(), (viaDaemon - direct).Seconds())
+		// mark --database goes through the daemon (MarkWithOptions) and
+		// reaches that database only: neither database has a chain here
+		// (small has tables without a key, big's backups were cancelled), so
+		// the refusal names small and not big. TestStreamingSurvivesServerRestart
+		// writes one and restores to it.
+		_, errOut, code = run(nil, "mark", "--database", "small", "before-cli-tests")
+		if code == 0 || !strings.Contains(errOut, "in small: no open chain") || strings.Contains(errOut, "big") {
+			t.Fatalf("mark --database small through the daemon: exit %d\n%s", code, errOut)
+		}
+		if _, errOut, code = run(nil, "mark", "--database", "nope", "x"); code == 0 || !strings.Contains(errOut, "not configured") {
+			t.Fatalf("mark --database nope through the daemon: exit %d\n%s", code, errOut)
+		}
 		out, _, code = run(nil, "list", "--json")
 		var list []map[string]any
 		if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) < 3 || list[0]["name"] == "" {

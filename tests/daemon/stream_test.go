@@ -82,7 +82,8 @@ func TestStreamingSurvivesServerRestart(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	c.Restart(t)
 	write(1201, 1400)
-	afterLSN, err := cl.Mark(ctxT(t, 20*time.Second), "after-restart")
+	// Through MarkWithOptions, naming the database.
+	afterLSN, err := cl.MarkDatabases(ctxT(t, 20*time.Second), "after-restart", []string{"app"})
 	if err != nil {
 		t.Fatal(err)
 	}
