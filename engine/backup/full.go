@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
@@ -144,6 +145,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		total += n
 	}
 
+	log.Debug("backup prepared", "elapsed", time.Since(start).Round(time.Millisecond))
 	name := "full_backup_" + archive.TimestampName(start)
 	path := filepath.Join(dir, name+archive.FileExt(archive.Codec(cfg.Compression)))
 	staging := filepath.Join(dir, fsutil.TempPrefix(name)+"staging")
@@ -174,6 +176,23 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		}()
 	}
 
+	// Globals and the system and application information do not depend
+	// on the dump: they are written while pg_dump runs, into a manifest of
+	// their own merged below (dumpDatabase writes into m meanwhile).
+	info := &archive.Manifest{Files: map[string]string{}, Metadata: map[string]any{}}
+	infoDone := make(chan error, 1)
+	infoStart := time.Now()
+	go func() {
+		err := dumpGlobals(ctx, log, target, tools["pg_dumpall"], srv, opts.source(dbs[0]), filepath.Join(staging, "globals.sql"), info)
+		if err == nil {
+			err = writeInfo(ctx, cfg, target, srv, tools, dbs, opts.source, staging, info)
+		}
+		log.Debug("globals and information written", "duration", time.Since(infoStart).Round(time.Millisecond))
+		infoDone <- err
+	}()
+	infoErr := sync.OnceValue(func() error { return <-infoDone })
+	defer infoErr() // before the staging directory is removed
+
 	// Dump every database into the staging directory.
 	var done int64
 	for _, db := range dbs {
@@ -203,11 +222,16 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		log.Info("table data compressed", "duration", time.Since(t).Round(time.Millisecond))
 	}
 	dumped := time.Now()
-	if err := dumpGlobals(ctx, log, target, tools["pg_dumpall"], srv, opts.source(dbs[0]), filepath.Join(staging, "globals.sql"), m); err != nil {
+	if err := infoErr(); err != nil {
 		return nil, err
 	}
-	if err := writeInfo(ctx, conn, cfg, target, srv, tools, dbs, opts.source, staging, m); err != nil {
-		return nil, err
+	m.HasGlobals = info.HasGlobals
+	m.Warnings = append(m.Warnings, info.Warnings...)
+	for k, v := range info.Files {
+		m.Files[k] = v
+	}
+	for k, v := range info.Metadata {
+		m.Metadata[k] = v
 	}
 
 	files, err := collect(staging, "")
@@ -221,7 +245,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	files = append(files, pathMembers(cfg.LogPaths, "logs", m)...)
 	files = append(files, pathMembers(cfg.ExtraPaths, "files", m)...)
 	packStart := time.Now()
-	res, err := pack(ctx, cfg, path, files, m, progress)
+	res, err := pack(ctx, cfg, log, path, files, m, progress)
 	if err != nil {
 		return nil, err
 	}

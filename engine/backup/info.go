@@ -34,7 +34,7 @@ type SystemInfo struct {
 	Taken       time.Time            `json:"taken"`
 }
 
-func writeInfo(ctx context.Context, conn *pgx.Conn, cfg *config.Config, target pgclient.Target, srv *pgclient.ServerInfo, tools map[string]*pgclient.Tool, dbs []string, source func(string) string, staging string, m *archive.Manifest) error {
+func writeInfo(ctx context.Context, cfg *config.Config, target pgclient.Target, srv *pgclient.ServerInfo, tools map[string]*pgclient.Tool, dbs []string, source func(string) string, staging string, m *archive.Manifest) error {
 	host, _ := os.Hostname()
 	si := SystemInfo{
 		Hostname: host, OS: osName(), Kernel: readTrim("/proc/sys/kernel/osrelease"), Arch: runtime.GOARCH,

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/config"
@@ -140,7 +142,7 @@ func pathMembers(paths []string, top string, m *archive.Manifest) []member {
 // pack streams the members into the archive at path, manifest last,
 // reporting progress by uncompressed bytes. On error the partial archive is
 // removed.
-func pack(ctx context.Context, cfg *config.Config, path string, files []member, m *archive.Manifest, progress func(Progress)) (*Result, error) {
+func pack(ctx context.Context, cfg *config.Config, log *slog.Logger, path string, files []member, m *archive.Manifest, progress func(Progress)) (*Result, error) {
 	var total int64
 	for _, f := range files {
 		total += f.size
@@ -168,8 +170,12 @@ func pack(ctx context.Context, cfg *config.Config, path string, files []member, 
 		done += f.size
 		progress(Progress{Phase: "archive", Done: done, Total: total})
 	}
+	written := time.Now()
 	if err := w.Commit(m); err != nil {
 		return nil, err
+	}
+	if log != nil {
+		log.Debug("archive members written, then committed", "members", len(files), "committed", time.Since(written).Round(time.Millisecond))
 	}
 	st, err := os.Stat(path)
 	if err != nil {

@@ -179,7 +179,11 @@ func benchConfig(b *testing.B, c *pgharness.Cluster, db, codec, dir string) *con
 func timeFull(b *testing.B, c *pgharness.Cluster, db, codec, dir string) (result, string) {
 	cfg := benchConfig(b, c, db, codec, dir)
 	start := time.Now()
-	res, err := ops.Full(context.Background(), cfg, ops.FullOptions{Trigger: "bench", Log: slog.New(slog.NewTextHandler(os.Stdout, nil))}, nil)
+	hopts := &slog.HandlerOptions{}
+	if os.Getenv("BENCH_PHASES") != "" {
+		hopts.Level = slog.LevelDebug
+	}
+	res, err := ops.Full(context.Background(), cfg, ops.FullOptions{Trigger: "bench", Log: slog.New(slog.NewTextHandler(os.Stdout, hopts))}, nil)
 	if err != nil {
 		b.Fatalf("full backup (%s): %v", codec, err)
 	}

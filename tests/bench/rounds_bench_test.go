@@ -115,6 +115,14 @@ func benchRounds(b *testing.B, c *pgharness.Cluster, fc fullCase, rounds int) {
 	var fullRatio []float64
 	var size, fcSize int64
 	var archive string
+	if prof := os.Getenv("BENCH_CPUPROFILE"); prof != "" {
+		f, err := os.Create(prof + ".backup." + fc.name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer f.Close()
+	}
 	for i := 0; i < envInt("BENCH_BACKUP_ROUNDS", rounds); i++ {
 		fcPath := filepath.Join(out, "fc.dump")
 		dir := filepath.Join(out, fmt.Sprintf("pme2go-%d", i))
@@ -143,10 +151,13 @@ func benchRounds(b *testing.B, c *pgharness.Cluster, fc fullCase, rounds int) {
 		median(dumpFc).Round(10*time.Millisecond), median(full).Round(10*time.Millisecond), medianF(fullRatio),
 		float64(size)/(1<<20), float64(fcSize)/(1<<20), float64(size)/float64(fcSize))
 
+	if os.Getenv("BENCH_CPUPROFILE") != "" {
+		pprof.StopCPUProfile()
+	}
 	fd := filepath.Join(out, "fd")
 	timeCmd(b, "pg_dump -Fd", c, db, fd, c.Bin("pg_dump"), "-Fd", "-j", jobs, "-f", fd, db)
 	if prof := os.Getenv("BENCH_CPUPROFILE"); prof != "" {
-		f, err := os.Create(prof + "." + fc.name)
+		f, err := os.Create(prof + ".restore." + fc.name)
 		if err != nil {
 			b.Fatal(err)
 		}
