@@ -31,10 +31,11 @@ type table struct {
 // runs amcheck and the usability checks, and records the findings in d.
 // The returned error is for checks that could not run at all.
 func check(ctx context.Context, cfg *config.Config, target pgclient.Target, db, scratch, fullPath string, incrementals []string, lastLSN uint64, d *Database, log *slog.Logger, step func(string)) error {
-	work, err := os.MkdirTemp(cfg.StateDir(), fsutil.TempPrefix("drill"))
+	work, release, err := fsutil.MkdirTemp(cfg.StateDir(), "drill")
 	if err != nil {
 		return fmt.Errorf("create drill work directory: %w", err)
 	}
+	defer release()
 	defer os.RemoveAll(work)
 	step("check " + db + ": read the full backup's table data")
 	if err := os.Mkdir(filepath.Join(work, "full"), 0o700); err != nil {

@@ -41,11 +41,14 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err = f.Chmod(perm); err != nil {
 		return fmt.Errorf("set permissions %v on %s: %w", perm, tmp, err)
 	}
-	if err = f.Close(); err != nil {
-		return wrapWriteErr(dir, tmp, err)
-	}
+	// Renamed while still open: the open file's lock keeps another
+	// process's sweep of leftovers (RemoveLeftovers) off it until it has
+	// its final name.
 	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
+	}
+	if err = f.Close(); err != nil {
+		return wrapWriteErr(dir, path, err)
 	}
 	return SyncDir(dir)
 }
@@ -53,7 +56,9 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 // CreateTemp creates a new file in dir whose name starts with
 // TempPrefix(base) followed by random characters. The file is opened for
 // writing with mode 0600 and must not already exist. It returns the open
-// file and its path.
+// file and its path. The file is locked (flock) while it is open, so that
+// RemoveLeftovers in another process leaves it alone: rename it before
+// closing it.
 func CreateTemp(dir, base string) (*os.File, string, error) {
 	for range 10 {
 		var b [8]byte
@@ -67,6 +72,11 @@ func CreateTemp(dir, base string) (*os.File, string, error) {
 		}
 		if err != nil {
 			return nil, "", wrapWriteErr(dir, name, err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			os.Remove(name)
+			return nil, "", fmt.Errorf("lock temporary file %s: %w", name, err)
 		}
 		return f, name, nil
 	}

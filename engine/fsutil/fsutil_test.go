@@ -105,3 +105,38 @@ func TestEnsurePrivateDir(t *testing.T) {
 		t.Fatal("expected error for a regular file")
 	}
 }
+
+// TestRemoveLeftoversSkipsLiveTemps: a temporary file still open and a
+// temporary directory not yet released belong to a live process (a drill
+// or fetch running while a backup starts) and survive the sweep; once
+// closed or released they are leftovers and go.
+func TestRemoveLeftoversSkipsLiveTemps(t *testing.T) {
+	dir := t.TempDir()
+	f, file, err := CreateTemp(dir, "archive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work, release, err := MkdirTemp(dir, "drill")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(work); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("work directory %v %v, want mode 0700", fi, err)
+	}
+	if removed, err := RemoveLeftovers(dir); err != nil || len(removed) != 0 {
+		t.Fatalf("sweep while in use removed %v (%v)", removed, err)
+	}
+	f.Close()
+	release()
+	removed, err := RemoveLeftovers(dir)
+	if err != nil || len(removed) != 2 {
+		t.Fatalf("sweep after use removed %v (%v), want %s and %s", removed, err, file, work)
+	}
+	// WriteFileAtomic leaves no temporary file and is never swept midway.
+	if err := WriteFileAtomic(filepath.Join(dir, "state.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("entries after WriteFileAtomic: %v", entries)
+	}
+}

@@ -279,12 +279,11 @@ func (r *Repo) Fetch(ctx context.Context, cfg *config.Config, rel string) (strin
 	if err := tmp.Sync(); err != nil {
 		return "", fmt.Errorf("fetch %s: %w", rel, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("fetch %s: %w", rel, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
+	if err := tmp.Chmod(0o600); err != nil {
 		return "", err
 	}
+	// Renamed while open (closed by the deferred Close): a backup starting
+	// meanwhile leaves a temporary file that is open alone.
 	if err := writeAtomic(archive.SidecarPath(path), side); err != nil {
 		return "", err
 	}
