@@ -2,6 +2,7 @@ package changeset
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
@@ -78,5 +79,60 @@ func TestEncryptedSegment(t *testing.T) {
 	crypt.Configure(crypt.Settings{RecipientsFile: s.RecipientsFile})
 	if _, err := Open(path); errs.CodeOf(err) != crypt.KeyErr {
 		t.Fatalf("open without the key: %v", err)
+	}
+}
+
+// TestEncryptedDamageIsNotATornTail: a byte changed anywhere in a chunk
+// that intact chunks follow (its length field included) is corruption:
+// reading and OpenAppend refuse the segment and leave it as it is, instead
+// of cutting it back as if the crash had torn it there, which would drop
+// fsynced transactions the slot was already advanced past. A real torn
+// tail (the file ends inside the last chunk, or zeros follow it) is still
+// cut back.
+func TestEncryptedDamageIsNotATornTail(t *testing.T) {
+	encryptForTest(t)
+	path := filepath.Join(t.TempDir(), "seg.pcs")
+	w, err := Create(path, testHeader())
+	must(t, err)
+	must(t, w.WriteRelation(relT()))
+	writeTx(t, w, 10, 0x1000, 2)
+	must(t, w.Sync())
+	writeTx(t, w, 11, 0x2000, 2)
+	must(t, w.Sync())
+	writeTx(t, w, 12, 0x3000, 2)
+	must(t, w.Sync())
+	must(t, w.Close())
+	data, err := os.ReadFile(path)
+	must(t, err)
+	// The second chunk's frame: 8 bytes of lengths, the age file, the CRC.
+	first := len(crypt.ChunkMagic)
+	second := first + 8 + int(binary.BigEndian.Uint32(data[first+4:])) + 4
+	third := second + 8 + int(binary.BigEndian.Uint32(data[second+4:])) + 4
+	for off := second; off < third; off++ {
+		bad := bytes.Clone(data)
+		bad[off] ^= 0x41
+		must(t, os.WriteFile(path, bad, 0o600))
+		w, rec, err := OpenAppend(path)
+		if err == nil {
+			w.Close()
+			t.Fatalf("byte %d of the second chunk (frame %d-%d) changed: OpenAppend accepted it, kept %d transactions", off, second, third, rec.TxCount)
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(after, bad) {
+			t.Fatalf("byte %d changed: the refused segment was rewritten", off)
+		}
+	}
+	// Torn tails: cut inside the chunk after the third, or zeros after
+	// it: cut back to what the file holds up to there.
+	must(t, os.WriteFile(path, data[:third], 0o600))
+	w, clean, err := OpenAppend(path)
+	must(t, err)
+	w.Close()
+	for _, torn := range [][]byte{data[:third+20], append(bytes.Clone(data[:third]), make([]byte, 300)...)} {
+		must(t, os.WriteFile(path, torn, 0o600))
+		w, rec, err := OpenAppend(path)
+		if err != nil || rec.TxCount != clean.TxCount || rec.Size != clean.Size {
+			t.Fatalf("torn tail of %d bytes: %v %+v, want %d transactions", len(torn)-third, err, rec, clean.TxCount)
+		}
+		w.Close()
 	}
 }

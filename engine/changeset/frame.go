@@ -61,6 +61,9 @@ func (f *frameReader) next() (RecordType, []byte, int64, error) {
 	if err == io.EOF {
 		return 0, nil, start, io.EOF
 	}
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return 0, nil, start, readErr(start, err)
+	}
 	if err != nil {
 		return 0, nil, start, f.damage(hdr[:n], false, start, fmt.Sprintf("record header cut short after %d of 5 bytes (%v)", n, err))
 	}
@@ -70,6 +73,9 @@ func (f *frameReader) next() (RecordType, []byte, int64, error) {
 	}
 	body, err := readN(f.r, int64(length)+4)
 	f.off += int64(len(body))
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return 0, nil, start, readErr(start, err)
+	}
 	if err != nil {
 		return 0, nil, start, f.damage(append(hdr[:], body...), false, start,
 			fmt.Sprintf("%s record of %d bytes cut short after %d bytes", t, length, len(body)))
@@ -82,6 +88,13 @@ func (f *frameReader) next() (RecordType, []byte, int64, error) {
 	}
 	f.index++
 	return t, payload, start, nil
+}
+
+// readErr reports a failure of the underlying reader (an I/O error, or a
+// damaged encrypted chunk): never a torn tail, which only the end of the
+// input makes.
+func readErr(start int64, err error) error {
+	return fmt.Errorf("changeset: read record at offset %d: %w", start, err)
 }
 
 // readN reads exactly n bytes, growing the buffer only as data arrives so

@@ -229,16 +229,16 @@ func (c *ChunkReader) next() error {
 		return io.EOF
 	}
 	plen, clen := binary.BigEndian.Uint32(hdr[:]), binary.BigEndian.Uint32(hdr[4:])
-	if clen == 0 || clen > 2*MaxChunk+1<<16 || plen > MaxChunk {
-		// Zeros or garbage where a chunk should start: a torn tail when
-		// nothing intact follows; the caller cannot tell more cheaply.
-		c.Torn = true
-		return io.EOF
+	if clen == 0 || clen > maxCipher || plen > MaxChunk {
+		// Zeros or garbage where a chunk should start: a torn tail only
+		// when nothing intact follows.
+		return c.tornOrCorrupt(hdr[:], nil)
 	}
 	body := make([]byte, int(clen)+4)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		c.Torn = true
-		return io.EOF
+	if n, err := io.ReadFull(c.r, body); err != nil {
+		// The file ends inside the chunk its length announces: a torn
+		// write, or a damaged length in front of intact chunks.
+		return c.tornOrCorrupt(hdr[:], body[:n])
 	}
 	h := crc32.New(castagnoli)
 	h.Write(hdr[:])
@@ -263,6 +263,48 @@ func (c *ChunkReader) next() error {
 	c.plain += int64(plen)
 	c.cur = bytes.NewReader(plain)
 	return nil
+}
+
+// maxCipher bounds a chunk's ciphertext length (age adds 16 bytes per 64 KiB
+// and a header of a few hundred bytes per recipient to MaxChunk).
+const maxCipher = 2*MaxChunk + 1<<16
+
+// tornOrCorrupt decides about a chunk whose frame cannot be read whole
+// (head is what was read of it): a crash tears only what was written
+// after the last fsync, at most one chunk frame, so when more bytes follow
+// than one frame holds, or an intact frame (plausible lengths and a
+// matching CRC-32C) starts anywhere after the frame's first byte, the
+// damage is in the middle of the file and the chunks after it must not be
+// cut away as a torn tail.
+func (c *ChunkReader) tornOrCorrupt(hdr, body []byte) error {
+	const maxFrame = 8 + maxCipher + 4
+	rest := append(append([]byte{}, hdr...), body...)
+	tail, err := io.ReadAll(io.LimitReader(c.r, int64(maxFrame)))
+	if err != nil {
+		return fmt.Errorf("%s: read at offset %d: %w", c.name, c.off, err)
+	}
+	rest = append(rest, tail...)
+	if len(rest) > maxFrame || intactFrameIn(rest[1:]) {
+		return fmt.Errorf("%s: chunk at offset %d: %w (its length is damaged and intact data follows)", c.name, c.off, ErrChunkCorrupt)
+	}
+	c.Torn = true
+	return io.EOF
+}
+
+// intactFrameIn reports whether a whole chunk frame with a matching
+// CRC-32C starts at some offset of b.
+func intactFrameIn(b []byte) bool {
+	for i := 0; i+12 <= len(b); i++ {
+		plen, clen := binary.BigEndian.Uint32(b[i:]), binary.BigEndian.Uint32(b[i+4:])
+		if clen == 0 || clen > maxCipher || plen > MaxChunk || i+8+int(clen)+4 > len(b) {
+			continue
+		}
+		end := i + 8 + int(clen)
+		if crc32.Checksum(b[i:end], castagnoli) == binary.BigEndian.Uint32(b[end:]) {
+			return true
+		}
+	}
+	return false
 }
 
 // PlainSize returns the plaintext size of the chunked file at path from its
