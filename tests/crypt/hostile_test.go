@@ -11,6 +11,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/backup"
+	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/crypt"
 	"github.com/pme2go/pme2go-backup/engine/drill"
@@ -61,7 +62,7 @@ func TestHostileEncrypted(t *testing.T) {
 
 	// A full backup in plaintext, then encryption turned on: the chain's
 	// incrementals are encrypted, the open segment goes on.
-	if _, err := backup.Full(ctx, plain, backup.Options{}); err != nil {
+	if _, err := backup.Full(ctx, plain, backup.Options{Chain: incremental.NewChainStarter(plain, nil)}); err != nil {
 		t.Fatal(err)
 	}
 	c.Exec(t, "app", `UPDATE t SET v = v || '-1' WHERE id % 5 = 0`)
@@ -159,7 +160,7 @@ func TestHostileEncrypted(t *testing.T) {
 				if fsutil.IsTemp(e.Name()) && e.IsDir() {
 					// While the drill restores it holds the backup lock
 					// (BUSY); while it checks, a backup may start.
-					unlock, err := backup.Prepare(enc2, enc2.FullDir())
+					unlock, err := backupdir.Prepare(enc2, enc2.FullDir())
 					if errs.CodeOf(err) == errs.Busy {
 						busy++
 						break
