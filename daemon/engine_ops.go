@@ -235,7 +235,7 @@ func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.P
 		if ref != "" {
 			backups = []string{ref}
 		}
-		res, err := ops.Verify(ctx, e.cfg, ops.VerifyOptions{Backups: backups}, p)
+		res, err := ops.Verify(ctx, e.cfg, ops.VerifyOptions{Backups: backups, Offsite: req.Offsite}, p)
 		out := Outcome{Result: res}
 		if res != nil && len(res.Archives) == 1 {
 			out.Path = res.Archives[0].Path

@@ -153,6 +153,14 @@ func (c *Client) Verify(ctx context.Context, backup string) (dbus.ObjectPath, er
 	return p, err
 }
 
+// VerifyOffsite starts a verify job for backup ("" for every archive)
+// that also checks the off-site copies.
+func (c *Client) VerifyOffsite(ctx context.Context, backup string) (dbus.ObjectPath, error) {
+	var p dbus.ObjectPath
+	err := c.call(ctx, "VerifyOffsite", []any{&p}, backup)
+	return p, err
+}
+
 // Drill starts a restore drill job; databases empty drills every
 // configured database with a backup.
 func (c *Client) Drill(ctx context.Context, databases []string, trigger string) (dbus.ObjectPath, error) {

@@ -415,6 +415,13 @@ func (m managerObj) Verify(msg dbus.Message, backup string) (p dbus.ObjectPath, 
 	return m.start(msg, ActionBackup, JobRequest{Kind: KindVerify, Backup: backup})
 }
 
+// VerifyOffsite implements org.pme2go.Backup1.Manager.VerifyOffsite: Verify
+// plus the off-site copies.
+func (m managerObj) VerifyOffsite(msg dbus.Message, backup string) (p dbus.ObjectPath, derr *dbus.Error) {
+	defer m.s.guard("VerifyOffsite", &derr)
+	return m.start(msg, ActionBackup, JobRequest{Kind: KindVerify, Backup: backup, Offsite: true})
+}
+
 // Drill implements org.pme2go.Backup1.Manager.Drill: a restore drill
 // restores into scratch databases of its own and never touches the
 // configured databases, so it needs the backup action (as Verify), not the

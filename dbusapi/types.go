@@ -46,6 +46,7 @@ type JobRequest struct {
 	Trigger   string   // recorded in a backup's manifest ("manual", "scheduled", ...)
 	Backup    string   // restore, verify: archive name or path
 	Backups   []string // rekey: archive names or paths (empty: every encrypted backup)
+	Offsite   bool     // verify: check the off-site copies too
 	Restore   RestoreOptions
 	DryRun    bool // restore, cleanup, rekey
 	Caller    Caller

@@ -75,6 +75,7 @@ func runStatus(ctx context.Context, o statusOpts, out io.Writer) error {
 	fmt.Fprintf(out, "Last drill:       %s\n", lastDrillLine(r.LastDrill))
 	if o := r.Offsite; o != nil {
 		fmt.Fprintf(out, "Off-site:         %s, %d backups copied, %d not yet copied\n", o.Repository, o.Copied, len(o.NotCopied))
+		fmt.Fprintf(out, "Locations:        %d local only, %d off-site only, %d both\n", o.LocalOnly, o.OffsiteOnly, o.Both)
 		for _, n := range o.NotCopied {
 			fmt.Fprintf(out, "Not copied:       %s\n", n)
 		}

@@ -23,9 +23,10 @@ func verifyCommand() *cli.Command {
 		Name:      "verify",
 		Usage:     "re-read archives and check every checksum (all backups when none is named)",
 		ArgsUsage: "[ARCHIVE…]",
-		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "offsite", Usage: "also check the off-site copies (OFFSITE_URL): stored bytes against their sidecars, copies only off-site fetched and verified in full"}},
 		Action: func(c *cli.Context) error {
-			return runVerify(c.Context, verifyOpts{commonOf(c), ops.VerifyOptions{Backups: c.Args().Slice()}}, c.App.Writer)
+			return runVerify(c.Context, verifyOpts{commonOf(c), ops.VerifyOptions{Backups: c.Args().Slice(), Offsite: c.Bool("offsite")}}, c.App.Writer)
 		},
 	}
 }
@@ -43,6 +44,9 @@ func runVerify(ctx context.Context, o verifyOpts, out io.Writer) error {
 		for _, name := range names {
 			var one *ops.VerifyResult
 			jerr := o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+				if o.Offsite {
+					return c.VerifyOffsite(ctx, name)
+				}
 				return c.Verify(ctx, name)
 			}, &one)
 			if one != nil {
@@ -74,6 +78,10 @@ func runVerify(ctx context.Context, o verifyOpts, out io.Writer) error {
 		return err
 	}
 	for _, a := range resArchives(res) {
+		if a.OK && a.Location == "offsite" && a.Members == 0 {
+			fmt.Fprintf(out, "OK\t%s\t%s, the bytes of the local archive\n", a.Path, humanBytes(a.Bytes))
+			continue
+		}
 		if a.OK {
 			fmt.Fprintf(out, "OK\t%s\t%d members, %s\n", a.Path, a.Members, humanBytes(a.Bytes))
 			continue

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/errs"
@@ -156,15 +159,136 @@ func fetchMissing(ctx context.Context, cfg *config.Config, need offsite.Need, lo
 	return err
 }
 
+// verifyOffsite checks the copies in the off-site repository (those of
+// refs, or all): each stored object is read back whole and its SHA-256 and
+// size compared with its off-site sidecar's; for a backup that is also
+// local, the off-site sidecar must record the same SHA-256 as the local one
+// (the same bytes: the local archive's own verification covers them); a
+// backup only off-site is fetched into a scratch directory below the
+// state directory, verified in full as a local archive is, and removed.
+// Errors: CONFIG without a repository, the repository unreadable, NOT_FOUND
+// for a named backup the repository does not hold.
+func verifyOffsite(ctx context.Context, cfg *config.Config, refs []string, res *VerifyResult, p Progress) error {
+	r, err := openOffsite(cfg)
+	if err != nil {
+		return err
+	}
+	if err := r.Check(ctx); err != nil {
+		return err
+	}
+	remotes, err := r.Remotes(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	local := map[string]catalog.Backup{}
+	if all, err := catalog.List(cfg.BackupDir); err == nil {
+		for _, b := range all {
+			local[b.Name] = b
+		}
+	}
+	var pick []offsite.Remote
+	if len(refs) == 0 {
+		pick = remotes
+	}
+	for _, ref := range refs {
+		name := baseName(ref)
+		found := false
+		for _, rb := range remotes {
+			if rb.Name == name || archive.TrimExt(rb.Name) == name || strings.TrimSuffix(rb.Name, ".age") == name {
+				pick, found = append(pick, rb), true
+				break
+			}
+		}
+		if !found {
+			return errs.New(errs.NotFound, fmt.Sprintf("backup %s has no copy in the off-site repository %s", ref, r.S)).
+				WithFix("", "run `pme2go-backup offsite sync` to copy it, or verify without the off-site option")
+		}
+	}
+	for i, rb := range pick {
+		p.Report(progress.Event{Phase: "verify offsite", Object: rb.Name, Done: int64(i), Total: int64(len(pick)), Unit: progress.Archives})
+		v := VerifiedArchive{Name: rb.Name, Path: "offsite:" + rb.Key, Location: "offsite", Problems: []VerifyProblem{}}
+		problem := func(format string, a ...any) {
+			v.Problems = append(v.Problems, VerifyProblem{Message: fmt.Sprintf(format, a...)})
+		}
+		want, size := "", int64(-1)
+		if a := rb.Manifest.Archive; a != nil {
+			want, size = a.SHA256, a.Size
+		}
+		got, n, err := r.Hash(ctx, rb.Key)
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			problem("cannot read the off-site copy: %v", err)
+		case want == "":
+			problem("the off-site sidecar records no checksum")
+		case got != want || (size >= 0 && n != size):
+			problem("the off-site copy is damaged: %d bytes with %s, its sidecar records %d bytes with %s", n, got, size, want)
+		}
+		if lb, ok := local[rb.Name]; ok && len(v.Problems) == 0 {
+			if lb.Manifest == nil || lb.Manifest.Archive == nil || lb.Manifest.Archive.SHA256 != want {
+				problem("the off-site copy holds other bytes than the local archive (re-encrypted or rewritten locally since it was copied?); `pme2go-backup offsite sync` or rekey copies the local one")
+			}
+			v.Bytes = n
+		} else if len(v.Problems) == 0 {
+			deep, err := verifyFetched(ctx, cfg, r, rb)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				problem("%v", err)
+			} else {
+				v.Members, v.Bytes = deep.Members, deep.Bytes
+				for _, pr := range deep.Problems {
+					v.Problems = append(v.Problems, VerifyProblem{Member: pr.Member, Message: pr.Message})
+				}
+			}
+		}
+		v.OK = len(v.Problems) == 0
+		if !v.OK {
+			res.Failed++
+		}
+		res.Archives = append(res.Archives, v)
+	}
+	return nil
+}
+
+// verifyFetched fetches a backup only off-site into a scratch directory
+// below the state directory and verifies it as a local archive.
+func verifyFetched(ctx context.Context, cfg *config.Config, r *offsite.Repo, rb offsite.Remote) (*archive.VerifyReport, error) {
+	if err := os.MkdirAll(cfg.StateDir(), 0o700); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(cfg.StateDir(), "verify-offsite-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	scratch := *cfg
+	scratch.BackupDir = tmp
+	path, err := r.Fetch(ctx, &scratch, rb.Key)
+	if err != nil {
+		return nil, err
+	}
+	return archive.Verify(ctx, path)
+}
+
 // OffsiteStatus is the off-site part of Status.
 type OffsiteStatus struct {
 	Repository string `json:"repository"`
 	// Copied counts backups with a verified copy; NotCopied names the
 	// local backups without one.
-	Copied    int        `json:"copied"`
-	NotCopied []string   `json:"notCopied"`
-	LastSync  *time.Time `json:"lastSync,omitempty"`
-	LastError string     `json:"lastError,omitempty"`
+	Copied    int      `json:"copied"`
+	NotCopied []string `json:"notCopied"`
+	// LocalOnly, OffsiteOnly and Both count the backups by where they
+	// live (LocalOnly includes those not yet copied; streamed change sets
+	// rebuilt from the repository count as local).
+	LocalOnly   int        `json:"localOnly"`
+	OffsiteOnly int        `json:"offsiteOnly"`
+	Both        int        `json:"both"`
+	LastSync    *time.Time `json:"lastSync,omitempty"`
+	LastError   string     `json:"lastError,omitempty"`
 	// LastSuccess is when the last copy run without an error ended.
 	LastSuccess *time.Time `json:"lastSuccess,omitempty"`
 	// Streams is how far streaming sent each open segment.
@@ -228,9 +352,14 @@ func offsiteStatus(cfg *config.Config, list []Backup) *OffsiteStatus {
 		RetentionDays: s.RetentionDays, LocalRetentionDays: s.LocalRetentionDays}
 	for _, b := range list {
 		switch b.Location {
-		case "both", "offsite":
+		case "both":
 			os.Copied++
+			os.Both++
+		case "offsite":
+			os.Copied++
+			os.OffsiteOnly++
 		default:
+			os.LocalOnly++
 			if b.Trigger != offsite.TriggerStream && b.Problem == "" {
 				os.NotCopied = append(os.NotCopied, b.Name)
 			}

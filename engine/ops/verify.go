@@ -22,6 +22,9 @@ import (
 type VerifyOptions struct {
 	// Backups are archive paths or names as List shows them; empty: every backup.
 	Backups []string `json:"backups,omitempty"`
+	// Offsite also checks the copies in the off-site repository (see
+	// verifyOffsite): every one, or those of the named backups.
+	Offsite bool `json:"offsite,omitempty"`
 }
 
 // VerifyResult has one entry per archive.
@@ -38,6 +41,9 @@ type VerifiedArchive struct {
 	Members  int             `json:"members"`
 	Bytes    int64           `json:"bytes"` // uncompressed member bytes
 	Problems []VerifyProblem `json:"problems"`
+	// Location is "offsite" for the check of an off-site copy (Path is
+	// then offsite:<key>), else empty (the local archive).
+	Location string `json:"location,omitempty"`
 }
 
 // VerifyProblem is one defect; Member is empty for the archive as a whole.
@@ -51,7 +57,9 @@ type VerifyProblem struct {
 // and types, every member against the embedded manifest. Progress: phase
 // "verify", Done/Total archives, Object = archive name. A defective archive
 // does not stop the others; when any fails, the result is returned with an
-// error of code VERIFY_FAILED. NOT_FOUND names an unknown backup.
+// error of code VERIFY_FAILED. NOT_FOUND names an unknown backup. With
+// Offsite, the off-site copies are checked after the local archives (one
+// more entry per copy, Location "offsite").
 func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions, p Progress) (*VerifyResult, error) {
 	if err := fetchMissing(ctx, cfg, offsite.Need{Backups: opts.Backups}, nil); err != nil {
 		return nil, err
@@ -89,9 +97,14 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions, p Progr
 		}
 		res.Archives = append(res.Archives, v)
 	}
+	if opts.Offsite {
+		if err := verifyOffsite(ctx, cfg, opts.Backups, res, p); err != nil {
+			return res, err
+		}
+	}
 	p.Report(progress.Event{Phase: "done", Done: int64(len(paths)), Total: int64(len(paths)), Unit: progress.Archives})
 	if res.Failed > 0 {
-		return res, errs.New(errs.VerifyFailed, fmt.Sprintf("%d of %d archives failed verification", res.Failed, len(paths))).
+		return res, errs.New(errs.VerifyFailed, fmt.Sprintf("%d of %d archives failed verification", res.Failed, len(res.Archives))).
 			WithFix("", "do not rely on the failed archives: take a new full backup; restore from an older sound archive if needed")
 	}
 	return res, nil

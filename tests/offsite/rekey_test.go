@@ -173,3 +173,79 @@ func TestRekeyOffsite(t *testing.T) {
 	}
 	same(t, "PITR after rekey", want, sums(t, c, "app_rekeyed"))
 }
+
+// TestVerifyOffsite: verify reads local copies only unless asked for the
+// off-site ones; with Offsite, a copy in both places is checked by the
+// SHA-256 of its stored bytes against both sidecars, a copy only off-site
+// is fetched and verified in full (its members), and a damaged object in
+// the bucket fails verification while the local-only verify still
+// passes; status counts the backups by location.
+func TestVerifyOffsite(t *testing.T) {
+	c, s := setup(t)
+	ctx := context.Background()
+	e := newEnv(t, c, s, "verify")
+	full, err := ops.Full(ctx, e.cfg, ops.FullOptions{}, nil)
+	if err != nil || full.OffsiteError != nil {
+		t.Fatalf("full: %v %+v", err, full)
+	}
+	if res, err := ops.OffsiteSync(ctx, e.with(t, "LOCAL_RETENTION_DAYS=0").cfg, ops.OffsiteSyncOptions{}, nil); err != nil || len(res.Pruned) != 1 {
+		t.Fatalf("prune: %v %+v", err, res)
+	}
+	exec(t, c, "app", "UPDATE items SET qty = 0 WHERE id < 50")
+	inc, err := ops.Incremental(ctx, e.cfg, ops.IncrementalOptions{}, nil)
+	if err != nil || inc.OffsiteError != nil || len(inc.Archives) != 1 {
+		t.Fatalf("incremental: %v %+v", err, inc)
+	}
+	st, err := ops.Status(ctx, e.cfg, ops.StatusOptions{NoServer: true}, nil)
+	if err != nil || st.Offsite == nil || st.Offsite.OffsiteOnly != 1 || st.Offsite.Both != 1 || st.Offsite.LocalOnly != 0 {
+		t.Fatalf("status locations: %v %+v", err, st.Offsite)
+	}
+	local, err := ops.Verify(ctx, e.cfg, ops.VerifyOptions{}, nil)
+	if err != nil || len(local.Archives) != 1 || local.Archives[0].Name != inc.Archives[0].Name {
+		t.Fatalf("verify of local copies: %v %+v", err, local)
+	}
+	vr, err := ops.Verify(ctx, e.cfg, ops.VerifyOptions{Offsite: true}, nil)
+	if err != nil || vr.Failed != 0 || len(vr.Archives) != 3 {
+		t.Fatalf("verify with off-site copies: %v %+v", err, vr)
+	}
+	for _, a := range vr.Archives[1:] {
+		if a.Location != "offsite" || !a.OK {
+			t.Fatalf("off-site entry: %+v", a)
+		}
+		if a.Name == full.Name && a.Members == 0 {
+			t.Fatalf("the copy only off-site was not verified in full: %+v", a)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(e.cfg.StateDir(), "verify-offsite-*")); len(left) != 0 {
+		t.Fatalf("scratch left behind: %v", left)
+	}
+	if l := locations(t, e); l[full.Name] != "offsite" {
+		t.Fatalf("verify left a local copy of %s: %v", full.Name, l)
+	}
+	// One flipped byte in the bucket.
+	obj := filepath.Join(s.Root, s.Bucket, "verify", "full", full.Name)
+	b, err := os.ReadFile(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(obj, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vr, err = ops.Verify(ctx, e.cfg, ops.VerifyOptions{Offsite: true}, nil)
+	if err == nil || vr == nil || vr.Failed != 1 {
+		t.Fatalf("a damaged off-site copy passed: %v %+v", err, vr)
+	}
+	for _, a := range vr.Archives {
+		if a.Name == full.Name && a.Location == "offsite" && (a.OK || len(a.Problems) == 0) {
+			t.Fatalf("damaged copy: %+v", a)
+		}
+	}
+	t.Logf("damaged copy: %s", err)
+	if _, err := ops.Verify(ctx, e.cfg, ops.VerifyOptions{}, nil); err != nil {
+		t.Fatalf("local verify after damage off-site: %v", err)
+	}
+	if _, err := ops.Verify(ctx, e.cfg, ops.VerifyOptions{Backups: []string{"no_such_backup.tar.xz"}, Offsite: true}, nil); err == nil {
+		t.Fatal("verify of an unknown backup with the off-site option passed")
+	}
+}
