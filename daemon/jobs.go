@@ -385,13 +385,17 @@ func (m *Jobs) Job(id uint64) (dbusapi.JobInfo, bool) {
 // WaitAll waits for every job to end (after the root context was cancelled).
 func (m *Jobs) WaitAll() { m.wg.Wait() }
 
-// Wait waits for job id to end and returns its final state; ok is false
-// when ctx ended first or the job is unknown.
+// Wait waits for job id to end and returns its final state (at once for
+// a job that has already ended); ok is false when ctx ended first or the
+// job is unknown.
 func (m *Jobs) Wait(ctx context.Context, id uint64) (info dbusapi.JobInfo, ok bool) {
 	m.mu.Lock()
 	j, running := m.running[id]
 	m.mu.Unlock()
 	if !running {
+		if info, ok := m.Job(id); ok && dbusapi.Finished(info.State) {
+			return info, true
+		}
 		return info, false
 	}
 	select {
