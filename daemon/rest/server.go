@@ -192,6 +192,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc(Base+"/restore", s.method("POST", dbusapi.ActionRestore, s.restore))
 	mux.HandleFunc(Base+"/offsite/sync", s.method("POST", dbusapi.ActionManage, s.offsiteSync))
 	mux.HandleFunc(Base+"/rekey", s.method("POST", dbusapi.ActionManage, s.rekey))
+	mux.HandleFunc(Base+"/drill", s.method("POST", dbusapi.ActionBackup, s.drill))
 	mux.HandleFunc(Base+"/jobs/{id}", s.job)
 	mux.HandleFunc(Base+"/events", s.method("GET", dbusapi.ActionRead, s.events))
 	mux.HandleFunc("/metrics", s.method("GET", dbusapi.ActionRead, s.metrics))
@@ -606,6 +607,23 @@ func (s *Server) rekey(w http.ResponseWriter, r *http.Request, c dbusapi.Caller)
 		return
 	}
 	s.start(w, r, dbusapi.JobRequest{Kind: dbusapi.KindRekey, Backups: b.Backups, DryRun: b.DryRun, Trigger: "api", Caller: c})
+}
+
+// drillBody is a restore drill request: the databases to drill (default:
+// every configured one).
+type drillBody struct {
+	Databases []string `json:"databases"`
+}
+
+// drill starts a restore drill, as Drill over D-Bus: it restores into
+// scratch databases of its own, so it needs the backup action (as Verify),
+// not the restore action.
+func (s *Server) drill(w http.ResponseWriter, r *http.Request, c dbusapi.Caller) {
+	var b drillBody
+	if !s.decode(w, r, &b) {
+		return
+	}
+	s.start(w, r, dbusapi.JobRequest{Kind: dbusapi.KindDrill, Databases: b.Databases, Trigger: "api", Caller: c})
 }
 
 func (s *Server) start(w http.ResponseWriter, r *http.Request, req dbusapi.JobRequest) {

@@ -152,14 +152,16 @@ func CodeOf(err error) Code {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return Canceled
+	case errors.As(err, &ce):
+		// Before the file errors: a server whose socket file is missing
+		// (ENOENT) or refused (EACCES) is a connection failure.
+		return ConnErr
 	case errors.Is(err, syscall.ENOSPC):
 		return ENOSPC
 	case errors.Is(err, os.ErrPermission):
 		return EACCES
 	case errors.Is(err, os.ErrNotExist):
 		return ENOENT
-	case errors.As(err, &ce):
-		return ConnErr
 	}
 	return Failed
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestIsByCode(t *testing.T) {
@@ -43,6 +45,21 @@ func TestCodeOfCauses(t *testing.T) {
 		if got := CodeOf(c.err); got != c.want {
 			t.Errorf("CodeOf(%v) = %q, want %q", c.err, got, c.want)
 		}
+	}
+}
+
+// A server whose Unix socket file does not exist fails with a ConnectError
+// around ENOENT: that is CONN_ERR (the seed's code, HTTP 503), not ENOENT.
+func TestCodeOfMissingServerSocket(t *testing.T) {
+	_, err := pgconn.Connect(context.Background(), "host="+t.TempDir()+"/nosuchdir port=5432 user=x dbname=x connect_timeout=5")
+	if err == nil {
+		t.Fatal("connected to a socket that does not exist")
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the test needs an error around ENOENT: %v", err)
+	}
+	if got := CodeOf(fmt.Errorf("connect to app: %w", err)); got != ConnErr {
+		t.Fatalf("CodeOf(%v) = %q, want %q", err, got, ConnErr)
 	}
 }
 

@@ -232,6 +232,27 @@ func TestRESTHostile(t *testing.T) {
 		}
 	})
 
+	t.Run("restore drill over REST", func(t *testing.T) {
+		if r := call(t, hc, "POST", api+"/drill", `{"databases": ["app", "app"]}`); r.Status != 400 || r.errCode(t) != "USAGE" {
+			t.Fatalf("a database named twice: %d %s", r.Status, r.Body)
+		}
+		if r := call(t, hc, "GET", api+"/drill", nil); r.Status != 405 {
+			t.Fatalf("GET: %d %s", r.Status, r.Body)
+		}
+		r := call(t, hc, "POST", api+"/drill", `{"databases": ["app"]}`)
+		if r.Status != 202 {
+			t.Fatalf("drill: %d %s", r.Status, r.Body)
+		}
+		j := follow(t, hc, r.Header.Get("Location"), 3*time.Minute)
+		res, _ := j["result"].(map[string]any)
+		if j["state"] != dbusapi.JobSucceeded || j["kind"] != "drill" || res == nil {
+			t.Fatalf("drill job: %v", j)
+		}
+		if m := call(t, hc, "GET", "/metrics", nil); !strings.Contains(string(m.Body), `pme2go_backup_last_drill_success{databases="app"} 1`) {
+			t.Fatalf("metrics lack the drill:\n%s", m.Body)
+		}
+	})
+
 	t.Run("SIGTERM during a job: open streams get its backup_failed, then end", func(t *testing.T) {
 		// A lock held on blocked's table keeps the backup waiting.
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

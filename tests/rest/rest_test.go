@@ -467,6 +467,30 @@ func TestRESTOverTCP(t *testing.T) {
 
 	auth := "Bearer " + token
 
+	t.Run("a backup without a reachable server fails with CONN_ERR", func(t *testing.T) {
+		hc := &http.Client{Timeout: 30 * time.Second}
+		r := callURL(t, hc, "POST", "http://"+addr+api+"/create", `{"type": "full"}`, "Authorization", auth)
+		if r.Status != http.StatusAccepted {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		deadline := time.Now().Add(time.Minute)
+		for {
+			j := callURL(t, hc, "GET", "http://"+addr+r.Header.Get("Location"), nil, "Authorization", auth).json(t)
+			if j["state"] == dbusapi.JobFailed {
+				// The server's socket file is missing (ENOENT below the
+				// connection error): still a connection failure.
+				if e, _ := j["error"].(map[string]any); e["code"] != "CONN_ERR" {
+					t.Fatalf("job: %v", j)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job not failed within a minute: %v", j)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
 	var streams []*http.Response
 	t.Run("event streams are capped; open streams keep the daemon from exiting idle", func(t *testing.T) {
 		open := func() *http.Response {
