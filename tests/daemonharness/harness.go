@@ -61,6 +61,13 @@ func (s *SyncBuffer) String() string {
 // output and the error. It needs root and setpriv (util-linux).
 func AsUser(t testing.TB, groups string, env []string, name string, args ...string) (string, error) {
 	t.Helper()
+	out, err := AsUserCmd(t, groups, env, name, args...).CombinedOutput()
+	return string(out), err
+}
+
+// AsUserCmd is AsUser's command, not started.
+func AsUserCmd(t testing.TB, groups string, env []string, name string, args ...string) *exec.Cmd {
+	t.Helper()
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
 		pgharness.Require(t, "setpriv", "setpriv (util-linux) not installed")
@@ -73,6 +80,5 @@ func AsUser(t testing.TB, groups string, env []string, name string, args ...stri
 	}
 	cmd := exec.Command(setpriv, append(append(pa, name), args...)...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
 	"github.com/pme2go/pme2go-backup/tests/busharness"
+	"github.com/pme2go/pme2go-backup/tests/daemonharness"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
@@ -229,6 +231,52 @@ func TestRESTHostile(t *testing.T) {
 		}
 		if st := call(t, hc, "GET", api+"/status", nil); strings.Contains(string(st.Body), "app_copy") {
 			t.Fatalf("a refused restore left a trace: %s", st.Body)
+		}
+	})
+
+	t.Run("signals reach the callers the bus policy lets call, nobody else", func(t *testing.T) {
+		if _, err := exec.LookPath("dbus-monitor"); err != nil {
+			pgharness.Require(t, "dbus-monitor", "dbus-monitor not installed (package dbus)")
+		}
+		gOK, err := user.LookupGroup(allowedGroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		monitor := func(groups string) (*exec.Cmd, *daemonharness.SyncBuffer) {
+			cmd := daemonharness.AsUserCmd(t, groups, []string{"DBUS_SYSTEM_BUS_ADDRESS=" + os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")},
+				"dbus-monitor", "--system", "type='signal',interface='"+dbusapi.ManagerIface+"'")
+			out := &daemonharness.SyncBuffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			return cmd, out
+		}
+		_, outsider := monitor("")
+		_, member := monitor(gOK.Gid)
+		// Both monitors are connected once they print their greeting.
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(outsider.String(), "NameAcquired") || !strings.Contains(member.String(), "NameAcquired") {
+			if time.Now().After(deadline) {
+				t.Fatalf("monitors not connected:\n%s\n%s", outsider, member)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// No chain for blocked: the incremental fails at once.
+		r := call(t, hc, "POST", api+"/create", `{"type": "incremental", "databases": ["blocked"]}`)
+		if r.Status != 202 {
+			t.Fatalf("create: %d %s", r.Status, r.Body)
+		}
+		follow(t, hc, r.Header.Get("Location"), time.Minute)
+		for !strings.Contains(member.String(), "member=BackupFailed") {
+			if time.Now().After(deadline.Add(time.Minute)) {
+				t.Fatalf("the group member saw no BackupFailed:\n%s", member)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if out := outsider.String(); strings.Contains(out, "member=Backup") {
+			t.Fatalf("a user outside the group received the daemon's signals:\n%s", out)
 		}
 	})
 
