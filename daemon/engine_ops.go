@@ -88,6 +88,11 @@ func (e *engineAdapter) Validate(req dbusapi.JobRequest) error {
 			return err
 		}
 	}
+	if req.Kind == dbusapi.KindRekey {
+		if _, err := backupRefs(e.cfg.BackupDir, req.Backups); err != nil {
+			return err
+		}
+	}
 	return e.checkDatabases(req.Databases, req.Kind == dbusapi.KindFull || req.Kind == dbusapi.KindIncremental)
 }
 
@@ -138,14 +143,19 @@ func backupRef(backupDir, ref string) (string, error) {
 	inside := func(p string) bool {
 		return strings.HasPrefix(p, root+string(filepath.Separator)) || strings.HasPrefix(p, filepath.Clean(backupDir)+string(filepath.Separator))
 	}
-	if !strings.ContainsRune(ref, '/') {
-		// A bare name is looked up in the catalog, but the engine first
-		// tries it as a file in the daemon's working directory.
-		if st, err := os.Stat(ref); err == nil && st.Mode().IsRegular() {
-			if abs, err := filepath.Abs(ref); err != nil || !inside(abs) {
-				return "", outside
-			}
+	// The engine first tries a reference as a file (relative to the
+	// daemon's working directory), then as a name in the catalog or the
+	// off-site repository.
+	if st, err := os.Stat(ref); err == nil && st.Mode().IsRegular() {
+		abs, err := filepath.Abs(ref)
+		if err != nil || !inside(abs) {
+			return "", outside
 		}
+		if r, err := filepath.EvalSymlinks(abs); err != nil || !strings.HasPrefix(r, root+string(filepath.Separator)) {
+			return "", outside
+		}
+	}
+	if !strings.ContainsRune(ref, '/') {
 		return ref, nil
 	}
 	p := ref
@@ -159,7 +169,25 @@ func backupRef(backupDir, ref string) (string, error) {
 	if r, err := filepath.EvalSymlinks(p); err == nil && !strings.HasPrefix(r, root+string(filepath.Separator)) {
 		return "", outside
 	}
+	if _, err := os.Stat(p); err != nil && !filepath.IsAbs(ref) {
+		// Not a file below BACKUP_DIR: perhaps an off-site key
+		// (full/<name>), matched by name.
+		return ref, nil
+	}
 	return p, nil
+}
+
+// backupRefs is backupRef of each of refs.
+func backupRefs(backupDir string, refs []string) ([]string, error) {
+	var out []string
+	for _, r := range refs {
+		ref, err := backupRef(backupDir, r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ref)
+	}
+	return out, nil
 }
 
 // progressOf adapts the front door's progress events. A full backup's dump
@@ -248,7 +276,11 @@ func (e *engineAdapter) run(ctx context.Context, req dbusapi.JobRequest, p ops.P
 		res, err := ops.OffsiteSync(ctx, e.cfg, ops.OffsiteSyncOptions{Log: e.log}, p)
 		return Outcome{Result: res}, err
 	case dbusapi.KindRekey:
-		res, err := ops.Rekey(ctx, e.cfg, ops.RekeyOptions{Backups: req.Backups, DryRun: req.DryRun}, p)
+		refs, err := backupRefs(e.cfg.BackupDir, req.Backups)
+		if err != nil {
+			return Outcome{}, err
+		}
+		res, err := ops.Rekey(ctx, e.cfg, ops.RekeyOptions{Backups: refs, DryRun: req.DryRun}, p)
 		return Outcome{Result: res}, err
 	case dbusapi.KindCleanup:
 		res, err := ops.Cleanup(ctx, e.cfg, ops.CleanupOptions{DryRun: req.DryRun, Log: e.log}, p)

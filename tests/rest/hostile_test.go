@@ -190,7 +190,7 @@ func TestRESTHostile(t *testing.T) {
 	}
 	defer os.Remove(link)
 
-	t.Run("restore and verify open archives inside BACKUP_DIR only", func(t *testing.T) {
+	t.Run("restore, verify and rekey open archives inside BACKUP_DIR only", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		cl, err := dbusapi.Dial(ctx)
@@ -207,6 +207,9 @@ func TestRESTHostile(t *testing.T) {
 			}
 			if strings.Contains(string(r.Body), "root:") {
 				t.Errorf("REST restore of %q shows the file: %s", ref, r.Body)
+			}
+			if r := call(t, hc, "POST", api+"/rekey", map[string]any{"backups": []string{filepath.Base(archive), ref}}); r.Status != 400 || r.errCode(t) != "USAGE" {
+				t.Errorf("REST rekey of %q: %d %s", ref, r.Status, r.Body)
 			}
 			if strings.ContainsRune(ref, 0) {
 				continue // D-Bus strings cannot hold NUL
