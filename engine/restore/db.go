@@ -117,6 +117,20 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 	settings := &settingsFuture{done: make(chan struct{})}
 	defer settings.wait()
 	pinned := -1 // unknown: a resumed scratch database
+	var early chan *pgx.Conn
+	earlyConn := func() *pgx.Conn {
+		if early == nil {
+			return nil
+		}
+		c := <-early
+		early = nil
+		return c
+	}
+	defer func() {
+		if c := earlyConn(); c != nil {
+			c.Close(context.Background())
+		}
+	}()
 	if rp == nil || !rp.resume {
 		// The scratch database is created while pgRestore reads the
 		// table of contents; maint is not used by anything else meanwhile.
@@ -127,7 +141,22 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 			opts.Log.Debug("scratch database created", "database", fresh, "duration", time.Since(t).Round(time.Millisecond))
 			created <- err
 		}()
-		waitCreated := sync.OnceValue(func() error { return <-created })
+		// Once the scratch database exists, the connection that will
+		// remove our machinery from it is opened while pg_restore runs.
+		waitCreated := sync.OnceValue(func() error {
+			err := <-created
+			if err == nil {
+				early = make(chan *pgx.Conn, 1)
+				go func() {
+					conn, err := target.Connect(ctx, fresh)
+					if err != nil {
+						conn = nil // removeMachinery connects then
+					}
+					early <- conn
+				}()
+			}
+			return err
+		})
 		pinned, err = pgRestore(ctx, cfg, target, opts, st, fresh, dumpDir, ext, settings, waitCreated)
 		if cerr := waitCreated(); cerr != nil {
 			return cerr
@@ -145,7 +174,16 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 	}
 	keep = false
 	t := time.Now()
-	if _, err := removeMachinery(ctx, target, fresh, opts.Log); err != nil {
+	if conn := earlyConn(); conn != nil {
+		removed, err := dropMachinery(ctx, conn)
+		conn.Close(context.Background())
+		for _, d := range removed {
+			opts.Log.Info("pme2go-backup object removed from the restored database", "database", fresh, "object", d)
+		}
+		if err != nil {
+			return err
+		}
+	} else if _, err := removeMachinery(ctx, target, fresh, opts.Log); err != nil {
 		return err
 	}
 	opts.Log.Debug("machinery removed", "duration", time.Since(t).Round(time.Millisecond))

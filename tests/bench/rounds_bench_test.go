@@ -138,6 +138,16 @@ func benchRounds(b *testing.B, c *pgharness.Cluster, fc fullCase, rounds int) {
 			first()
 		}
 		os.Remove(fcPath)
+		if os.Getenv("BENCH_DUMPJ") != "" {
+			// pg_dump as a full backup runs it (uncompressed directory
+			// format), with one and with <cores> jobs.
+			for _, j := range []string{"1", jobs} {
+				d := filepath.Join(out, "dumpj")
+				r := timeCmd(b, "pg_dump -Fd -Z0 -j"+j, c, db, d, c.Bin("pg_dump"), "-Fd", "-Z0", "-j", j, "-f", d, db)
+				fmt.Printf("    pg_dump -Fd -Z0 -j%s %s\n", j, r.wall.Round(10*time.Millisecond))
+				os.RemoveAll(d)
+			}
+		}
 		dumpFc, full = append(dumpFc, a.wall), append(full, p.wall)
 		fullRatio = append(fullRatio, p.wall.Seconds()/a.wall.Seconds())
 		size, fcSize = p.size, a.size
