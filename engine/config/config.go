@@ -231,6 +231,10 @@ func (c *Config) resolveEncryption(lookupEnv func(string) (string, bool)) {
 			c.values["BACKUP_ENCRYPTION_IDENTITY_FILE"] = p
 		}
 	}
+	if st, err := os.Stat(s.IdentityFile); s.IdentityFile != "" && err == nil && st.Mode().Perm()&0o077 != 0 {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s is readable by others (mode %v): whoever reads it can decrypt every backup; make it 0600 and owned by the service user (or use LoadCredential=%s)",
+			s.IdentitySource, st.Mode().Perm(), crypt.CredentialName))
+	}
 	c.EncryptionRecipients, c.EncryptionIdentity = s.RecipientsFile, s.IdentityFile
 	crypt.Configure(s)
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/pme2go/pme2go-backup/engine/crypt"
@@ -47,5 +48,31 @@ func TestEncryptionKeys(t *testing.T) {
 	}
 	if load(map[string]string{}); crypt.Enabled() {
 		t.Fatal("a configuration without recipients left encryption on")
+	}
+}
+
+// TestIdentityReadableByOthersWarned: a private key others can read is
+// named in a warning with the fix; a 0600 one is not.
+func TestIdentityReadableByOthersWarned(t *testing.T) {
+	defer crypt.Configure(crypt.Settings{})
+	dir := t.TempDir()
+	id := filepath.Join(dir, "id.txt")
+	os.WriteFile(id, []byte("AGE-SECRET-KEY-1X\n"), 0o644)
+	conf := filepath.Join(dir, "c.conf")
+	os.WriteFile(conf, nil, 0o600)
+	env := map[string]string{"BACKUP_ENCRYPTION_RECIPIENTS": "/etc/r.txt", "BACKUP_ENCRYPTION_IDENTITY_FILE": id}
+	load := func() *Config {
+		c, err := Load(conf, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if w := load().Warnings; len(w) != 1 || !strings.Contains(w[0], id) || !strings.Contains(w[0], "0600") {
+		t.Fatalf("identity readable by others: warnings %q", w)
+	}
+	os.Chmod(id, 0o600)
+	if w := load().Warnings; len(w) != 0 {
+		t.Fatalf("private identity: warnings %q", w)
 	}
 }
