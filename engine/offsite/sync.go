@@ -314,6 +314,20 @@ func (r *Repo) Retention(ctx context.Context, cfg *config.Config, now time.Time,
 		}
 	}
 	plan := catalog.Plan(all, r.S.RetentionDays, now)
+	// A copy that is the only one left (its local copy pruned under
+	// LOCAL_RETENTION_DAYS) stays as long as BACKUP_RETENTION_DAYS keeps
+	// backups: a shorter OFFSITE_RETENTION_DAYS must not end a backup the
+	// installation's retention still promises.
+	local := catalog.Plan(all, cfg.RetentionDays, now)
+	for i := range plan {
+		if plan[i].Keep || !local[i].Keep {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(cfg.BackupDir, filepath.FromSlash(plan[i].Backup.Path))); err == nil {
+			continue
+		}
+		plan[i].Keep, plan[i].Reason = true, "only copy (local copy pruned); BACKUP_RETENTION_DAYS keeps it: "+local[i].Reason
+	}
 	var errList []error
 	var removed []string
 	for _, d := range plan {

@@ -164,6 +164,30 @@ func TestHostileRepository(t *testing.T) {
 		}
 	})
 
+	// OFFSITE_RETENTION_DAYS shorter than BACKUP_RETENTION_DAYS, local
+	// copies pruned after LOCAL_RETENTION_DAYS: the off-site copy is then
+	// the only one and stays while BACKUP_RETENTION_DAYS keeps it.
+	t.Run("only-copy-kept", func(t *testing.T) {
+		_, cfg := fakeEnv(t, s, "only", "BACKUP_RETENTION_DAYS=60", "OFFSITE_RETENTION_DAYS=30", "LOCAL_RETENTION_DAYS=10")
+		old := filepath.Base(fakeBackup(t, cfg.BackupDir, "full", "", time.Now().Add(-40*day), 2048))
+		ancient := filepath.Base(fakeBackup(t, cfg.BackupDir, "full", "", time.Now().Add(-70*day), 2048))
+		fakeBackup(t, cfg.BackupDir, "full", "", time.Now().Add(-day), 2048)
+		if res, err := ops.OffsiteSync(ctx, cfg, ops.OffsiteSyncOptions{}, nil); err != nil || len(res.Pruned) != 2 {
+			t.Fatalf("sync: %v %+v, want the two old local copies pruned", err, res)
+		}
+		res, err := ops.Cleanup(ctx, cfg, ops.CleanupOptions{}, nil)
+		if res == nil {
+			t.Fatalf("cleanup: %v", err)
+		}
+		objs := s.Objects("only")
+		if _, ok := objs["only/full/"+old]; !ok {
+			t.Errorf("off-site retention removed %s, 40 days old, its only copy, which BACKUP_RETENTION_DAYS=60 keeps", old)
+		}
+		if _, ok := objs["only/full/"+ancient]; ok {
+			t.Errorf("%s (70 days old) was kept", ancient)
+		}
+	})
+
 	// Two installations share one prefix: retention of one never removes
 	// the other's backups, and keeps its own newest full backup even when
 	// the other has a newer one.
