@@ -29,7 +29,11 @@ import (
 // another kind, another column set or another Relation record starts a new
 // group, and a delete of a key already in the group too), so a delete
 // followed by an insert of the same key, or an insert followed by an update
-// of it, run in that order. Across tables the order may change: replay
+// of it, run in that order. One exception keeps updates with alternating
+// column sets (a TOASTed value sent in some, not in others) from becoming
+// one statement each: an update may join an earlier update group with its
+// columns when only update groups not holding its key lie between
+// (tableQueue.earlierUpdate). Across tables the order may change: replay
 // runs no triggers and no foreign-key checks (session_replication_role =
 // replica), so the final state of each table depends only on its own
 // changes. Every grouped statement must change exactly as many rows as it
@@ -167,6 +171,11 @@ func (g *grouper) add(ctx context.Context, d *changeset.DecodedChange, lsn uint6
 	if kind != gInsert {
 		key = keyString(vals[:nkey])
 	}
+	if kind == gUpdate && last != nil && (last.rel != rel || !slices.Equal(last.cols, cols)) {
+		if gr := q.earlierUpdate(rel, cols, key); gr != nil {
+			last = gr
+		}
+	}
 	if last == nil || last.kind != kind || last.rel != rel || !slices.Equal(last.cols, cols) ||
 		(kind == gDelete && hasKey(last, key)) || len(last.rows) >= groupMaxRows {
 		last = &group{kind: kind, rel: rel, cols: cols, nkey: nkey, lsn: lsn}
@@ -189,6 +198,39 @@ func (g *grouper) add(ctx context.Context, d *changeset.DecodedChange, lsn uint6
 	}
 	if g.bytes >= groupFlushBytes {
 		return g.flushAll(ctx)
+	}
+	return nil
+}
+
+// earlierUpdate returns an update group of the queue, before its last
+// group, that an update of rel's key with columns cols may join: the
+// nearest one with the same Relation record and columns, with room, when
+// every group after it is an update group not holding key. The update then
+// runs before those groups, which is exact: they update other rows of the
+// same table (each row's state depends only on its own updates; replay
+// runs no triggers, and tables with another unique index are not grouped),
+// and no insert or delete of any key lies between. Updates with
+// alternating column sets (a TOASTed value sent or not) thus share a few
+// statements instead of starting a new one at each switch. Only the
+// last searchGroups groups are searched.
+func (q *tableQueue) earlierUpdate(rel *changeset.Relation, cols []int, key string) *group {
+	const searchGroups = 8
+	n := len(q.groups)
+	for i := n - 2; i >= 0 && i >= n-1-searchGroups; i-- {
+		after := q.groups[i+1]
+		if after.kind != gUpdate || hasKey(after, key) {
+			return nil
+		}
+		gr := q.groups[i]
+		if gr.kind != gUpdate {
+			return nil
+		}
+		if gr.rel == rel && slices.Equal(gr.cols, cols) {
+			if len(gr.rows) >= groupMaxRows {
+				return nil
+			}
+			return gr
+		}
 	}
 	return nil
 }

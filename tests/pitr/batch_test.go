@@ -72,6 +72,18 @@ func TestMergedBatches(t *testing.T) {
 			steps = append(steps, fmt.Sprintf(`UPDATE big SET doc = repeat('z', 3000) || %d, n = -n WHERE id = %d`, i, i%20+1))
 		}
 	}
+	// Alternating column sets on a few keys, in an order that matters
+	// (n+1 and n*3 do not commute): updates join earlier groups of their
+	// columns only past groups not holding their key.
+	for i := 0; i < 40; i++ {
+		steps = append(steps, fmt.Sprintf(`UPDATE big SET n = n + 1 WHERE id = %d`, i%5+1))
+		if i%3 == 0 {
+			steps = append(steps, fmt.Sprintf(`UPDATE big SET doc = repeat('y', 2500) || %d, n = n * 3 WHERE id = %d`, i, (i+1)%5+1))
+		}
+		if i%4 == 0 {
+			steps = append(steps, fmt.Sprintf(`UPDATE kv SET b = 'alt%d' WHERE id = %d`, i, i%3+10), fmt.Sprintf(`UPDATE kv SET a = a * 2 WHERE id = %d`, i%3+10))
+		}
+	}
 	steps = append(steps,
 		`DELETE FROM kv WHERE id = 2`, `INSERT INTO kv VALUES (2, -2, 'again')`, `UPDATE kv SET a = 7 WHERE id = 2`,
 		`DELETE FROM kv WHERE id = 2`, `INSERT INTO kv VALUES (2, -3, 'third')`,
