@@ -50,6 +50,17 @@ type replayWorkload struct {
 // CHECK calling that role's PL/pgSQL function, so that replay applies its
 // changes with the owner's privileges (see engine/apply/safety.go).
 // BENCH_REPLAY selects workloads by name (comma-separated).
+//
+// To compare builds under the same load, BENCH_REPLAY_BINS names other
+// CLI binaries (label=path, comma-separated, e.g. a build of main) and
+// BENCH_REPLAY_RUNS how many restores of the same capture each makes
+// (default 1): they run alternately, each after a CHECKPOINT (not timed),
+// in an order that rotates per run, and the median ratio of each build is
+// printed. Each restore's line carries the load average and the replay's
+// phases (prepare, apply, finish, settle) from its log.
+// BENCH_REPLAY_EXPLAIN=1 starts the cluster with auto_explain and prints
+// the server log: statements over 200 ms with their plans (ANALYZE,
+// BUFFERS), and the checkpoints.
 func BenchmarkReplay(b *testing.B) {
 	secs := envInt("BENCH_SECONDS", 30)
 	var opts []pgharness.Option
