@@ -197,7 +197,10 @@ func (p *Plan) placeSequences(ctx context.Context, c *seqCollector) error {
 	if p.TxCount == 0 {
 		last = p.Full.StartLSN
 	}
-	p.SequenceChoices = chooseSequences(reads, last, next, p.Target.Kind == Latest)
+	// --latest of a chain that ended stops at the end, with transactions
+	// after it that no change set holds: the last read comes after them.
+	latest := p.Target.Kind == Latest && p.ChainEnd == nil
+	p.SequenceChoices = chooseSequences(reads, last, next, latest)
 	return nil
 }
 
