@@ -410,10 +410,12 @@ func (a *applier) message(_ *changeset.Begin, m *changeset.Message) error {
 	if err := a.w.drain(a.ctx); err != nil {
 		return err
 	}
-	if err := beforeDDL(a.ctx, a.conn.PgConn()); err != nil {
-		return fail(a.w.tx, 0, err)
-	}
 	d, err := changeset.ParseDDL(m.Content)
+	if err == nil {
+		if err := beforeDDL(a.ctx, a.conn.PgConn(), d.Statement); err != nil {
+			return fail(a.w.tx, 0, err)
+		}
+	}
 	if err == nil && d.V < 2 {
 		// Legacy records carry no search_path: the statement runs under
 		// the database's own, and the replay's is put back afterwards.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -37,9 +38,8 @@ import (
 // Objects are recorded by OID, so that one renamed by captured DDL is still
 // found; one dropped by captured DDL is forgotten. Objects created or
 // re-enabled by captured DDL are recorded and switched off after each DDL
-// statement (syncUserCode). Known limit: DDL that disables a trigger that
-// replay had already switched off is not seen, and the trigger gets its
-// earlier state back.
+// statement (syncUserCode); DDL that can change a state runs on the
+// recorded states put back (beforeDDL).
 
 // guardNames are the event triggers that keep non-superusers from changing
 // replaySchema's objects during the replay.
@@ -125,7 +125,11 @@ ALTER EVENT TRIGGER pme2go_replay_guard_drop ENABLE ALWAYS`
 
 // restoreUserCodeSQL renders the statements that put the recorded states
 // back: table-level ones first, event triggers last.
-const restoreUserCodeSQL = `SELECT q FROM (
+const restoreUserCodeSQL = `SELECT q FROM (` + userCodeStmtsSQL + `) x ORDER BY o`
+
+// userCodeStmtsSQL renders (o, q): the statements putting back identity
+// kinds (o = 0), table-level states (1) and event triggers (2).
+const userCodeStmtsSQL = `
   SELECT 0 AS o, pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I SET GENERATED ALWAYS', a.attrelid::pg_catalog.regclass, a.attname) AS q
     FROM pme2go_replay.identity_always s JOIN pg_catalog.pg_attribute a ON a.attrelid = s.rel AND a.attnum = s.attnum
    WHERE a.attidentity = 'd' AND NOT a.attisdropped
@@ -143,7 +147,7 @@ const restoreUserCodeSQL = `SELECT q FROM (
   UNION ALL
   SELECT 2, pg_catalog.format('ALTER EVENT TRIGGER %I %s', e.evtname,
          CASE s.state WHEN 'O' THEN 'ENABLE' WHEN 'R' THEN 'ENABLE REPLICA' WHEN 'A' THEN 'ENABLE ALWAYS' ELSE 'DISABLE' END)
-    FROM pme2go_replay.user_code s JOIN pg_catalog.pg_event_trigger e ON s.kind = 'e' AND e.oid = s.oid) x ORDER BY o`
+    FROM pme2go_replay.user_code s JOIN pg_catalog.pg_event_trigger e ON s.kind = 'e' AND e.oid = s.oid`
 
 // prepareScratch readies the scratch database for replay, in one
 // transaction: on the first run it switches off the event triggers,
@@ -245,6 +249,13 @@ const putBackIdentitySQL = `DO $pme2go$ DECLARE x record; BEGIN
   DELETE FROM pme2go_replay.identity_always;
 END $pme2go$`
 
+// putBackTableCodeSQL gives the recorded triggers, rules and FORCE ROW
+// LEVEL SECURITY their state back and forgets them.
+const putBackTableCodeSQL = `DO $pme2go$ DECLARE x record; BEGIN
+  FOR x IN SELECT q FROM (` + userCodeStmtsSQL + `) y WHERE o = 1 LOOP EXECUTE x.q; END LOOP;
+  DELETE FROM pme2go_replay.user_code WHERE kind IN ('t', 'r', 'f');
+END $pme2go$`
+
 // beforeDDL puts the source's GENERATED ALWAYS back on the identity
 // columns switched for the replay, inside the replay transaction, just
 // before a captured DDL statement runs: the statement then sees the
@@ -252,9 +263,24 @@ END $pme2go$`
 // TABLE … (LIKE … INCLUDING IDENTITY) act on, or copy, the real kind), and
 // afterDDL's syncUserCode records and switches whatever is ALWAYS after it.
 // The connection must be idle.
-func beforeDDL(ctx context.Context, conn *pgconn.PgConn) error {
+//
+// A statement that can change a table's enable state (its text names
+// TRIGGER, RULE or ROW LEVEL SECURITY: ALTER TABLE … ENABLE/DISABLE
+// TRIGGER|RULE, … FORCE ROW LEVEL SECURITY) likewise runs on the recorded
+// states of triggers, rules and FORCE put back and forgotten, so that
+// syncUserCode records the states it leaves: a trigger it disables stays
+// disabled after the replay, as on the source. (ALTER EVENT TRIGGER fires
+// no event trigger and is never captured: it ends the chain.)
+func beforeDDL(ctx context.Context, conn *pgconn.PgConn, stmt string) error {
 	if err := conn.Exec(ctx, putBackIdentitySQL).Close(); err != nil {
 		return fmt.Errorf("put back GENERATED ALWAYS before DDL: %w", err)
+	}
+	u := strings.ToUpper(stmt)
+	if !strings.Contains(u, "TRIGGER") && !strings.Contains(u, "RULE") && !strings.Contains(u, "ROW LEVEL SECURITY") {
+		return nil
+	}
+	if err := conn.Exec(ctx, putBackTableCodeSQL).Close(); err != nil {
+		return fmt.Errorf("put back trigger and rule states before DDL: %w", err)
 	}
 	return nil
 }
