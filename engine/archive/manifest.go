@@ -17,14 +17,52 @@ const ManifestName = "manifest.json"
 // SidecarSuffix is appended to an archive path to form its sidecar path.
 const SidecarSuffix = ".manifest.json"
 
+// Kind is a backup's kind as manifests record it (Manifest.Type). The text
+// values are the archive format's and never change.
+type Kind string
+
+// The backup kinds.
+const (
+	KindFull        Kind = "full"
+	KindIncremental Kind = "incremental"
+)
+
+// Triggers recorded in a manifest's Metadata["trigger"]: why a backup was
+// taken. Other values ("scheduled", "chain sealed by a new full backup", …)
+// are recorded as given.
+const (
+	TriggerManual = "manual"
+	// TriggerSafety marks the full backup a restore takes of a database
+	// before replacing it; it starts no chain and a point-in-time restore
+	// never starts from it.
+	TriggerSafety = "safety"
+)
+
+// Trigger returns Metadata["trigger"] ("" when absent).
+func (m *Manifest) Trigger() string {
+	t, _ := m.Metadata["trigger"].(string)
+	return t
+}
+
+// IsSafety reports whether the backup is a restore's safety backup.
+func (m *Manifest) IsSafety() bool { return m != nil && m.Trigger() == TriggerSafety }
+
+// ChainStatus returns Metadata["chainStatus"] of an incremental: the status
+// its chain had when it was written ("" when absent); engine/chain's Status
+// values.
+func (m *Manifest) ChainStatus() string {
+	s, _ := m.Metadata["chainStatus"].(string)
+	return s
+}
+
 // Manifest describes the content of a backup archive. It is stored as the
 // last tar member (manifest.json) and, with Archive filled in, as the
 // sidecar file next to the archive.
 type Manifest struct {
 	// FormatVersion is the archive format version (FormatVersion).
 	FormatVersion int `json:"formatVersion"`
-	// Type is the backup type: "full" or "incremental".
-	Type string `json:"type"`
+	// Type is the backup kind: KindFull or KindIncremental.
+	Type Kind `json:"type"`
 	// Timestamp is when the backup was taken.
 	Timestamp time.Time `json:"timestamp"`
 	// Version is the pme2go-backup version that wrote the archive.

@@ -155,8 +155,8 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	defer os.RemoveAll(staging)
 
 	m := &archive.Manifest{
-		Type: "full", Timestamp: start.UTC(), Version: version.Version, FormatVersion: archive.FormatVersion,
-		Files: map[string]string{}, Metadata: map[string]any{"trigger": orDefault(opts.Trigger, "manual")},
+		Type: archive.KindFull, Timestamp: start.UTC(), Version: version.Version, FormatVersion: archive.FormatVersion,
+		Files: map[string]string{}, Metadata: map[string]any{"trigger": orDefault(opts.Trigger, archive.TriggerManual)},
 		SystemIdentifier: srv.SystemIdentifier, Timeline: srv.Timeline, ServerVersion: srv.Version,
 		PgDumpVersion: tools["pg_dump"].Version, Databases: dbs,
 	}
@@ -164,7 +164,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		m.Warnings = append(m.Warnings, fmt.Sprintf("wal_level is %s: incremental backups are off; set wal_level = logical and restart PostgreSQL to enable them", srv.WalLevel))
 	} else if opts.Snapshot == nil && !(srv.Replication || srv.Superuser) {
 		m.Warnings = append(m.Warnings, "DB_USER has no REPLICATION privilege: incremental backups are off; ALTER ROLE … REPLICATION to enable them")
-	} else if opts.Snapshot == nil && opts.Chain != nil && opts.Trigger != "safety" {
+	} else if opts.Snapshot == nil && opts.Chain != nil && opts.Trigger != archive.TriggerSafety {
 		// Start a change-capture chain at the dump's snapshot (engine/chain).
 		// A restore's safety backup starts none: its database is replaced.
 		starter := opts.Chain

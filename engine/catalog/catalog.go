@@ -20,7 +20,7 @@ import (
 type Backup struct {
 	Name      string            `json:"name"`
 	Path      string            `json:"path"`
-	Type      string            `json:"type"`
+	Type      archive.Kind      `json:"type"`
 	Timestamp time.Time         `json:"timestamp"`
 	Size      int64             `json:"size"`
 	Databases []string          `json:"databases,omitempty"`
@@ -35,7 +35,7 @@ type Backup struct {
 // listed with a Problem; temporary files of interrupted runs are not listed.
 func List(dir string) ([]Backup, error) {
 	var out []Backup
-	for _, sub := range []string{"full", "incremental"} {
+	for _, sub := range []string{string(archive.KindFull), string(archive.KindIncremental)} {
 		entries, err := os.ReadDir(filepath.Join(dir, sub))
 		if os.IsNotExist(err) {
 			continue
@@ -64,7 +64,7 @@ func List(dir string) ([]Backup, error) {
 }
 
 func describe(path, sub string) Backup {
-	b := Backup{Name: filepath.Base(path), Path: path, Type: strings.TrimSuffix(sub, "/")}
+	b := Backup{Name: filepath.Base(path), Path: path, Type: archive.Kind(strings.TrimSuffix(sub, "/"))}
 	if st, err := os.Stat(path); err == nil {
 		b.Size = st.Size()
 		b.Timestamp = st.ModTime().UTC()
@@ -101,7 +101,7 @@ func Find(dir, ref string) (Backup, error) {
 }
 
 // Newest returns the newest backup of the given type, or false.
-func Newest(all []Backup, typ string) (Backup, bool) {
+func Newest(all []Backup, typ archive.Kind) (Backup, bool) {
 	var best Backup
 	found := false
 	for _, b := range all {

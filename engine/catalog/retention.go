@@ -28,13 +28,13 @@ func Plan(all []Backup, days int, now time.Time) []Decision {
 			keep[b.Path] = "within retention"
 		}
 	}
-	if nf, ok := Newest(all, "full"); ok && keep[nf.Path] == "" {
+	if nf, ok := Newest(all, archive.KindFull); ok && keep[nf.Path] == "" {
 		keep[nf.Path] = "newest full backup"
 	}
 	// Keep what kept incrementals depend on: their chain's full backup and
 	// earlier incrementals of the same chain.
 	for _, b := range all {
-		if keep[b.Path] == "" || b.Type != "incremental" || b.ChainID == "" {
+		if keep[b.Path] == "" || b.Type != archive.KindIncremental || b.ChainID == "" {
 			continue
 		}
 		for _, dep := range all {

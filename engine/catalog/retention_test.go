@@ -3,13 +3,15 @@ package catalog
 import (
 	"testing"
 	"time"
+
+	"github.com/pme2go/pme2go-backup/engine/archive"
 )
 
 func TestPlanKeepsNewestFullAndChainDependencies(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	day := 24 * time.Hour
 	b := func(name, typ, chain string, age time.Duration) Backup {
-		return Backup{Name: name, Path: "/b/" + name, Type: typ, ChainID: chain, Timestamp: now.Add(-age)}
+		return Backup{Name: name, Path: "/b/" + name, Type: archive.Kind(typ), ChainID: chain, Timestamp: now.Add(-age)}
 	}
 	all := []Backup{
 		b("f1", "full", "c1", 40*day),

@@ -180,7 +180,7 @@ func scanObjects(ctx context.Context, cfg *config.Config) (ours, others []Orphan
 			o.Chain, o.Reason = s.ID, "its full backup never finished"
 			ours = append(ours, o)
 		default:
-			o.Chain, o.Reason = s.ID, "chain is "+s.Status
+			o.Chain, o.Reason = s.ID, "chain is "+string(s.Status)
 			ours = append(ours, o)
 		}
 	}

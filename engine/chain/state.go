@@ -28,12 +28,17 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
 
+// Status is a chain's state as chain.json records it (and an incremental's
+// manifest, Metadata["chainStatus"]). The text values are the state
+// directory's format and never change.
+type Status string
+
 // Chain statuses.
 const (
-	StatusPending = "pending" // slot created, its full backup still running
-	StatusOpen    = "open"
-	StatusSealed  = "sealed"
-	StatusBroken  = "broken"
+	StatusPending Status = "pending" // slot created, its full backup still running
+	StatusOpen    Status = "open"
+	StatusSealed  Status = "sealed"
+	StatusBroken  Status = "broken"
 )
 
 // Prefix starts every slot and publication name the program creates.
@@ -79,7 +84,7 @@ type State struct {
 	// startSequences: the sequences read as the chain started (JSON), for
 	// the full backup's manifest; not kept in the state file.
 	startSequences string
-	Status         string    `json:"status"`
+	Status         Status    `json:"status"`
 	Reason         string    `json:"reason,omitempty"`
 	Created        time.Time `json:"created"`
 	Ended          time.Time `json:"ended,omitzero"`
@@ -249,14 +254,14 @@ func OpenFor(cfg *config.Config, db string) (*State, error) {
 
 // MarkEnded sets status (sealed or broken) and reason and saves the state,
 // re-reading chain.json first so that concurrent updates are kept.
-func (s *State) MarkEnded(status, reason string) error {
+func (s *State) MarkEnded(status Status, reason string) error {
 	return s.MarkEndedAt(status, reason, 0)
 }
 
 // MarkEndedAt is MarkEnded recording also the LSN where the chain ended
 // (EndLSN; 0 leaves it unset): the first position whose changes the chain
 // does not hold.
-func (s *State) MarkEndedAt(status, reason string, end uint64) error {
+func (s *State) MarkEndedAt(status Status, reason string, end uint64) error {
 	if s.dir != "" {
 		s.Reload()
 	}

@@ -52,6 +52,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
+	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/errs"
@@ -258,18 +259,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 func newestFull(all []catalog.Backup, db string) (catalog.Backup, bool) {
 	for i := len(all) - 1; i >= 0; i-- {
 		b := all[i]
-		if b.Type == "full" && b.Manifest != nil && slices.Contains(b.Manifest.Databases, db) && !isSafety(b) {
+		if b.Type == archive.KindFull && b.Manifest != nil && slices.Contains(b.Manifest.Databases, db) && !b.Manifest.IsSafety() {
 			return b, true
 		}
 	}
 	return catalog.Backup{}, false
-}
-
-// isSafety reports whether b is a restore's safety backup (of a database
-// about to be replaced, not of the source's newest state).
-func isSafety(b catalog.Backup) bool {
-	t, _ := b.Manifest.Metadata["trigger"].(string)
-	return t == "safety"
 }
 
 // hasChain reports whether full backup b started a change-capture chain

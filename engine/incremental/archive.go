@@ -107,17 +107,17 @@ func archiveSealed(ctx context.Context, cfg *config.Config, st *chain.State, opt
 func manifestFor(cfg *config.Config, st *chain.State, segs []*segInfo, opts Options) *archive.Manifest {
 	trigger := opts.Trigger
 	if trigger == "" {
-		trigger = "manual"
+		trigger = archive.TriggerManual
 	}
 	var names []string
 	for _, s := range segs {
 		names = append(names, filepath.Base(s.path))
 	}
 	m := &archive.Manifest{
-		Type: "incremental", Timestamp: time.Now().UTC(), Version: version.Version, FormatVersion: archive.FormatVersion,
+		Type: archive.KindIncremental, Timestamp: time.Now().UTC(), Version: version.Version, FormatVersion: archive.FormatVersion,
 		Files: map[string]string{"changes": "changes/", "sequences": "sequences.json"},
 		Metadata: map[string]any{"trigger": trigger, "database": st.Database, "segments": names,
-			"chainStatus": st.Status, "publication": st.Publication},
+			"chainStatus": string(st.Status), "publication": st.Publication},
 		SystemIdentifier: st.SystemIdentifier, Timeline: st.Timeline, Databases: []string{st.Database},
 		ChainID: st.ID, SlotName: st.Slot, Previous: st.LastArchive,
 		StartLSN: chain.FormatLSN(segs[0].hdr.StartLSN), EndLSN: chain.FormatLSN(segs[len(segs)-1].seal.NextLSN),

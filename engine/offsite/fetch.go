@@ -202,7 +202,7 @@ func (r *Repo) rebuildChain(ctx context.Context, cfg *config.Config, st *chain.S
 	end, prev := st.Start(), st.FullBackup
 	for _, b := range local {
 		m := b.Manifest
-		if m == nil || m.Type != "incremental" || m.ChainID != st.ID {
+		if m == nil || m.Type != archive.KindIncremental || m.ChainID != st.ID {
 			continue
 		}
 		if isStreamArchive(m) {
@@ -358,10 +358,10 @@ func writeStreamArchive(cfg *config.Config, st *chain.State, seg string, seal *c
 	rd.Close()
 	now := time.Now().UTC()
 	m := &archive.Manifest{
-		Type: "incremental", Timestamp: now, Version: version.Version, FormatVersion: archive.FormatVersion,
+		Type: archive.KindIncremental, Timestamp: now, Version: version.Version, FormatVersion: archive.FormatVersion,
 		Files: map[string]string{"changes": "changes/", "sequences": "sequences.json"},
 		Metadata: map[string]any{"trigger": TriggerStream, "database": st.Database, "segments": []string{filepath.Base(seg)},
-			"chainStatus": "open", "publication": st.Publication, "completeTime": seal.LastCommitTime.UTC().Format(time.RFC3339Nano)},
+			"chainStatus": string(chain.StatusOpen), "publication": st.Publication, "completeTime": seal.LastCommitTime.UTC().Format(time.RFC3339Nano)},
 		SystemIdentifier: st.SystemIdentifier, Timeline: st.Timeline, Databases: []string{st.Database},
 		ChainID: st.ID, SlotName: st.Slot, Previous: prev,
 		StartLSN: chain.FormatLSN(hdr.StartLSN), EndLSN: chain.FormatLSN(seal.NextLSN), TxCount: seal.TxCount,
@@ -420,7 +420,7 @@ func newestChain(local []catalog.Backup, remotes []Remote, db string) map[string
 	}
 	var newest, chained *catalog.Backup
 	for i, b := range all {
-		if b.Type != "full" || b.Manifest == nil || !slices.Contains(b.Manifest.Databases, db) {
+		if b.Type != archive.KindFull || b.Manifest == nil || !slices.Contains(b.Manifest.Databases, db) {
 			continue
 		}
 		if newest == nil || b.Timestamp.After(newest.Timestamp) {
@@ -438,7 +438,7 @@ func newestChain(local []catalog.Backup, remotes []Remote, db string) map[string
 		out[chained.Name] = true
 		id := chainOf(chained.Manifest, db)
 		for _, b := range all {
-			if b.Type == "incremental" && b.Manifest != nil && b.Manifest.ChainID == id {
+			if b.Type == archive.KindIncremental && b.Manifest != nil && b.Manifest.ChainID == id {
 				out[b.Name] = true
 			}
 		}

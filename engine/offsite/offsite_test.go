@@ -73,8 +73,8 @@ func TestChunkRange(t *testing.T) {
 func TestNewestChain(t *testing.T) {
 	now := time.Now()
 	b := func(name, typ, chain string, age time.Duration) catalog.Backup {
-		return catalog.Backup{Name: name, Type: typ, Timestamp: now.Add(-age),
-			Manifest: &archive.Manifest{Type: typ, Databases: []string{"app"}, ChainID: chain}}
+		return catalog.Backup{Name: name, Type: archive.Kind(typ), Timestamp: now.Add(-age),
+			Manifest: &archive.Manifest{Type: archive.Kind(typ), Databases: []string{"app"}, ChainID: chain}}
 	}
 	local := []catalog.Backup{b("f1", "full", "c1", 9*time.Hour), b("i1", "incremental", "c1", 8*time.Hour)}
 	remotes := []Remote{{Backup: b("f2", "full", "c2", 5*time.Hour)}, {Backup: b("i2", "incremental", "c2", 4*time.Hour)},

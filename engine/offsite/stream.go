@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/capture"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
@@ -357,7 +358,7 @@ func (r *Repo) streamed(ctx context.Context) (map[string][]streamedSegment, map[
 func (r *Repo) dropStreamsCovered(ctx context.Context, remotes []Remote) (int, error) {
 	covered := map[string]bool{}
 	for _, rb := range remotes {
-		if rb.Manifest == nil || rb.Type != "incremental" {
+		if rb.Manifest == nil || rb.Type != archive.KindIncremental {
 			continue
 		}
 		segs, _ := rb.Manifest.Metadata["segments"].([]any)

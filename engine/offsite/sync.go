@@ -149,11 +149,7 @@ func (r *Repo) NoteRun(cfg *config.Config, err error) {
 }
 
 func isStreamArchive(m *archive.Manifest) bool {
-	if m == nil {
-		return false
-	}
-	t, _ := m.Metadata["trigger"].(string)
-	return t == TriggerStream
+	return m != nil && m.Trigger() == TriggerStream
 }
 
 // adopt records the repository's backups the state file does not know

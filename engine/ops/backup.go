@@ -86,7 +86,7 @@ func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress)
 // restore holds the directory lock.
 func safetyBackup(cfg *config.Config, log *slog.Logger) restore.SafetyBackup {
 	return func(ctx context.Context, db, connectAs string) (string, error) {
-		res, err := backup.Full(ctx, cfg, backup.Options{Trigger: "safety", Databases: []string{db},
+		res, err := backup.Full(ctx, cfg, backup.Options{Trigger: archive.TriggerSafety, Databases: []string{db},
 			DumpFrom: map[string]string{db: connectAs}, Locked: true, Log: log})
 		if err != nil {
 			return "", err

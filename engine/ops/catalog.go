@@ -58,13 +58,10 @@ type Backup struct {
 }
 
 func fromCatalog(b catalog.Backup) Backup {
-	out := Backup{Name: b.Name, Path: b.Path, Type: b.Type, Timestamp: b.Timestamp, Size: b.Size, Location: "local",
+	out := Backup{Name: b.Name, Path: b.Path, Type: string(b.Type), Timestamp: b.Timestamp, Size: b.Size, Location: "local",
 		Databases: b.Databases, ChainID: b.ChainID, Previous: b.Previous, Problem: b.Problem, Warnings: []string{}}
 	if m := b.Manifest; m != nil {
-		if t, ok := m.Metadata["trigger"].(string); ok {
-			out.Trigger = t
-			out.Safety = t == "safety"
-		}
+		out.Trigger, out.Safety = m.Trigger(), m.IsSafety()
 		out.StartLSN, out.EndLSN = parseLSN(m.StartLSN), parseLSN(m.EndLSN)
 		out.FirstCommitTime, out.LastCommitTime, out.Transactions = m.FirstCommitTime, m.LastCommitTime, m.TxCount
 		out.Warnings = append(out.Warnings, m.Warnings...)

@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/capture"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
 	"github.com/pme2go/pme2go-backup/engine/chain"
@@ -125,11 +126,11 @@ func Status(ctx context.Context, cfg *config.Config, opts StatusOptions, _ Progr
 	}
 	r.Offsite = offsiteStatus(cfg, located)
 	r.Encryption = encryptionStatus(all)
-	if b, ok := catalog.Newest(all, "full"); ok {
+	if b, ok := catalog.Newest(all, archive.KindFull); ok {
 		fb := fromCatalog(b)
 		r.LastFull = &fb
 	}
-	if b, ok := catalog.Newest(all, "incremental"); ok {
+	if b, ok := catalog.Newest(all, archive.KindIncremental); ok {
 		ib := fromCatalog(b)
 		r.LastIncr = &ib
 	}
@@ -164,7 +165,7 @@ func chainStatuses(ctx context.Context, cfg *config.Config, withLag bool) []Chai
 		return out
 	}
 	for _, st := range states {
-		c := Chain{ID: st.ID, Database: st.Database, Status: st.Status, Reason: st.Reason, StartLSN: parseLSN(st.StartLSN), EndLSN: parseLSN(st.EndLSN), DDLCapture: st.CaptureMode,
+		c := Chain{ID: st.ID, Database: st.Database, Status: string(st.Status), Reason: st.Reason, StartLSN: parseLSN(st.StartLSN), EndLSN: parseLSN(st.EndLSN), DDLCapture: st.CaptureMode,
 			Created: st.Created, FullBackup: st.FullBackup, LastArchive: st.LastArchive, CaptureDDL: st.CaptureDDL}
 		if !st.Ended.IsZero() {
 			e := st.Ended

@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	if b.Manifest != nil && b.Manifest.Type != "full" {
+	if b.Manifest != nil && b.Manifest.Type != archive.KindFull {
 		return nil, fmt.Errorf("%s is an incremental backup; restore a full backup (point-in-time targets replay incrementals on top of it)", b.Name)
 	}
 	target := pgclient.FromConfig(cfg)

@@ -60,7 +60,7 @@ func fakeBackup(t *testing.T, dir, typ, chainID string, ts time.Time, size int) 
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(buf)
-	m := archive.Manifest{FormatVersion: 1, Type: typ, Timestamp: ts.UTC(), Version: "test", Databases: []string{"app"},
+	m := archive.Manifest{FormatVersion: 1, Type: archive.Kind(typ), Timestamp: ts.UTC(), Version: "test", Databases: []string{"app"},
 		ChainID: chainID, Metadata: map[string]any{"trigger": "test"},
 		Archive: &archive.ArchiveInfo{Name: filepath.Base(path), Size: int64(size), SHA256: "sha256:" + hex.EncodeToString(sum[:]), Codec: "none"}}
 	b, _ := json.Marshal(m)
