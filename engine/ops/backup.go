@@ -188,6 +188,7 @@ func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOption
 	out.Duration = seconds(time.Since(start))
 	p.Report(progress.Event{Phase: "done", Done: int64(len(out.Archives)), Total: int64(len(out.Archives)), Unit: progress.Archives})
 	if err != nil {
+		err = identityNeeded(err, "an incremental backup")
 		if errs.CodeOf(err) == errs.Failed && errors.Is(err, incremental.ErrNoChain) {
 			err = &errs.Error{Code: errs.NotFound, Message: "no open chain", Err: err,
 				Fix: &errs.Fix{Action: errs.ActFullBackup, Text: "take a full backup first (needs wal_level = logical and a role with REPLICATION)"}}
@@ -195,6 +196,20 @@ func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOption
 		return out, fmt.Errorf("incremental backup failed: %w", err)
 	}
 	return out, nil
+}
+
+// identityNeeded words a KEY_ERR met while capturing or sealing: reading
+// the open change-set segment of an encrypted repository (to find its last
+// whole transaction, and to seal it into an archive) needs the private key
+// on the backup host; writing needs only the recipients. Full backups need
+// no identity.
+func identityNeeded(err error, what string) error {
+	if errs.CodeOf(err) != errs.KeyErr {
+		return err
+	}
+	return &errs.Error{Code: errs.KeyErr, Err: err,
+		Message: what + " of an encrypted repository reads the open change-set segment (to find its last whole transaction and to seal it), which needs the private key on this host; the slot was not advanced past what is stored",
+		Fix:     &errs.Fix{Action: errs.ActConfig, Text: "set BACKUP_ENCRYPTION_IDENTITY_FILE (or the systemd credential backup-encryption-identity) on the backup host; full backups need only BACKUP_ENCRYPTION_RECIPIENTS"}}
 }
 
 // withCodec returns cfg, or a copy of it whose Compression is codec when

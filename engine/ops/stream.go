@@ -75,7 +75,7 @@ func Stream(ctx context.Context, cfg *config.Config, opts StreamOptions, p Progr
 					p.Report(progress.Event{Phase: "capture", Object: db, Done: cp.TxCount, Unit: progress.Transactions, Message: cp.Position})
 				}})
 			if err != nil {
-				err = known(err)
+				err = identityNeeded(known(err), "streaming capture")
 				log.Error("capture stopped", "database", db, "error", err)
 				mu.Lock()
 				res.Databases[i].Error, res.Databases[i].Code = err.Error(), CodeOf(err)

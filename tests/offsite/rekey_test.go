@@ -8,6 +8,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/pme2go/pme2go-backup/engine/crypt"
@@ -248,4 +249,44 @@ func TestVerifyOffsite(t *testing.T) {
 	if _, err := ops.Verify(ctx, e.cfg, ops.VerifyOptions{Backups: []string{"no_such_backup.tar.xz"}, Offsite: true}, nil); err == nil {
 		t.Fatal("verify of an unknown backup with the off-site option passed")
 	}
+}
+
+// TestKeysOnBackupHost names which key the backup host needs: a full
+// backup needs only the recipients (public keys); an incremental backup
+// reads the open encrypted change-set segment (to find its last whole
+// transaction and to seal it) and so needs the identity too. Without it the
+// incremental is refused with KEY_ERR naming the reason, the slot is not
+// advanced, and once the identity is given the incremental holds every
+// change (a point-in-time restore equals the source).
+func TestKeysOnBackupHost(t *testing.T) {
+	c, s := setup(t)
+	defer crypt.Configure(crypt.Settings{})
+	pub, key, err := crypt.TestKeys(t.TempDir(), "host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pubOnly := newEnv(t, c, s, "keys", "BACKUP_ENCRYPTION_RECIPIENTS="+pub, "BACKUP_ENCRYPTION_IDENTITY_FILE=")
+	full, err := ops.Full(ctx, pubOnly.cfg, ops.FullOptions{}, nil)
+	if err != nil {
+		t.Fatalf("full backup with the recipients alone: %v", err)
+	}
+	exec(t, c, "app", "UPDATE items SET qty = -qty WHERE id % 3 = 0", "INSERT INTO items (name, qty) VALUES ('before incremental', 1)")
+	want := sums(t, c, "app")
+	_, err = ops.Incremental(ctx, pubOnly.cfg, ops.IncrementalOptions{}, nil)
+	if fix := ops.Classify(err).Fix; ops.CodeOf(err) != "KEY_ERR" || !strings.Contains(err.Error(), "private key on this host") ||
+		fix == nil || !strings.Contains(fix.Text, "BACKUP_ENCRYPTION_IDENTITY_FILE") {
+		t.Fatalf("incremental without the identity: %v", err)
+	}
+	t.Logf("incremental with the recipients alone: %v", err)
+	withKey := pubOnly.with(t, "BACKUP_ENCRYPTION_IDENTITY_FILE="+key)
+	inc, err := ops.Incremental(ctx, withKey.cfg, ops.IncrementalOptions{}, nil)
+	if err != nil || len(inc.Archives) != 1 || inc.Archives[0].Transactions < 2 {
+		t.Fatalf("incremental with the identity: %v %+v", err, inc)
+	}
+	if _, err := ops.Restore(ctx, withKey.cfg, ops.RestoreOptions{Target: ops.RestoreTarget{Latest: true}, TargetDB: "app_keys", NoSafetyBackup: true}, nil); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	same(t, "PITR after an incremental refused for want of the identity", want, sums(t, c, "app_keys"))
+	_ = full
 }
