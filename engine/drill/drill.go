@@ -147,6 +147,9 @@ type Database struct {
 	Notes       []string `json:"notes"`
 	Duration    float64  `json:"duration"` // seconds
 	Error       string   `json:"error,omitempty"`
+	// busy is the restore's BUSY error: a backup or restore held the
+	// backup directory, so nothing was drilled.
+	busy error
 }
 
 // Issue is one thing a drill found wrong: Kind is "restore", "row-count",
@@ -225,6 +228,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	var failed []string
 	for _, db := range dbs {
 		d := drillOne(ctx, cfg, target, id, db, all, opts.Restore, log, step)
+		if d.busy != nil {
+			// Not a failed drill: a backup or restore holds the backup
+			// directory. Nothing is recorded; the last result stands.
+			return nil, errs.Wrap(errs.Busy, "restore drill not run: the backup directory is in use", d.busy).
+				WithFix(errs.ActWait, "run the drill again once the backup or restore has finished; the last drill's result is kept")
+		}
 		res.Databases = append(res.Databases, d)
 		if !d.OK {
 			failed = append(failed, db+": "+d.Error)
@@ -344,6 +353,9 @@ func drillOne(ctx context.Context, cfg *config.Config, target pgclient.Target, i
 	}
 	rres, err := restoreFn(ctx, cfg, ropts)
 	if err != nil {
+		if errs.CodeOf(err) == errs.Busy {
+			d.busy = err
+		}
 		return fail("restore", fmt.Errorf("restore of %s into scratch database %s failed: %w", db, scratch, err))
 	}
 	fullPath := full.Path

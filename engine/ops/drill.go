@@ -57,7 +57,8 @@ type BackupDrill struct {
 // kept in BACKUP_DIR/state/drill.json and shown by Status and List.
 // Progress phases: "restore <db>…", "check <db>…", "done". Errors:
 // DRILL_FAILED (the result says what failed), NOT_FOUND (no full backup),
-// BUSY (another drill runs), CONN_ERR.
+// BUSY (another drill runs, or a backup or restore holds the backup
+// directory: nothing is recorded, the last result stands), CONN_ERR.
 func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions, p Progress) (*DrillResult, error) {
 	dbs := opts.Databases
 	if len(dbs) == 0 {

@@ -181,6 +181,31 @@ func TestHostileEncrypted(t *testing.T) {
 		t.Logf("the drill survived %d backup starts (%d refused while it restored)", swept, busy)
 	})
 
+	// A drill that starts while a backup holds the backup directory is
+	// BUSY, not a failed drill: no false alarm, the last result stays.
+	t.Run("drill-while-backup-runs", func(t *testing.T) {
+		enc2 := load(t, env, "BACKUP_ENCRYPTION_RECIPIENTS="+k2.pub, "BACKUP_ENCRYPTION_IDENTITY_FILE="+both)
+		before, err := drill.Last(enc2)
+		if err != nil || before == nil || !before.OK {
+			t.Fatalf("last drill before: %v %+v", err, before)
+		}
+		unlock, err := backupdir.Prepare(enc2, enc2.FullDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ops.Drill(ctx, enc2, ops.DrillOptions{}, nil)
+		unlock()
+		if ops.CodeOf(err) != "BUSY" {
+			t.Errorf("drill while a backup holds the directory: %v (code %s), want BUSY", err, ops.CodeOf(err))
+		}
+		if after, _ := drill.Last(enc2); after == nil || !after.OK || !after.Time.Equal(before.Time) {
+			t.Errorf("a drill that could not run replaced the last result: %+v", after)
+		}
+		if id, err := config.InstallationShortID(enc2); err == nil {
+			mustNotExist(t, c, drill.ScratchName(id, "app"))
+		}
+	})
+
 	// Archives damaged at their very end, or cut at a chunk boundary of
 	// age's 64 KiB STREAM chunks: refused, nothing written, nothing left.
 	t.Run("damaged-end", func(t *testing.T) {
