@@ -338,6 +338,44 @@ func TestDaemonOverBus(t *testing.T) {
 		}
 	})
 
+	t.Run("every method refuses a caller the daemon does not trust", func(t *testing.T) {
+		// The bus policy lets busOnlyGroup call; each method must check
+		// the caller itself. Arguments are valid, so that only the
+		// authorization can refuse.
+		gBus, _ := user.LookupGroup(busOnlyGroup)
+		addr := "--address=" + os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
+		manager := []string{addr, "call", dbusapi.BusName, string(dbusapi.ManagerPath), dbusapi.ManagerIface}
+		before := len(archives(t, backupDir))
+		for _, m := range [][]string{
+			{"StartBackup", "sa{sv}", "full", "1", "databases", "as", "1", "small"},
+			{"StartBackup", "sa{sv}", "incremental", "0"},
+			{"Restore", "sa{sv}", "", "2", "latest", "b", "true", "target-db", "s", "stolen"},
+			{"Cleanup", "a{sv}", "0"},
+			{"Verify", "s", ""},
+			{"VerifyOffsite", "s", ""},
+			{"Drill", "a{sv}", "0"},
+			{"OffsiteSync", "a{sv}", "0"},
+			{"Rekey", "a{sv}", "1", "dry-run", "b", "true"},
+			{"ListBackups"},
+			{"GetStatus"},
+			{"Mark", "s", "refused-mark"},
+			{"MarkWithOptions", "sa{sv}", "refused-mark", "0"},
+		} {
+			out, err := asUser(t, gBus.Gid, "busctl", append(append([]string{}, manager...), m...)...)
+			if err == nil || !strings.Contains(out, "not authorized") {
+				t.Errorf("%s as a caller the daemon does not trust: %v\n%s", m[0], err, out)
+			}
+		}
+		// Cancel on a job object (the first job of this test).
+		out, err := asUser(t, gBus.Gid, "busctl", addr, "call", dbusapi.BusName, "/org/pme2go/Backup1/job/1", dbusapi.JobIface, "Cancel")
+		if err == nil || !strings.Contains(out, "not authorized") {
+			t.Errorf("Cancel as a caller the daemon does not trust: %v\n%s", err, out)
+		}
+		if n := len(archives(t, backupDir)); n != before {
+			t.Errorf("a refused call changed BACKUP_DIR: %d files, %d before", n, before)
+		}
+	})
+
 	t.Run("malformed arguments are errors, never a crash", func(t *testing.T) {
 		obj := cl.Conn().Object(dbusapi.BusName, dbusapi.ManagerPath)
 		cases := []struct {
