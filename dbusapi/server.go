@@ -79,6 +79,9 @@ func (s *Server) Export(version string) error {
 		return fmt.Errorf("export manager properties: %w", err)
 	}
 	s.mprops = props
+	if err := s.guardProps(ManagerPath, props); err != nil {
+		return fmt.Errorf("export manager properties: %w", err)
+	}
 	if err := s.conn.Export(introspectable(func() string {
 		var children []string
 		s.mu.Lock()
@@ -91,6 +94,58 @@ func (s *Server) Export(version string) error {
 		return fmt.Errorf("export introspection: %w", err)
 	}
 	return nil
+}
+
+// authProps serves org.freedesktop.DBus.Properties for an object whose
+// values are in p, after checking the caller for ActionRead as GetStatus
+// does: the bus policy alone would let a caller read the state, the last
+// backups and the jobs' progress that the daemon's own check refuses it.
+type authProps struct {
+	s *Server
+	p *prop.Properties
+}
+
+// guardProps puts authProps in front of the properties prop.Export
+// exported at path.
+func (s *Server) guardProps(path dbus.ObjectPath, p *prop.Properties) error {
+	return s.conn.Export(authProps{s, p}, path, propsIface)
+}
+
+func (a authProps) check(msg dbus.Message) *dbus.Error {
+	_, _, cancel, derr := a.s.authorize(msg, ActionRead)
+	if derr != nil {
+		return derr
+	}
+	cancel()
+	return nil
+}
+
+// Get implements org.freedesktop.DBus.Properties.Get.
+func (a authProps) Get(msg dbus.Message, iface, name string) (v dbus.Variant, derr *dbus.Error) {
+	defer a.s.guard("Properties.Get", &derr)
+	if derr := a.check(msg); derr != nil {
+		return dbus.Variant{}, derr
+	}
+	return a.p.Get(iface, name)
+}
+
+// GetAll implements org.freedesktop.DBus.Properties.GetAll.
+func (a authProps) GetAll(msg dbus.Message, iface string) (m map[string]dbus.Variant, derr *dbus.Error) {
+	defer a.s.guard("Properties.GetAll", &derr)
+	if derr := a.check(msg); derr != nil {
+		return nil, derr
+	}
+	return a.p.GetAll(iface)
+}
+
+// Set implements org.freedesktop.DBus.Properties.Set: every property is
+// read-only.
+func (a authProps) Set(msg dbus.Message, iface, name string, v dbus.Variant) (derr *dbus.Error) {
+	defer a.s.guard("Properties.Set", &derr)
+	if derr := a.check(msg); derr != nil {
+		return derr
+	}
+	return a.p.Set(iface, name, v)
 }
 
 type introspectable func() string
@@ -224,6 +279,9 @@ func (s *Server) JobStarted(j JobInfo) {
 		return
 	}
 	jo.props = props
+	if err := s.guardProps(path, props); err != nil {
+		s.log.Error("export job properties", "job", j.ID, "error", err)
+	}
 	if err := s.conn.Export(jobMethods{jo}, path, JobIface); err != nil {
 		s.log.Error("export job", "job", j.ID, "error", err)
 	}

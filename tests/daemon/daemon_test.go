@@ -371,6 +371,20 @@ func TestDaemonOverBus(t *testing.T) {
 		if err == nil || !strings.Contains(out, "not authorized") {
 			t.Errorf("Cancel as a caller the daemon does not trust: %v\n%s", err, out)
 		}
+		// Properties tell what GetStatus tells: the same check.
+		for _, obj := range [][2]string{{string(dbusapi.ManagerPath), dbusapi.ManagerIface}, {"/org/pme2go/Backup1/job/1", dbusapi.JobIface}} {
+			for _, args := range [][]string{{"get-property", dbusapi.BusName, obj[0], obj[1], "State"},
+				{"call", dbusapi.BusName, obj[0], "org.freedesktop.DBus.Properties", "GetAll", "s", obj[1]}} {
+				out, err := asUser(t, gBus.Gid, "busctl", append([]string{addr}, args...)...)
+				if err == nil || !strings.Contains(out, "not authorized") {
+					t.Errorf("%v as a caller the daemon does not trust: %v\n%s", args, err, out)
+				}
+				gOK, _ := user.LookupGroup(allowedGroup)
+				if out, err := asUser(t, gOK.Gid, "busctl", append([]string{addr}, args...)...); err != nil {
+					t.Errorf("%v as a member of the group: %v\n%s", args, err, out)
+				}
+			}
+		}
 		if n := len(archives(t, backupDir)); n != before {
 			t.Errorf("a refused call changed BACKUP_DIR: %d files, %d before", n, before)
 		}
