@@ -276,12 +276,13 @@ func SetSequencesAt(ctx context.Context, conn *pgx.Conn, p *Plan) (int, map[stri
 		n, err := SetSequences(ctx, conn, p.Sequences)
 		return n, nil, nil, err
 	}
-	rows, _ := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname), q.seqincrement > 0
+	rows, _ := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname), q.seqincrement > 0, c.relpersistence = 'u'
 		FROM pg_catalog.pg_sequence q JOIN pg_catalog.pg_class c ON c.oid = q.seqrelid
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relpersistence = 'p' ORDER BY 1`)
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relpersistence IN ('p', 'u') ORDER BY 1`)
 	type seq struct {
-		Name string
-		Up   bool
+		Name     string
+		Up       bool
+		Unlogged bool
 	}
 	present, err := pgx.CollectRows(rows, pgx.RowToStructByPos[seq])
 	if err != nil {
@@ -291,6 +292,22 @@ func SetSequencesAt(ctx context.Context, conn *pgx.Conn, p *Plan) (int, map[stri
 	var notes []SequenceNote
 	n := 0
 	for _, s := range present {
+		if s.Unlogged {
+			if p.TxCount == 0 {
+				continue // the full backup's state, as its unlogged tables
+			}
+			// Never captured; PostgreSQL's own recovery resets unlogged
+			// relations to their initial state.
+			var start int64
+			if err := conn.QueryRow(ctx, `SELECT pg_catalog.setval($1::pg_catalog.regclass, q.seqstart, false), q.seqstart
+				FROM pg_catalog.pg_sequence q WHERE q.seqrelid = $1::pg_catalog.regclass`, s.Name).Scan(nil, &start); err != nil {
+				return n, exact, notes, fmt.Errorf("reset unlogged sequence %s: %w", s.Name, err)
+			}
+			n++
+			notes = append(notes, SequenceNote{Sequence: s.Name, Value: start,
+				Message: "unlogged sequence reset to its start value, as after PostgreSQL's own point-in-time recovery (its changes are never captured)"})
+			continue
+		}
 		ch, ok := p.SequenceChoices[s.Name]
 		var v *changeset.SequenceValue
 		switch {

@@ -20,12 +20,15 @@ import (
 // the state just before the statement, data and sequences equal to the
 // source then, and names the chain's end with the reason in its plan, in
 // --json (differences, kind chain-ended) and with exit status 5; a time
-// target after the statement is refused with the reason (CHAIN_ENDED).
+// target after the statement is refused with the reason (CHAIN_ENDED). An
+// unlogged sequence is reset to its start and named, as PostgreSQL's own
+// recovery leaves it.
 func TestSetUnloggedMidChain(t *testing.T) {
 	c := pgharness.Start(t)
 	c.CreateDB(t, "app")
 	c.Exec(t, "app", `CREATE TABLE t (id serial PRIMARY KEY, v text); CREATE TABLE k (id serial PRIMARY KEY, v text);
-		INSERT INTO t (v) VALUES ('a'), ('b'); INSERT INTO k (v) VALUES ('a')`)
+		INSERT INTO t (v) VALUES ('a'), ('b'); INSERT INTO k (v) VALUES ('a');
+		CREATE UNLOGGED SEQUENCE us START 10; SELECT nextval('us') FROM generate_series(1, 5)`)
 	e := newEnv(t, c)
 	ctx := context.Background()
 	e.full(t)
@@ -58,6 +61,12 @@ func TestSetUnloggedMidChain(t *testing.T) {
 		for _, n := range res.Replay.SequencesUnknown {
 			named[n.Sequence] = true
 		}
+		// An unlogged sequence is reset to its start, as PostgreSQL's own
+		// recovery does, and named.
+		if !named["public.us"] || got["public.us"] != 9 {
+			t.Errorf("unlogged sequence us: %d (named %v), want reset to its start (last_value 9 reported for not called) and named", got["public.us"], named["public.us"])
+		}
+		delete(before.seqs, "public.us")
 		for k, v := range before.seqs {
 			if !named[k] || got[k] < v {
 				t.Errorf("sequence %s: %d, the source had %d before SET UNLOGGED; named as unknown: %v", k, got[k], v, named[k])
