@@ -468,6 +468,12 @@ SELECT n.nspname, c.relname, c.relowner::pg_catalog.int8, pg_catalog.quote_ident
      OR EXISTS (SELECT 1 FROM pg_catalog.pg_partition_ancestors(c.oid) pa
                  WHERE pa.relid IN (SELECT objid FROM bad_obj WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass)))`
 
+// UntrustedTablesSQL is untrustedTablesSQL, for the restore's data load,
+// which writes the same tables with their owner's privileges
+// (engine/restore, ownerload.go). Columns: schema, table, owner OID,
+// owner (quoted).
+const UntrustedTablesSQL = untrustedTablesSQL
+
 // ownerTables classifies the target's tables (untrustedTablesSQL) and
 // makes sure an owner function exists for each owner concerned.
 func ownerTables(ctx context.Context, conn *pgconn.PgConn, st *sessionSettings) (map[string]*tableInfo, error) {

@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -212,7 +213,7 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 		opts.Log.Debug("function paths unpinned", "duration", time.Since(t).Round(time.Millisecond))
 	}
 	t = time.Now()
-	notes, err := restoreSettings(ctx, cfg, target, maint, opts, st, dumpDir, fresh, settings)
+	notes, limit, err := restoreSettings(ctx, cfg, target, maint, opts, st, dumpDir, fresh, settings)
 	res.Notes = append(res.Notes, notes...)
 	if err != nil {
 		return err
@@ -222,9 +223,9 @@ func restoreDatabase(ctx context.Context, cfg *config.Config, target pgclient.Ta
 	defer func() { opts.Log.Debug("swapped in", "duration", time.Since(t).Round(time.Millisecond)) }()
 	waitSessionsGone(ctx, maint, fresh)
 	if st.TargetExists {
-		err = replaceDatabase(ctx, cfg, maint, fresh, st, opts, res, j)
+		err = replaceDatabase(ctx, cfg, maint, fresh, st, opts, res, j, limit)
 	} else {
-		err = renameDatabase(ctx, maint, fresh, st.Target)
+		err = renameDatabase(ctx, maint, fresh, st.Target, limit)
 	}
 	if err != nil {
 		if rp != nil {
@@ -322,20 +323,38 @@ func pgRestore(ctx context.Context, cfg *config.Config, target pgclient.Target, 
 		return 0, err
 	}
 	t0 := time.Now()
-	n, err := pinFunctionPaths(ctx, target, fresh, opts.Log)
+	pins, err := pinFunctionPaths(ctx, target, fresh, opts.Log)
 	if err != nil {
 		return 0, err
 	}
 	opts.Log.Debug("function paths pinned", "duration", time.Since(t0).Round(time.Millisecond))
-	if n > 0 {
-		opts.Log.Debug("functions given a temporary search_path for the restore", "database", st.Target, "functions", n)
+	if pins.n > 0 {
+		opts.Log.Debug("functions given a temporary search_path for the restore", "database", st.Target, "functions", pins.n)
 	}
 	t := time.Now()
 	if err := ext.WaitPrefix(ctx, prefix); err != nil {
 		return 0, err
 	}
 	opts.Log.Info("dump extracted", "database", st.Target, "waited", time.Since(t).Round(time.Millisecond))
-	return n, run("data", "post-data")
+	aside, err := setAsideOwnerTables(ctx, target, fresh, opts.Log)
+	if err != nil {
+		return 0, err
+	}
+	if len(aside) == 0 {
+		err = run("data", "post-data")
+	} else if err = run("data"); err == nil {
+		if err = loadOwnerTables(ctx, target, fresh, aside); err == nil {
+			err = run("post-data")
+		}
+	}
+	var e *errs.Error
+	if err != nil && len(pins.narrowed) > 0 && errors.As(err, &e) {
+		// A function that needed a schema left out fails as "function …
+		// does not exist": say which were narrowed, and what to do.
+		return 0, &errs.Error{Code: e.Code, Message: e.Message + narrowedNote(pins.narrowed), Err: err,
+			Fix: &errs.Fix{Text: "give each function named a search_path of its own in the source (ALTER FUNCTION … SET search_path = its schemas, pg_temp), as PostgreSQL's CREATE FUNCTION documentation advises, and take a new full backup; or take away the other roles' CREATE privilege on those schemas and their objects there; a restore of this backup as it is would run their code with the restoring role's privileges"}}
+	}
+	return pins.touched(), err
 }
 
 // hasFunctions reports whether a pg_restore -l listing (as pg_restore -L
@@ -393,6 +412,15 @@ func fitName(db, suffix string) string {
 
 func createDatabase(ctx context.Context, maint *pgx.Conn, name string, p archive.DatabaseStats, log *slog.Logger) error {
 	q := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " TEMPLATE template0"
+	// Only superusers may connect while it is built (userfuncs.go); a
+	// restoring role that is not one would lock itself out.
+	var super bool
+	if err := maint.QueryRow(ctx, `SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&super); err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	if super {
+		q += " CONNECTION LIMIT 0"
+	}
 	if p.Encoding != "" {
 		q += " ENCODING " + quoteLit(p.Encoding) + " LC_COLLATE " + quoteLit(p.Collate) + " LC_CTYPE " + quoteLit(p.Ctype)
 	}
@@ -411,9 +439,22 @@ func createDatabase(ctx context.Context, maint *pgx.Conn, name string, p archive
 }
 
 // renameDatabase gives the restored database fresh the name of a target
-// that does not exist.
-func renameDatabase(ctx context.Context, maint *pgx.Conn, fresh, target string) error {
-	if _, err := maint.Exec(ctx, "ALTER DATABASE "+ident(fresh)+" RENAME TO "+ident(target)); err != nil {
+// that does not exist, and in the same transaction its connection limit
+// (the dumped one; -1 for none): until then only superusers could connect
+// to it (createDatabase).
+func renameDatabase(ctx context.Context, maint *pgx.Conn, fresh, target string, limit int) error {
+	tx, err := maint.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.Background())
+	if err := setConnLimit(ctx, tx, fresh, limit); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "ALTER DATABASE "+ident(fresh)+" RENAME TO "+ident(target)); err != nil {
+		return fmt.Errorf("rename restored database to %s: %w", target, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("rename restored database to %s: %w", target, err)
 	}
 	return nil

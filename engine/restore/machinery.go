@@ -81,7 +81,62 @@ func filterTOC(listing string) (string, []string) {
 		left = append(left, l)
 		lines[i] = "; pme2go: " + l
 	}
-	return strings.Join(lines, "\n"), left
+	return strings.Join(sectionLeaders(lines), "\n"), left
+}
+
+// sectionLeaders moves the comments, grants and security labels that
+// come before the first other entry of a listing (as "ACL - SCHEMA
+// public" does) to just after that entry when it belongs to the pre-data
+// section. pg_restore -L puts the entries left out of the list first, and
+// an entry without a section of its own takes the section of the entry
+// before it: the last one left out, one of our event triggers
+// (post-data). Such a grant would wait for the data and post-data step,
+// while the restore needs the schemas' grants in place after the
+// pre-data step (userfuncs.go).
+func sectionLeaders(lines []string) []string {
+	var lead []int
+	for i, l := range lines {
+		rest, ok := tocRest(l)
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(rest, "ACL ") || strings.HasPrefix(rest, "COMMENT ") || strings.HasPrefix(rest, "SECURITY LABEL ") {
+			lead = append(lead, i)
+			continue
+		}
+		if len(lead) == 0 || !preDataEntry(rest) {
+			return lines
+		}
+		out := make([]string, 0, len(lines))
+		moved := map[int]bool{}
+		for _, k := range lead {
+			moved[k] = true
+		}
+		for k, x := range lines[:i+1] {
+			if !moved[k] {
+				out = append(out, x)
+			}
+		}
+		for _, k := range lead {
+			out = append(out, lines[k])
+		}
+		return append(out, lines[i+1:]...)
+	}
+	return lines
+}
+
+// preDataEntry reports whether a listing entry ("<desc> <schema> <tag>
+// <owner>") is of the pre-data section: not one of the data or post-data
+// kinds pg_dump writes.
+func preDataEntry(rest string) bool {
+	for _, d := range []string{"TABLE DATA ", "SEQUENCE SET ", "BLOB", "LARGE OBJECT", "MATERIALIZED VIEW DATA ",
+		"CONSTRAINT ", "FK CONSTRAINT ", "CHECK CONSTRAINT ", "INDEX ", "INDEX ATTACH ", "TRIGGER ", "EVENT TRIGGER ", "RULE ",
+		"POLICY ", "ROW SECURITY ", "PUBLICATION", "SUBSCRIPTION", "STATISTICS ", "DEFAULT ACL "} {
+		if strings.HasPrefix(rest, d) {
+			return false
+		}
+	}
+	return true
 }
 
 // tocRest returns what follows "<dump id>; <catalog oid> <oid> " in a line

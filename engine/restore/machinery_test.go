@@ -74,3 +74,25 @@ func TestFilterTOC(t *testing.T) {
 		}
 	}
 }
+
+// TestSectionLeaders: grants and comments before the first other entry
+// of a restore list move after it when it is of the pre-data section.
+func TestSectionLeaders(t *testing.T) {
+	in := []string{
+		";",
+		"; pme2go: 3213; 3466 16527 EVENT TRIGGER - pme2go_1234abcd_ddl postgres",
+		"3373; 0 0 ACL - SCHEMA public pg_database_owner",
+		"3374; 0 0 COMMENT - SCHEMA public pg_database_owner",
+		"217; 1255 16494 FUNCTION public f(integer) postgres",
+		"215; 1259 16496 TABLE public t postgres",
+	}
+	got := sectionLeaders(append([]string(nil), in...))
+	want := []string{in[0], in[1], in[4], in[2], in[3], in[5]}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	data := []string{in[2], "3364; 0 16496 TABLE DATA public t postgres"}
+	if got := sectionLeaders(append([]string(nil), data...)); strings.Join(got, "\n") != strings.Join(data, "\n") {
+		t.Fatalf("moved before a data entry: %v", got)
+	}
+}

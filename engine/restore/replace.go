@@ -185,7 +185,10 @@ func renameBoth(ctx context.Context, maint *pgx.Conn, a, a2, b, b2 string) error
 // target's chain and drops the replaced database. On error the target is as
 // it was (same name, same connection setting) and fresh still exists under
 // its own name.
-func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, fresh string, st Step, opts Options, res *Result, j *journal) (err error) {
+//
+// limit is the restored database's connection limit (the dumped one, -1
+// for none), set while nobody can connect to it, before the swap.
+func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, fresh string, st Step, opts Options, res *Result, j *journal, limit int) (err error) {
 	// A prepared transaction keeps a database from being renamed, and is
 	// neither committed nor rolled back: nobody's decision to take here.
 	if err := checkPrepared(ctx, maint, st.Target); err != nil {
@@ -234,6 +237,9 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 	// safe in its backup.
 	if err := setAllowConnections(ctx, maint, fresh, false); err != nil {
 		return fmt.Errorf("restored database %s: %w", fresh, err)
+	}
+	if err := setConnLimit(ctx, maint, fresh, limit); err != nil {
+		return err
 	}
 	err = renameBoth(ctx, maint, st.Target, old, fresh, st.Target)
 	for try := 0; err != nil && lk != nil && isInUse(err) && try < 3; try++ {

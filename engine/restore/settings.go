@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
@@ -176,11 +178,14 @@ func renameInSetting(stmt, qfrom, qto string) (string, bool) {
 // (a role that does not exist here, a setting this server does not know)
 // is logged and named in the returned notes; the restore goes on. Without a
 // comment in the dump, db's comment is removed (a point-in-time scratch
-// database carries one of ours).
-func applySettings(ctx context.Context, maint *pgx.Conn, source, db string, stmts []string, log *slog.Logger) ([]string, error) {
+// database carries one of ours). The dumped CONNECTION LIMIT is not
+// applied but returned (-1 without one): the scratch database keeps
+// CONNECTION LIMIT 0 until it is swapped in (setConnLimit).
+func applySettings(ctx context.Context, maint *pgx.Conn, source, db string, stmts []string, log *slog.Logger) ([]string, int, error) {
+	limit := -1
 	var qfrom string
 	if err := maint.QueryRow(ctx, `SELECT quote_ident($1)`, source).Scan(&qfrom); err != nil {
-		return nil, fmt.Errorf("database settings: %w", err)
+		return nil, limit, fmt.Errorf("database settings: %w", err)
 	}
 	qto := ident(db)
 	var notes []string
@@ -195,6 +200,12 @@ func applySettings(ctx context.Context, maint *pgx.Conn, source, db string, stmt
 		if strings.HasPrefix(q, "COMMENT ON DATABASE ") {
 			hasComment = true
 		}
+		if m := connLimitStmt.FindStringSubmatch(q); m != nil {
+			if n, err := strconv.Atoi(m[1]); err == nil {
+				limit = n
+				continue
+			}
+		}
 		if _, err := maint.Exec(ctx, q); err != nil {
 			log.Warn("database setting not applied", "database", db, "statement", q, "error", err)
 			notes = append(notes, fmt.Sprintf("database setting not applied: %s: %v", q, err))
@@ -202,28 +213,50 @@ func applySettings(ctx context.Context, maint *pgx.Conn, source, db string, stmt
 	}
 	if !hasComment {
 		if _, err := maint.Exec(ctx, "COMMENT ON DATABASE "+qto+" IS NULL"); err != nil {
-			return notes, fmt.Errorf("database settings: %w", err)
+			return notes, limit, fmt.Errorf("database settings: %w", err)
 		}
 	}
-	return notes, nil
+	return notes, limit, nil
+}
+
+// connLimitStmt is pg_dump's statement of a database's connection limit.
+var connLimitStmt = regexp.MustCompile(`^ALTER DATABASE .* CONNECTION LIMIT = (-?[0-9]+)$`)
+
+// setConnLimit gives database db the connection limit limit unless it has
+// it already (a role that is not a superuser then needs no privilege).
+func setConnLimit(ctx context.Context, q interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, db string, limit int) error {
+	var cur int
+	if err := q.QueryRow(ctx, `SELECT datconnlimit FROM pg_catalog.pg_database WHERE datname = $1`, db).Scan(&cur); err != nil {
+		return fmt.Errorf("look up database %s: %w", db, err)
+	}
+	if cur == limit {
+		return nil
+	}
+	if _, err := q.Exec(ctx, "ALTER DATABASE "+ident(db)+" CONNECTION LIMIT "+strconv.Itoa(limit)); err != nil {
+		return fmt.Errorf("give database %s its connection limit %d: %w", db, limit, err)
+	}
+	return nil
 }
 
 // restoreSettings applies the database-level settings of dumpDir to the
 // scratch database fresh, restored for target, and returns what the output
-// should say.
-func restoreSettings(ctx context.Context, cfg *config.Config, target pgclient.Target, maint *pgx.Conn, opts Options, st Step, dumpDir, fresh string, pre *settingsFuture) ([]string, error) {
+// should say and the dumped connection limit (applied at the swap).
+func restoreSettings(ctx context.Context, cfg *config.Config, target pgclient.Target, maint *pgx.Conn, opts Options, st Step, dumpDir, fresh string, pre *settingsFuture) ([]string, int, error) {
 	source, stmts, err := pre.get(ctx, cfg, target, opts.Log, dumpDir, fresh, opts.NoOwner)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
-	notes, err := applySettings(ctx, maint, source, fresh, stmts, opts.Log)
+	notes, limit, err := applySettings(ctx, maint, source, fresh, stmts, opts.Log)
 	if err != nil {
-		return notes, err
+		return notes, limit, err
 	}
 	if len(stmts) > 0 && st.Target != st.Source {
 		notes = append(notes, fmt.Sprintf("database-level settings of %s (comment, grants, connection limit, ALTER DATABASE/ROLE … SET) applied to %s", st.Source, st.Target))
 	}
-	return notes, nil
+	return notes, limit, nil
 }
 
 // settingsFuture reads the database-level settings (dumpedSettings) while
