@@ -474,6 +474,43 @@ SELECT n.nspname, c.relname, c.relowner::pg_catalog.int8, pg_catalog.quote_ident
 // owner (quoted).
 const UntrustedTablesSQL = untrustedTablesSQL
 
+// UntrustedSchemaSQL returns why schema $1 (OID) may not be on the
+// search_path under which code runs with the privileges of a role that
+// trusts only role $2 (OID) and superusers (no row: it may): a role may
+// create objects in it (its owner, a role holding CREATE on it;
+// pg_database_owner stands for the database's owner), or a function,
+// operator, relation, type, collation, conversion or text search object in
+// it belongs to a role, that is neither a superuser nor a member of $2.
+// Such a role could plant an object there (an exact-match overload beats
+// pg_catalog's, CVE-2018-1058) that unqualified names then reach. The
+// restore (engine/restore, userfuncs.go) and the drill's checks use it.
+const UntrustedSchemaSQL = `
+WITH creators AS (
+  SELECT CASE WHEN r.rolname = 'pg_database_owner'
+              THEN (SELECT d.datdba FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+              ELSE r.oid END AS who, r.rolname AS via
+    FROM pg_catalog.pg_roles r
+   WHERE pg_catalog.has_schema_privilege(r.oid, $1::pg_catalog.oid, 'CREATE')),
+objects AS (
+  SELECT 'function ' || p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, p.proowner AS who FROM pg_catalog.pg_proc p WHERE p.pronamespace = $1::pg_catalog.oid
+  UNION ALL SELECT 'operator ' || o.oid::pg_catalog.regoperator::pg_catalog.text, o.oprowner FROM pg_catalog.pg_operator o WHERE o.oprnamespace = $1::pg_catalog.oid
+  UNION ALL SELECT 'relation ' || c.oid::pg_catalog.regclass::pg_catalog.text, c.relowner FROM pg_catalog.pg_class c WHERE c.relnamespace = $1::pg_catalog.oid
+  UNION ALL SELECT 'type ' || t.oid::pg_catalog.regtype::pg_catalog.text, t.typowner FROM pg_catalog.pg_type t WHERE t.typnamespace = $1::pg_catalog.oid
+  UNION ALL SELECT 'collation ' || c.collname::pg_catalog.text, c.collowner FROM pg_catalog.pg_collation c WHERE c.collnamespace = $1::pg_catalog.oid
+  UNION ALL SELECT 'conversion ' || c.conname::pg_catalog.text, c.conowner FROM pg_catalog.pg_conversion c WHERE c.connamespace = $1::pg_catalog.oid
+  UNION ALL SELECT 'text search configuration ' || c.cfgname::pg_catalog.text, c.cfgowner FROM pg_catalog.pg_ts_config c WHERE c.cfgnamespace = $1::pg_catalog.oid
+  UNION ALL SELECT 'text search dictionary ' || d.dictname::pg_catalog.text, d.dictowner FROM pg_catalog.pg_ts_dict d WHERE d.dictnamespace = $1::pg_catalog.oid),
+why AS (
+  SELECT 1 AS k, 'role ' || pg_catalog.quote_ident(r.rolname) ||
+         CASE WHEN c.via <> r.rolname THEN ' (as ' || c.via || ')' ELSE '' END || ' may create objects in it' AS reason
+    FROM creators c JOIN pg_catalog.pg_roles r ON r.oid = c.who
+   WHERE NOT r.rolsuper AND NOT pg_catalog.pg_has_role(r.oid, $2::pg_catalog.oid, 'MEMBER')
+  UNION ALL
+  SELECT 2, o.what || ' belongs to role ' || pg_catalog.quote_ident(r.rolname)
+    FROM objects o JOIN pg_catalog.pg_roles r ON r.oid = o.who
+   WHERE NOT r.rolsuper AND NOT pg_catalog.pg_has_role(r.oid, $2::pg_catalog.oid, 'MEMBER'))
+SELECT reason FROM why ORDER BY k, reason LIMIT 1`
+
 // ownerTables classifies the target's tables (untrustedTablesSQL) and
 // makes sure an owner function exists for each owner concerned.
 func ownerTables(ctx context.Context, conn *pgconn.PgConn, st *sessionSettings) (map[string]*tableInfo, error) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
@@ -358,15 +359,35 @@ func runAmcheck(ctx context.Context, conn *pgx.Conn, d *Database) error {
 // usable evaluates, in an ordinary session of the restored database (its
 // default search_path), every validated CHECK constraint that calls a user
 // function over its table's rows, and plans every view.
+//
+// Neither runs anybody's code with the drill's (superuser) privileges that
+// it would not run with on the source: a CHECK constraint or view of a role
+// that is not a superuser is evaluated with that role's privileges, inside
+// a SECURITY DEFINER function it owns (where PostgreSQL refuses SET ROLE
+// and SET SESSION AUTHORIZATION; schema checkSchema, on a connection of
+// its own); one of a superuser runs as the drill's role under the default
+// search_path less the schemas where a role that is not a superuser may
+// create objects or owns some (apply.UntrustedSchemaSQL), so that an
+// object planted there (public.lower(varchar), say) is not reached.
 func usable(ctx context.Context, target pgclient.Target, db string, d *Database) error {
 	conn, err := target.Connect(ctx, db)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	// Expressions and names listed fully qualified: they are evaluated
+	// under other search_paths.
+	if _, err := conn.Exec(ctx, "SET search_path = pg_catalog"); err != nil {
+		return err
+	}
+	ev, err := newEvaluator(ctx, target, conn, db)
+	if err != nil {
+		return err
+	}
+	defer ev.close(context.WithoutCancel(ctx))
 	rows, err := conn.Query(ctx, `
 		SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(k.conname),
-		       pg_catalog.pg_get_expr(k.conbin, k.conrelid)
+		       pg_catalog.pg_get_expr(k.conbin, k.conrelid), c.relowner
 		  FROM pg_catalog.pg_constraint k
 		  JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
 		  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -381,17 +402,19 @@ func usable(ctx context.Context, target pgclient.Target, db string, d *Database)
 	if err != nil {
 		return fmt.Errorf("list CHECK constraints: %w", err)
 	}
-	type constraint struct{ table, name, expr string }
+	type constraint struct {
+		table, name, expr string
+		owner             uint32
+	}
 	cons, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (constraint, error) {
 		var c constraint
-		return c, r.Scan(&c.table, &c.name, &c.expr)
+		return c, r.Scan(&c.table, &c.name, &c.expr, &c.owner)
 	})
 	if err != nil {
 		return fmt.Errorf("list CHECK constraints: %w", err)
 	}
 	for _, c := range cons {
-		var bad int64
-		err := conn.QueryRow(ctx, "SELECT count(*) FROM ONLY "+c.table+" WHERE NOT ("+c.expr+")").Scan(&bad)
+		bad, err := ev.count(ctx, c.owner, "SELECT count(*) FROM ONLY "+c.table+" WHERE NOT ("+c.expr+")")
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -406,27 +429,198 @@ func usable(ctx context.Context, target pgclient.Target, db string, d *Database)
 		}
 	}
 	rows, err = conn.Query(ctx, `
-		SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+		SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relowner
 		  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		 WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
 		 ORDER BY 1`)
 	if err != nil {
 		return fmt.Errorf("list views: %w", err)
 	}
-	views, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	type view struct {
+		name  string
+		owner uint32
+	}
+	views, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (view, error) {
+		var v view
+		return v, r.Scan(&v.name, &v.owner)
+	})
 	if err != nil {
 		return fmt.Errorf("list views: %w", err)
 	}
 	for _, v := range views {
-		_, err := conn.Exec(ctx, "SELECT * FROM "+v+" LIMIT 0")
+		_, err := ev.count(ctx, v.owner, "SELECT count(*) FROM (SELECT * FROM "+v.name+" LIMIT 0) AS v")
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case err != nil:
-			d.Problems = append(d.Problems, Issue{Kind: "view", Object: v, Message: "the view cannot be queried: " + err.Error()})
+			d.Problems = append(d.Problems, Issue{Kind: "view", Object: v.name, Message: "the view cannot be queried: " + err.Error()})
 		default:
 			d.Views++
 		}
 	}
 	return nil
+}
+
+// checkSchema holds the drill's owner functions in the scratch database
+// while the usability checks run.
+const checkSchema = "pme2go_drill_check"
+
+// evaluator runs the usability checks' queries with the privileges
+// described at usable.
+type evaluator struct {
+	target pgclient.Target
+	conn   *pgx.Conn
+	db     string
+	supers map[uint32]bool   // role OID: superuser
+	fns    map[uint32]string // owner OID: its function
+	path   map[uint32]string // superuser OID: its safe search_path
+	left   map[uint32]string // superuser OID: schemas left out, and why
+}
+
+func newEvaluator(ctx context.Context, target pgclient.Target, conn *pgx.Conn, db string) (*evaluator, error) {
+	ev := &evaluator{target: target, conn: conn, db: db, supers: map[uint32]bool{}, fns: map[uint32]string{}, path: map[uint32]string{}, left: map[uint32]string{}}
+	rows, err := conn.Query(ctx, `SELECT oid, rolsuper FROM pg_catalog.pg_roles`)
+	if err != nil {
+		return nil, fmt.Errorf("list roles: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var oid uint32
+		var super bool
+		if err := rows.Scan(&oid, &super); err != nil {
+			return nil, err
+		}
+		ev.supers[oid] = super
+	}
+	return ev, rows.Err()
+}
+
+// count runs q (one bigint) for an object owned by owner.
+func (ev *evaluator) count(ctx context.Context, owner uint32, q string) (int64, error) {
+	if ev.supers[owner] {
+		return ev.countTrusted(ctx, owner, q)
+	}
+	fn, ok := ev.fns[owner]
+	if !ok {
+		var err error
+		if fn, err = ev.ownerFunction(ctx, owner); err != nil {
+			return 0, err
+		}
+		ev.fns[owner] = fn
+	}
+	// On a connection of its own: the owner's code may change the
+	// session (settings, prepared statements); it is closed after.
+	c, err := ev.target.Connect(ctx, ev.db)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	var n *int64
+	if err := c.QueryRow(ctx, "SELECT "+fn+"($1)", q).Scan(&n); err != nil {
+		return 0, err
+	}
+	if n == nil {
+		return 0, nil
+	}
+	return *n, nil
+}
+
+// ownerFunction creates the SECURITY DEFINER function running a query as
+// the role with OID owner, and returns its name.
+func (ev *evaluator) ownerFunction(ctx context.Context, owner uint32) (string, error) {
+	var ident string
+	if err := ev.conn.QueryRow(ctx, `SELECT pg_catalog.quote_ident(rolname) FROM pg_catalog.pg_roles WHERE oid = $1`, owner).Scan(&ident); err != nil {
+		return "", fmt.Errorf("look up role %d: %w", owner, err)
+	}
+	name := checkSchema + ".as_" + fmt.Sprint(owner)
+	for _, q := range []string{
+		"CREATE SCHEMA IF NOT EXISTS " + checkSchema,
+		"CREATE FUNCTION " + name + "(q pg_catalog.text) RETURNS pg_catalog.int8 LANGUAGE plpgsql SECURITY DEFINER AS " +
+			"'DECLARE pme2go_n pg_catalog.int8; BEGIN EXECUTE q INTO pme2go_n; RETURN pme2go_n; END'",
+		"REVOKE ALL ON FUNCTION " + name + "(pg_catalog.text) FROM PUBLIC",
+		"ALTER FUNCTION " + name + "(pg_catalog.text) OWNER TO " + ident,
+	} {
+		if _, err := ev.conn.Exec(ctx, q); err != nil {
+			return "", fmt.Errorf("prepare the checks run as role %s: %w", ident, err)
+		}
+	}
+	return name, nil
+}
+
+// countTrusted runs q as the drill's role under the default search_path
+// less the schemas untrusted for the superuser owner.
+func (ev *evaluator) countTrusted(ctx context.Context, owner uint32, q string) (int64, error) {
+	path, ok := ev.path[owner]
+	if !ok {
+		var err error
+		if path, err = ev.trustedPath(ctx, owner); err != nil {
+			return 0, err
+		}
+		ev.path[owner] = path
+	}
+	tx, err := ev.conn.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('search_path', $1, true)", path); err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := tx.QueryRow(ctx, q).Scan(&n); err != nil {
+		if l := ev.left[owner]; l != "" {
+			return 0, fmt.Errorf("%w (left out of the search_path for this check, because code found there would run with the drill's privileges: %s)", err, l)
+		}
+		return 0, err
+	}
+	return n, nil
+}
+
+// trustedPath is the default search_path of the database (as a new
+// session of the drill's role sees it) without the schemas untrusted for
+// owner, pg_temp last.
+func (ev *evaluator) trustedPath(ctx context.Context, owner uint32) (string, error) {
+	c, err := ev.target.Connect(ctx, ev.db)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	rows, err := c.Query(ctx, `SELECT s.nspname::text, n.oid FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) AS s(nspname)
+		JOIN pg_catalog.pg_namespace n ON n.nspname = s.nspname`)
+	if err != nil {
+		return "", fmt.Errorf("read the default search_path: %w", err)
+	}
+	type schema struct {
+		name string
+		oid  uint32
+	}
+	schemas, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (schema, error) {
+		var s schema
+		return s, r.Scan(&s.name, &s.oid)
+	})
+	if err != nil {
+		return "", fmt.Errorf("read the default search_path: %w", err)
+	}
+	var keep, left []string
+	for _, s := range schemas {
+		var reason string
+		err := c.QueryRow(ctx, apply.UntrustedSchemaSQL, s.oid, owner).Scan(&reason)
+		switch {
+		case err == pgx.ErrNoRows:
+			keep = append(keep, pgx.Identifier{s.name}.Sanitize())
+		case err != nil:
+			return "", fmt.Errorf("check schema %s: %w", s.name, err)
+		default:
+			left = append(left, s.name+" ("+reason+")")
+		}
+	}
+	ev.left[owner] = strings.Join(left, ", ")
+	return strings.Join(append(keep, "pg_temp"), ", "), nil
+}
+
+// close drops the owner functions.
+func (ev *evaluator) close(ctx context.Context) {
+	if len(ev.fns) > 0 {
+		ev.conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+checkSchema+" CASCADE")
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
 )
 
@@ -217,40 +218,11 @@ func pinFunctionPaths(ctx context.Context, target pgclient.Target, db string, lo
 	return res, nil
 }
 
-// untrustedSchemaSQL returns why schema $1 is not trusted for a function
-// owned by role $2 (no row: trusted); see the package comment above.
-const untrustedSchemaSQL = `
-WITH creators AS (
-  SELECT CASE WHEN r.rolname = 'pg_database_owner'
-              THEN (SELECT d.datdba FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
-              ELSE r.oid END AS who, r.rolname AS via
-    FROM pg_catalog.pg_roles r
-   WHERE pg_catalog.has_schema_privilege(r.oid, $1::pg_catalog.oid, 'CREATE')),
-objects AS (
-  SELECT 'function ' || p.oid::pg_catalog.regprocedure::pg_catalog.text AS what, p.proowner AS who FROM pg_catalog.pg_proc p WHERE p.pronamespace = $1::pg_catalog.oid
-  UNION ALL SELECT 'operator ' || o.oid::pg_catalog.regoperator::pg_catalog.text, o.oprowner FROM pg_catalog.pg_operator o WHERE o.oprnamespace = $1::pg_catalog.oid
-  UNION ALL SELECT 'relation ' || c.oid::pg_catalog.regclass::pg_catalog.text, c.relowner FROM pg_catalog.pg_class c WHERE c.relnamespace = $1::pg_catalog.oid
-  UNION ALL SELECT 'type ' || t.oid::pg_catalog.regtype::pg_catalog.text, t.typowner FROM pg_catalog.pg_type t WHERE t.typnamespace = $1::pg_catalog.oid
-  UNION ALL SELECT 'collation ' || c.collname::pg_catalog.text, c.collowner FROM pg_catalog.pg_collation c WHERE c.collnamespace = $1::pg_catalog.oid
-  UNION ALL SELECT 'conversion ' || c.conname::pg_catalog.text, c.conowner FROM pg_catalog.pg_conversion c WHERE c.connamespace = $1::pg_catalog.oid
-  UNION ALL SELECT 'text search configuration ' || c.cfgname::pg_catalog.text, c.cfgowner FROM pg_catalog.pg_ts_config c WHERE c.cfgnamespace = $1::pg_catalog.oid
-  UNION ALL SELECT 'text search dictionary ' || d.dictname::pg_catalog.text, d.dictowner FROM pg_catalog.pg_ts_dict d WHERE d.dictnamespace = $1::pg_catalog.oid),
-why AS (
-  SELECT 1 AS k, 'role ' || pg_catalog.quote_ident(r.rolname) ||
-         CASE WHEN c.via <> r.rolname THEN ' (as ' || c.via || ')' ELSE '' END || ' may create objects in it' AS reason
-    FROM creators c JOIN pg_catalog.pg_roles r ON r.oid = c.who
-   WHERE NOT r.rolsuper AND NOT pg_catalog.pg_has_role(r.oid, $2::pg_catalog.oid, 'MEMBER')
-  UNION ALL
-  SELECT 2, o.what || ' belongs to role ' || pg_catalog.quote_ident(r.rolname)
-    FROM objects o JOIN pg_catalog.pg_roles r ON r.oid = o.who
-   WHERE NOT r.rolsuper AND NOT pg_catalog.pg_has_role(r.oid, $2::pg_catalog.oid, 'MEMBER'))
-SELECT reason FROM why ORDER BY k, reason LIMIT 1`
-
 // untrustedSchema returns why schema nsp may not be on the temporary
 // search_path of a function owned by owner, or "" when it may.
 func untrustedSchema(ctx context.Context, conn *pgx.Conn, nsp, owner uint32) (string, error) {
 	var reason string
-	err := conn.QueryRow(ctx, untrustedSchemaSQL, nsp, owner).Scan(&reason)
+	err := conn.QueryRow(ctx, apply.UntrustedSchemaSQL, nsp, owner).Scan(&reason)
 	if err == pgx.ErrNoRows {
 		return "", nil
 	}

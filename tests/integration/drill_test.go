@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/ops"
@@ -264,4 +266,84 @@ func TestDrill(t *testing.T) {
 			t.Errorf("scratch databases left: %v", left)
 		}
 	})
+}
+
+// drillPrivSchema: role tom owns a table whose CHECK constraint calls his
+// function and a view whose planning folds his IMMUTABLE function; role
+// eve, with CREATE on public, plants public.lower(varchar), which a CHECK
+// constraint of a superuser's table reaches through an unqualified call
+// under the default search_path. Their code tries to become superuser.
+const drillPrivSchema = `
+CREATE ROLE tom LOGIN NOSUPERUSER;
+CREATE ROLE eve LOGIN NOSUPERUSER;
+GRANT CREATE ON SCHEMA public TO eve;
+CREATE SCHEMA t AUTHORIZATION tom;
+SET ROLE tom;
+CREATE FUNCTION t.esc(n int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  BEGIN RESET ROLE; EXCEPTION WHEN others THEN NULL; END;
+  BEGIN SET SESSION AUTHORIZATION DEFAULT; EXCEPTION WHEN others THEN NULL; END;
+  BEGIN ALTER ROLE tom SUPERUSER; EXCEPTION WHEN others THEN NULL; END;
+  RETURN n IS NOT NULL;
+END $$;
+CREATE FUNCTION t.imm(n int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN PERFORM t.esc(n); RETURN n; END $$;
+CREATE TABLE t.checked (id int PRIMARY KEY, n int CHECK (t.esc(n)));
+CREATE VIEW t.v AS SELECT t.imm(1) AS x;
+SET ROLE eve;
+CREATE FUNCTION public.lower(s varchar) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  BEGIN ALTER ROLE eve SUPERUSER; EXCEPTION WHEN others THEN NULL; END;
+  RETURN pg_catalog.lower(s::text);
+END $$;
+RESET ROLE;
+CREATE FUNCTION public.norm(s varchar) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT lower(s)';
+CREATE TABLE public.pub_t (id int PRIMARY KEY, s varchar CHECK (public.norm(s) IS NOT NULL));
+GRANT ALL ON public.pub_t TO tom;
+`
+
+// TestDrillPrivileges: the drill's usability checks (CHECK constraints
+// evaluated, views planned) run no role's code with the drill's superuser
+// privileges: tom's constraint and view run as tom, and the superuser's
+// constraint does not reach eve's overload in public. The drill passes.
+func TestDrillPrivileges(t *testing.T) {
+	c := pgharness.Start(t)
+	ctx := context.Background()
+	c.CreateDB(t, "priv")
+	c.Exec(t, "priv", drillPrivSchema)
+	tom, err := pgx.Connect(ctx, strings.Replace(c.ConnString("priv"), "user=postgres", "user=tom", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tom.Exec(ctx, `INSERT INTO t.checked SELECT g, g FROM generate_series(1, 20) g;
+		INSERT INTO public.pub_t SELECT g, 'S' || g FROM generate_series(1, 20) g`); err != nil {
+		t.Fatalf("tom's workload: %v", err)
+	}
+	tom.Close(ctx)
+	super := func(role string) bool {
+		var s bool
+		if err := c.Conn(t, "postgres").QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = $1`, role).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if super("tom") || super("eve") {
+		t.Fatal("tom or eve became superuser on the source: the test's workload is wrong")
+	}
+	cfg := loadCfg(t, cfgEnv(t, c, []string{"priv"}))
+	if _, err := ops.Full(ctx, cfg, ops.FullOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := drillDB(t, cfg)
+	if super("tom") {
+		t.Error("tom's code ran as superuser during the drill (restore or checks)")
+	}
+	if super("eve") {
+		t.Error("eve's overload of lower ran as superuser during the drill")
+	}
+	if err != nil {
+		t.Fatalf("drill: %v\n%s", err, strings.Join(ops.DescribeDrill(res), "\n"))
+	}
+	if d := res.Databases[0]; d.Constraints != 2 || d.Views != 1 {
+		t.Errorf("drill checked %d constraints and %d views, want 2 and 1: %+v", d.Constraints, d.Views, d)
+	}
 }
