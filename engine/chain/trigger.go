@@ -610,6 +610,30 @@ $f$`,
 	for _, f := range []string{"safe(pg_catalog.oid)", "on_start()", "on_guard()", "on_drop()", "on_rewrite()", "on_ddl()"} {
 		stmts = append(stmts, `REVOKE ALL ON FUNCTION $S.`+f+` FROM PUBLIC`)
 	}
+	// Default privileges (ALTER DEFAULT PRIVILEGES FOR ROLE <us> GRANT …
+	// TO someone) give new schemas, tables and functions to other roles:
+	// whoever could write the state table could forge which role a
+	// captured statement is replayed as. Only the owner keeps privileges.
+	stmts = append(stmts, `DO $d$
+DECLARE s pg_catalog.oid := '$S'::pg_catalog.regnamespace; r record;
+BEGIN
+  FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS g
+             FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+            WHERE n.oid = s AND a.grantee NOT IN (0, n.nspowner) LOOP
+    EXECUTE 'REVOKE ALL ON SCHEMA $S FROM ' || r.g;
+  END LOOP;
+  FOR r IN SELECT DISTINCT c.oid::pg_catalog.regclass::pg_catalog.text AS o, a.grantee::pg_catalog.regrole::pg_catalog.text AS g
+             FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+            WHERE c.relnamespace = s AND a.grantee NOT IN (0, c.relowner) LOOP
+    EXECUTE 'REVOKE ALL ON TABLE ' || r.o || ' FROM ' || r.g;
+  END LOOP;
+  FOR r IN SELECT DISTINCT p.oid::pg_catalog.regprocedure::pg_catalog.text AS o, a.grantee::pg_catalog.regrole::pg_catalog.text AS g
+             FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+            WHERE p.pronamespace = s AND a.grantee NOT IN (0, p.proowner) LOOP
+    EXECUTE 'REVOKE ALL ON FUNCTION ' || r.o || ' FROM ' || r.g;
+  END LOOP;
+END
+$d$`)
 	for i := range stmts {
 		stmts[i] = r.Replace(stmts[i])
 	}

@@ -539,6 +539,16 @@ func (ev *evaluator) ownerFunction(ctx context.Context, owner uint32) (string, e
 			"'DECLARE pme2go_n pg_catalog.int8; BEGIN EXECUTE q INTO pme2go_n; RETURN pme2go_n; END'",
 		"REVOKE ALL ON FUNCTION " + name + "(pg_catalog.text) FROM PUBLIC",
 		"ALTER FUNCTION " + name + "(pg_catalog.text) OWNER TO " + ident,
+		// Default privileges of the drill's role may have given it to
+		// others (the scratch database takes connections now): only
+		// its owner keeps EXECUTE.
+		`DO $d$ DECLARE r record; BEGIN
+  FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::pg_catalog.text AS g
+             FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+            WHERE p.oid = '` + name + `(pg_catalog.text)'::pg_catalog.regprocedure AND a.grantee NOT IN (0, p.proowner) LOOP
+    EXECUTE 'REVOKE ALL ON FUNCTION ` + name + `(pg_catalog.text) FROM ' || r.g;
+  END LOOP;
+END $d$`,
 	} {
 		if _, err := ev.conn.Exec(ctx, q); err != nil {
 			return "", fmt.Errorf("prepare the checks run as role %s: %w", ident, err)

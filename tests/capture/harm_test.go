@@ -443,3 +443,40 @@ func TestOldTransactionHoldsWAL(t *testing.T) {
 		t.Fatalf("the application's transaction: %v", err)
 	}
 }
+
+// TestDefaultPrivilegesOnOurObjects: default privileges the administrator
+// set for the backup's role (ALTER DEFAULT PRIVILEGES FOR ROLE postgres
+// GRANT ALL … TO mallory, on schemas, tables, functions and sequences)
+// would give mallory our schema, the triggers' state table (whose rows
+// decide which role a captured statement is replayed as) and our
+// functions; the machinery keeps only its owner's privileges.
+func TestDefaultPrivilegesOnOurObjects(t *testing.T) {
+	c := setup(t, "app")
+	c.Exec(t, "app", `CREATE ROLE mallory LOGIN;
+		ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON SCHEMAS TO mallory;
+		ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON TABLES TO mallory;
+		ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON FUNCTIONS TO mallory;
+		ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON SEQUENCES TO mallory`)
+	cfg := loadCfg(t, cfgEnv(t, c, "app"))
+	full(t, cfg)
+	id8, _ := config.InstallationShortID(cfg)
+	g := "pme2go_" + id8
+	ctx := context.Background()
+	rows, _ := c.Conn(t, "app").Query(ctx, `
+		SELECT 'schema ' || n.nspname FROM pg_namespace n WHERE n.nspname = $1 AND (has_schema_privilege('mallory', n.oid, 'USAGE') OR has_schema_privilege('mallory', n.oid, 'CREATE'))
+		UNION ALL SELECT 'relation ' || c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		 WHERE n.nspname = $1 AND c.relkind IN ('r', 'S') AND (has_table_privilege('mallory', c.oid, 'SELECT') OR has_table_privilege('mallory', c.oid, 'INSERT') OR has_table_privilege('mallory', c.oid, 'UPDATE') OR has_table_privilege('mallory', c.oid, 'DELETE'))
+		UNION ALL SELECT 'function ' || p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		 WHERE n.nspname = $1 AND has_function_privilege('mallory', p.oid, 'EXECUTE')`, g)
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) > 0 {
+		t.Fatalf("mallory holds privileges on our machinery: %v", got)
+	}
+	m := connAs(t, c, "app", "mallory")
+	if _, err := m.Exec(ctx, `INSERT INTO `+g+`.firing (pid, qkey, n) VALUES (pg_backend_pid(), 'x', 1)`); err == nil {
+		t.Fatal("mallory wrote the triggers' state")
+	}
+}

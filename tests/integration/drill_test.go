@@ -273,10 +273,14 @@ func TestDrill(t *testing.T) {
 // eve, with CREATE on public, plants public.lower(varchar), which a CHECK
 // constraint of a superuser's table reaches through an unqualified call
 // under the default search_path. Their code tries to become superuser.
+// Default privileges of postgres give eve what postgres creates (the
+// drill's own functions must not reach her).
 const drillPrivSchema = `
 CREATE ROLE tom LOGIN NOSUPERUSER;
 CREATE ROLE eve LOGIN NOSUPERUSER;
 GRANT CREATE ON SCHEMA public TO eve;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON FUNCTIONS TO eve;
+ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON SCHEMAS TO eve;
 CREATE SCHEMA t AUTHORIZATION tom;
 SET ROLE tom;
 CREATE FUNCTION t.esc(n int) RETURNS boolean LANGUAGE plpgsql AS $$
