@@ -31,12 +31,15 @@ func relOf(path string) string {
 
 // Uploaded is one archive copied (or found already copied) by Upload.
 type Uploaded struct {
-	Name   string  `json:"name"`
-	Key    string  `json:"key"`
-	Size   int64   `json:"size"`
-	SHA256 string  `json:"sha256"`
-	Skip   bool    `json:"alreadyCopied,omitempty"`
-	Secs   float64 `json:"duration"`
+	Name   string `json:"name"`
+	Key    string `json:"key"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	Skip   bool   `json:"alreadyCopied,omitempty"`
+	// Resumed counts the bytes an interrupted earlier upload had sent and
+	// this one kept.
+	Resumed int64   `json:"resumedBytes,omitempty"`
+	Secs    float64 `json:"duration"`
 }
 
 // Upload copies the local archive at path and its sidecar manifest to the
@@ -109,7 +112,13 @@ func (r *Repo) Upload(ctx context.Context, cfg *config.Config, path string, log 
 			}
 		}
 	}
-	sent, err := r.Put(ctx, rel, f, fi.Size())
+	var sent string
+	var kept int64
+	if fi.Size() > PartSize && want != "" {
+		sent, kept, err = r.putResumable(ctx, cfg, rel, f, fi.Size(), want)
+	} else {
+		sent, err = r.Put(ctx, rel, f, fi.Size())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +160,7 @@ func (r *Repo) Upload(ctx context.Context, cfg *config.Config, path string, log 
 	if log != nil {
 		log.Info("backup copied off-site", "backup", name, "repository", r.S.String(), "bytes", fi.Size(), "seconds", d.Seconds())
 	}
-	return &Uploaded{Name: name, Key: rel, Size: fi.Size(), SHA256: sent, Secs: d.Seconds()}, nil
+	return &Uploaded{Name: name, Key: rel, Size: fi.Size(), SHA256: sent, Secs: d.Seconds(), Resumed: kept}, nil
 }
 
 // Remote is a backup found in the repository.

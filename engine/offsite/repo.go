@@ -249,14 +249,23 @@ func (r *Repo) Remove(ctx context.Context, rel string) error {
 }
 
 // AbortIncomplete aborts the multipart uploads below the repository that
-// an interrupted run left (they hold no visible object, only space). It
-// returns how many it aborted.
-func (r *Repo) AbortIncomplete(ctx context.Context) (int, error) {
+// an interrupted run left (they hold no visible object, only space),
+// except those of archives recorded for resumption whose local file is
+// still there (the upload that follows resumes them). It returns how many
+// it aborted.
+func (r *Repo) AbortIncomplete(ctx context.Context, cfg *config.Config) (int, error) {
 	n := 0
 	prefix := r.S.key("")
+	st, err := LoadState(cfg)
+	if err != nil {
+		return 0, err
+	}
 	for u := range r.client.ListIncompleteUploads(ctx, r.S.Bucket, prefix, true) {
 		if u.Err != nil {
 			return n, r.objectErr("list incomplete uploads", u.Err)
+		}
+		if r.resumable(cfg, st, u.Key, u.UploadID) {
+			continue
 		}
 		if err := r.client.RemoveIncompleteUpload(ctx, r.S.Bucket, u.Key); err != nil {
 			return n, r.objectErr("abort incomplete upload of "+r.S.rel(u.Key), err)

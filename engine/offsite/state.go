@@ -46,6 +46,9 @@ type State struct {
 	// made to; copies recorded for another repository do not count.
 	Repository string           `json:"repository"`
 	Copies     map[string]*Copy `json:"copies"`
+	// Uploads are the multipart uploads of archives in progress, by
+	// repository path, resumed by the next upload of the same bytes.
+	Uploads map[string]*PendingUpload `json:"uploads,omitempty"`
 	// Streams records, per chain segment, what streaming has sent.
 	Streams map[string]*StreamPos `json:"streams,omitempty"`
 	// LastSync and LastError describe the last upload run.
@@ -71,7 +74,7 @@ func statePath(cfg *config.Config) string { return filepath.Join(cfg.StateDir(),
 
 // LoadState reads the state file of cfg (empty when missing).
 func LoadState(cfg *config.Config) (*State, error) {
-	st := &State{Copies: map[string]*Copy{}, Streams: map[string]*StreamPos{}}
+	st := &State{Copies: map[string]*Copy{}, Streams: map[string]*StreamPos{}, Uploads: map[string]*PendingUpload{}}
 	b, err := os.ReadFile(statePath(cfg))
 	if errors.Is(err, os.ErrNotExist) {
 		return st, nil
@@ -87,6 +90,9 @@ func LoadState(cfg *config.Config) (*State, error) {
 	}
 	if st.Streams == nil {
 		st.Streams = map[string]*StreamPos{}
+	}
+	if st.Uploads == nil {
+		st.Uploads = map[string]*PendingUpload{}
 	}
 	return st, nil
 }

@@ -57,7 +57,7 @@ func (r *Repo) Sync(ctx context.Context, cfg *config.Config, now time.Time, log 
 		return res, err
 	}
 	var errList []error
-	if n, err := r.AbortIncomplete(ctx); err != nil {
+	if n, err := r.AbortIncomplete(ctx, cfg); err != nil {
 		errList = append(errList, err)
 	} else {
 		res.AbortedUploads = n

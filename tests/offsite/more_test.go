@@ -1,6 +1,7 @@
 package offsite_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -82,9 +83,11 @@ func fakeEnv(t *testing.T, s *s3harness.Server, prefix string, extra ...string) 
 	return vars, pgharness.LoadConfig(t, vars)
 }
 
-// TestUploadKilled: a sync killed in the middle of a multipart upload
-// leaves no object that is listed or fetched; the next run completes and
-// verifies the copy and aborts the leftover upload.
+// TestUploadKilled: a sync killed in the middle of a multipart upload (after
+// its third 16 MiB part) leaves no object that is listed or fetched; the
+// next run resumes the upload (keeps the three parts the server holds,
+// sends the others), completes it, verifies the whole object by SHA-256 and
+// records the copy; no multipart upload is left.
 func TestUploadKilled(t *testing.T) {
 	s := s3harness.Start(t)
 	vars, cfg := fakeEnv(t, s, "kill")
@@ -92,58 +95,50 @@ func TestUploadKilled(t *testing.T) {
 	name := filepath.Base(path)
 	conf := filepath.Join(t.TempDir(), "helper.conf")
 	os.WriteFile(conf, nil, 0o600)
-	killedMidway := false
-	for attempt := 0; attempt < 4 && !killedMidway; attempt++ {
-		cmd := osexec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "PME2GO_OFFSITE_HELPER=sync", "PME2GO_OFFSITE_CONF="+conf)
-		for k, v := range vars {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// Kill once parts are arriving at the server.
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) && !uploading(s) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		time.Sleep(time.Duration(100*attempt) * time.Millisecond)
-		cmd.Process.Kill()
-		cmd.Wait()
-		objs := s.Objects("kill")
-		if _, ok := objs["kill/full/"+name+".manifest.json"]; ok {
-			continue // finished before the kill; try again
-		}
-		killedMidway = true
-		if size, ok := objs["kill/full/"+name]; ok && size != 160<<20 {
-			t.Fatalf("a partial object is visible: %d bytes", size)
-		}
-		r, err := offsite.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		remotes, err := r.Remotes(context.Background(), cfg)
-		if err != nil || len(remotes) != 0 {
-			t.Fatalf("the killed upload is listed: %v %v", err, remotes)
-		}
-		if loc := locations(t, &env{cfg: cfg})[name]; loc != "local" {
-			t.Fatalf("location after the kill %q, want local", loc)
-		}
-		t.Logf("killed during the upload; objects then: %v", objs)
+	cmd := osexec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PME2GO_OFFSITE_HELPER=sync", "PME2GO_OFFSITE_CONF="+conf, "PME2GO_TEST_UPLOAD_KILL_AFTER_PART=3")
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	if !killedMidway {
-		pgharness.Require(t, "upload-kill", "the upload always finished before the kill, so an interrupted upload was not exercised")
+	if out, err := cmd.CombinedOutput(); err == nil || cmd.ProcessState.ExitCode() != -1 {
+		t.Fatalf("the sync was not killed: %v\n%s", err, out)
+	}
+	objs := s.Objects("kill")
+	if _, ok := objs["kill/full/"+name]; ok {
+		t.Fatalf("an object is visible after the kill: %v", objs)
+	}
+	if !uploading(s) {
+		t.Fatalf("no multipart upload in progress after the kill")
+	}
+	r, err := offsite.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remotes, err := r.Remotes(context.Background(), cfg)
+	if err != nil || len(remotes) != 0 {
+		t.Fatalf("the killed upload is listed: %v %v", err, remotes)
+	}
+	if loc := locations(t, &env{cfg: cfg})[name]; loc != "local" {
+		t.Fatalf("location after the kill %q, want local", loc)
 	}
 	res, err := ops.OffsiteSync(context.Background(), cfg, ops.OffsiteSyncOptions{}, nil)
 	if err != nil || len(res.Uploaded) != 1 {
 		t.Fatalf("sync after the kill: %v %+v", err, res)
 	}
-	t.Logf("next run: %d copied, %d interrupted multipart uploads aborted", len(res.Uploaded), res.AbortedUploads)
-	if got := s.Objects("kill")["kill/full/"+name]; got != 160<<20 {
-		t.Fatalf("after the next run the object has %d bytes", got)
+	t.Logf("next run: %d copied, %d bytes kept from the killed run, %d uploads aborted", len(res.Uploaded), res.Uploaded[0].Resumed, res.AbortedUploads)
+	if res.Uploaded[0].Resumed != 3*offsite.PartSize || res.AbortedUploads != 0 {
+		t.Fatalf("the upload was not resumed from its third part: %+v", res)
+	}
+	local, _ := os.ReadFile(path)
+	remote, _ := os.ReadFile(filepath.Join(s.Root, s.Bucket, "kill", "full", name))
+	if !bytes.Equal(local, remote) {
+		t.Fatalf("the resumed object differs from the archive (%d and %d bytes)", len(local), len(remote))
 	}
 	if loc := locations(t, &env{cfg: cfg})[name]; loc != "both" {
 		t.Fatalf("location %q, want both", loc)
+	}
+	if uploading(s) {
+		t.Fatal("a multipart upload is left after the resumed one completed")
 	}
 }
 
