@@ -372,13 +372,14 @@ func hasFunctions(listing string) bool {
 // connected to db any more: the sessions just closed (pg_restore's, ours)
 // end asynchronously, and ALTER DATABASE … RENAME (the swap) waits for
 // them in steps of 100 ms (CountOtherDBBackends), so a short poll first
-// saves most of such a step. Errors are ignored: the swap then waits as
-// before.
+// saves most of such a step. Only client sessions are waited for: the
+// rename itself ends autovacuum workers (which a freshly loaded database
+// attracts). Errors are ignored: the swap then waits as before.
 func waitSessionsGone(ctx context.Context, maint *pgx.Conn, db string) {
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		var n int
-		if err := maint.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, db).Scan(&n); err != nil || n == 0 {
+		if err := maint.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'`, db).Scan(&n); err != nil || n == 0 {
 			return
 		}
 		select {
