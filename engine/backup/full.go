@@ -21,17 +21,9 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 	"github.com/pme2go/pme2go-backup/engine/version"
 )
-
-// Progress reports how far a backup is. Total is an estimate while dumping
-// (the databases' on-disk size) and exact while archiving.
-type Progress struct {
-	Phase    string // "dump", "archive", "done"
-	Database string
-	Done     int64
-	Total    int64
-}
 
 // Snapshotter lets the incremental engine hand pg_dump the snapshot exported
 // by a replication slot. It is called once per database before its dump;
@@ -60,8 +52,10 @@ type Options struct {
 	// Chain, when set (and Snapshot is not), starts a change-capture chain
 	// at the dump's snapshot when the server allows it (wal_level =
 	// logical, a role with REPLICATION). Nil: no chain is started.
-	Chain    ChainStarter
-	Progress func(Progress)
+	Chain ChainStarter
+	// Progress is told phase "dump" per database (Object; bytes done of
+	// the databases' estimated size), "archive" (bytes) and "done".
+	Progress progress.Func
 	Log      *slog.Logger
 	// Locked says the caller already holds the backup directory lock (a
 	// restore taking its safety backup).
@@ -100,10 +94,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	progress := opts.Progress
-	if progress == nil {
-		progress = func(Progress) {}
-	}
+	report := opts.Progress
 	dbs := opts.Databases
 	if len(dbs) == 0 {
 		dbs = cfg.DBNames
@@ -196,7 +187,7 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	// Dump every database into the staging directory.
 	var done int64
 	for _, db := range dbs {
-		progress(Progress{Phase: "dump", Database: db, Done: done, Total: total})
+		report.Report(progress.Event{Phase: "dump", Object: db, Done: done, Total: total, Unit: progress.Bytes})
 		if src := opts.source(db); src != db {
 			m.Metadata["dumpedAs:"+db] = src
 		}
@@ -245,12 +236,12 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 	files = append(files, pathMembers(cfg.LogPaths, "logs", m)...)
 	files = append(files, pathMembers(cfg.ExtraPaths, "files", m)...)
 	packStart := time.Now()
-	res, err := pack(ctx, cfg, log, path, files, m, progress)
+	res, err := pack(ctx, cfg, log, path, files, m, report)
 	if err != nil {
 		return nil, err
 	}
 	res.Duration = time.Since(start)
-	progress(Progress{Phase: "done", Done: res.Size, Total: res.Size})
+	report.Report(progress.Event{Phase: "done", Done: res.Size, Total: res.Size, Unit: progress.Bytes})
 	log.Info("full backup completed", "backup", filepath.Base(path), "duration", res.Duration.Round(time.Millisecond), "size", res.Size,
 		"dump", dumped.Sub(start).Round(time.Millisecond), "info", packStart.Sub(dumped).Round(time.Millisecond), "archive", time.Since(packStart).Round(time.Millisecond))
 	return res, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 )
 
 // member is one file to archive: its name in the archive and its source.
@@ -142,7 +143,7 @@ func pathMembers(paths []string, top string, m *archive.Manifest) []member {
 // pack streams the members into the archive at path, manifest last,
 // reporting progress by uncompressed bytes. On error the partial archive is
 // removed.
-func pack(ctx context.Context, cfg *config.Config, log *slog.Logger, path string, files []member, m *archive.Manifest, progress func(Progress)) (*Result, error) {
+func pack(ctx context.Context, cfg *config.Config, log *slog.Logger, path string, files []member, m *archive.Manifest, report progress.Func) (*Result, error) {
 	var total int64
 	for _, f := range files {
 		total += f.size
@@ -168,7 +169,7 @@ func pack(ctx context.Context, cfg *config.Config, log *slog.Logger, path string
 			os.Remove(f.path)
 		}
 		done += f.size
-		progress(Progress{Phase: "archive", Done: done, Total: total})
+		report.Report(progress.Event{Phase: "archive", Done: done, Total: total, Unit: progress.Bytes})
 	}
 	written := time.Now()
 	if err := w.Commit(m); err != nil {

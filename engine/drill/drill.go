@@ -60,6 +60,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/lock"
 	"github.com/pme2go/pme2go-backup/engine/lsn"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 )
 
 // Options tune a drill.
@@ -86,7 +87,7 @@ type RestoreRequest struct {
 	Target   *apply.Target
 	Log      *slog.Logger
 	// Progress is told each step of the restore.
-	Progress func(step string)
+	Progress progress.Func
 }
 
 // Restored is what a drill needs of a finished restore.
@@ -340,7 +341,11 @@ func drillOne(ctx context.Context, cfg *config.Config, target pgclient.Target, i
 
 	step("restore " + db)
 	ropts := RestoreRequest{Database: db, Scratch: scratch, Log: log,
-		Progress: func(s string) { step("restore " + db + ": " + s) }}
+		Progress: func(e progress.Event) {
+			if e.Done == 0 { // steps, not each replayed transaction
+				step("restore " + db + ": " + strings.TrimSpace(e.Phase+" "+e.Object+" "+e.Message))
+			}
+		}}
 	if hasChain(full, db) {
 		latest, err := apply.ParseTarget(apply.TargetSpec{Latest: true})
 		if err != nil {

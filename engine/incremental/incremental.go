@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/pme2go/pme2go-backup/engine/backupdir"
 	"github.com/pme2go/pme2go-backup/engine/capture"
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 )
 
 // Options tune Take.
@@ -27,6 +29,10 @@ type Options struct {
 	Log       *slog.Logger
 	// Locked says the caller holds the backup directory lock.
 	Locked bool
+	// Progress is told phase "seal" as each database starts (Object; Done
+	// of Total databases) and "archive" for each archive written (Object:
+	// its name).
+	Progress progress.Func
 }
 
 // Result describes one written incremental archive.
@@ -75,7 +81,8 @@ func Take(ctx context.Context, cfg *config.Config, opts Options) ([]*Result, err
 	}
 	var out []*Result
 	var errs []error
-	for _, db := range dbs {
+	for i, db := range dbs {
+		opts.Progress.Report(progress.Event{Phase: "seal", Object: db, Done: int64(i), Total: int64(len(dbs)), Unit: progress.Databases})
 		var open *chain.State
 		for _, st := range all {
 			if st.Database != db {
@@ -93,6 +100,7 @@ func Take(ctx context.Context, cfg *config.Config, opts Options) ([]*Result, err
 				errs = append(errs, err)
 			} else if res != nil {
 				out = append(out, res)
+				opts.Progress.Report(progress.Event{Phase: "archive", Object: filepath.Base(res.Path)})
 			}
 		}
 		if open == nil {
@@ -105,6 +113,7 @@ func Take(ctx context.Context, cfg *config.Config, opts Options) ([]*Result, err
 		}
 		if res != nil {
 			out = append(out, res)
+			opts.Progress.Report(progress.Event{Phase: "archive", Object: filepath.Base(res.Path)})
 		}
 	}
 	return out, errors.Join(errs...)

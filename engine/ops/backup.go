@@ -70,7 +70,7 @@ func Full(ctx context.Context, cfg *config.Config, opts FullOptions, p Progress)
 	}
 	res, err := backup.Full(ctx, cfg, backup.Options{
 		Trigger: opts.Trigger, Databases: opts.Databases, Log: logger(opts.Log),
-		Progress: backupProgress(p), Chain: incremental.NewChainStarter(cfg, logger(opts.Log)),
+		Progress: p, Chain: incremental.NewChainStarter(cfg, logger(opts.Log)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("full backup failed: %w", err)
@@ -114,13 +114,6 @@ func fullResult(res *backup.Result) *FullResult {
 	return out
 }
 
-// backupProgress adapts backup.Progress to the common shape.
-func backupProgress(p Progress) func(backup.Progress) {
-	return func(b backup.Progress) {
-		p.Report(progress.Event{Phase: b.Phase, Object: b.Database, Done: b.Done, Total: b.Total, Unit: progress.Bytes})
-	}
-}
-
 // IncrementalOptions tune an incremental backup.
 type IncrementalOptions struct {
 	// Databases to seal; default DB_NAME.
@@ -156,8 +149,10 @@ type IncrementalResult struct {
 }
 
 // Incremental seals the changes captured since the last backup of each open
-// chain into incremental archives. Progress: phase "seal" per database,
-// then "done" with the number of archives. A partial failure returns the
+// chain into incremental archives. Progress: phase "seal" as each database
+// starts (Done of Total databases), "archive" for each archive written
+// (and "offsite" for its off-site copy), then "done" with the number of
+// archives. A partial failure returns the
 // archives written and the error. Errors: BUSY, and NOT_FOUND when no
 // configured database has an open chain (take a full backup first).
 func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOptions, p Progress) (*IncrementalResult, error) {
@@ -169,12 +164,7 @@ func Incremental(ctx context.Context, cfg *config.Config, opts IncrementalOption
 		return nil, err
 	}
 	start := time.Now()
-	dbs := opts.Databases
-	if len(dbs) == 0 {
-		dbs = cfg.DBNames
-	}
-	p.Report(progress.Event{Phase: "seal", Total: int64(len(dbs)), Unit: progress.Databases})
-	res, err := incremental.Take(ctx, cfg, incremental.Options{Databases: opts.Databases, Trigger: opts.Trigger, Log: logger(opts.Log)})
+	res, err := incremental.Take(ctx, cfg, incremental.Options{Databases: opts.Databases, Trigger: opts.Trigger, Log: logger(opts.Log), Progress: p})
 	out := &IncrementalResult{Archives: []IncrementalArchive{}}
 	for _, r := range res {
 		out.Archives = append(out.Archives, IncrementalArchive{Name: baseName(r.Path), Path: r.Path, Database: r.Database,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
@@ -195,24 +194,12 @@ func Restore(ctx context.Context, cfg *config.Config, opts RestoreOptions, p Pro
 	if err := fetchMissing(ctx, cfg, need, logger(opts.Log)); err != nil {
 		return nil, fmt.Errorf("restore failed: %w", err)
 	}
-	var total int64
 	res, err := restore.Run(ctx, cfg, restore.Options{
 		Target: tp, Resume: opts.Resume,
 		Backup: opts.Backup, TargetDB: opts.TargetDB, Databases: opts.Databases,
 		Force: opts.Force, NoSafetyBackup: opts.NoSafetyBackup, SafetyBackup: safetyBackup(cfg, logger(opts.Log)), NoOwner: opts.NoOwner,
 		RestoreGlobals: opts.RestoreGlobals, RestoreLogs: opts.RestoreLogs, DryRun: opts.DryRun, Log: logger(opts.Log),
-		Progress: func(step string) {
-			phase, object, _ := strings.Cut(step, " ")
-			var n int64
-			if phase == "replay" {
-				fmt.Sscanf(object, "%d transactions", &n)
-				total = n
-			}
-			p.Report(progress.Event{Phase: phase, Object: object, Total: n, Unit: unitFor(phase)})
-		},
-		OnReplayCommit: func(applied int64, commitLSN uint64) {
-			p.Report(progress.Event{Phase: "replay", Done: applied, Total: total, Unit: progress.Transactions, Message: "commit " + LSN(commitLSN).String()})
-		},
+		Progress: p,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("restore failed: %w", known(err))
@@ -220,13 +207,6 @@ func Restore(ctx context.Context, cfg *config.Config, opts RestoreOptions, p Pro
 	out := restoreResult(res, opts.DryRun)
 	p.Report(progress.Event{Phase: "done", Message: "restore finished"})
 	return out, nil
-}
-
-func unitFor(phase string) progress.Unit {
-	if phase == "replay" {
-		return progress.Transactions
-	}
-	return ""
 }
 
 func restoreResult(res *restore.Result, dry bool) *RestoreResult {

@@ -3,12 +3,15 @@ package restore
 import (
 	"context"
 	"fmt"
-	"github.com/pme2go/pme2go-backup/engine/errs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/lsn"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 
 	"github.com/jackc/pgx/v5"
 
@@ -53,7 +56,7 @@ func buildPITR(ctx context.Context, cfg *config.Config, opts *Options) (*apply.P
 		return nil, nil, fmt.Errorf("create change-set work directory: %w", err)
 	}
 	cleanup := func() { os.RemoveAll(work) }
-	opts.Progress("plan point-in-time restore of " + db + " to " + opts.Target.String())
+	opts.Progress.Report(progress.Event{Phase: "plan", Object: "point-in-time restore of " + db + " to " + opts.Target.String()})
 	plan, err := apply.Build(ctx, cfg.BackupDir, db, *opts.Target, work)
 	if err != nil {
 		cleanup()
@@ -147,8 +150,12 @@ func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) e
 		return err
 	}
 	defer conn.Close(context.Background())
-	r.opts.Progress(fmt.Sprintf("replay %d transactions into %s", r.plan.TxCount, db))
-	st, err := apply.Replay(ctx, conn, r.plan, apply.ReplayOptions{Resume: r.resume, OnCommit: r.opts.OnReplayCommit, Log: r.opts.Log,
+	total := r.plan.TxCount
+	r.opts.Progress.Report(progress.Event{Phase: "replay", Object: fmt.Sprintf("%d transactions into %s", total, db), Total: total, Unit: progress.Transactions})
+	onCommit := func(applied int64, commitLSN uint64) {
+		r.opts.Progress.Report(progress.Event{Phase: "replay", Done: applied, Total: total, Unit: progress.Transactions, Message: "commit " + lsn.LSN(commitLSN).String()})
+	}
+	st, err := apply.Replay(ctx, conn, r.plan, apply.ReplayOptions{Resume: r.resume, OnCommit: onCommit, Log: r.opts.Log,
 		RefreshMatviews: !r.ddlCaptured})
 	r.res.Replay = st
 	if err == nil {
@@ -178,7 +185,7 @@ func (r *replayer) run(ctx context.Context, target pgclient.Target, db string) e
 		return fmt.Errorf("%w (scratch database %s kept; the target database was not changed)", err, db)
 	}
 	for _, line := range ReplayNotes(st) {
-		r.opts.Progress(line)
+		r.opts.Progress.Report(progress.Event{Phase: "replay", Message: line})
 		r.opts.Log.Warn(line)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/config"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 )
 
 // Replacing a database that holds data (restore --force) loses nothing that
@@ -206,7 +207,7 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 	}
 	var lk *lockout
 	if opts.Force {
-		opts.Progress("refuse new connections to " + st.Target + " and end its sessions")
+		opts.Progress.Report(progress.Event{Phase: "replace", Object: st.Target, Message: "refuse new connections and end its sessions"})
 		if lk, err = lockOut(ctx, maint, st.Target, opts.Log); err != nil {
 			return err
 		}
@@ -266,7 +267,7 @@ func replaceDatabase(ctx context.Context, cfg *config.Config, maint *pgx.Conn, f
 		return fmt.Errorf("open database %s (now %s) to its safety backup: %w", st.Target, old, err)
 	}
 	if st.SafetyBackup {
-		opts.Progress("safety backup of " + st.Target)
+		opts.Progress.Report(progress.Event{Phase: "safety-backup", Object: st.Target})
 		path, err := opts.SafetyBackup(ctx, st.Target, old)
 		if err != nil {
 			return fmt.Errorf("safety backup of %s failed, nothing was restored: %w", st.Target, err)

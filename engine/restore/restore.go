@@ -26,6 +26,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/fsutil"
 	"github.com/pme2go/pme2go-backup/engine/pgclient"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 )
 
 // ErrNotEmpty is returned (wrapped) when the target database holds data and
@@ -54,7 +55,12 @@ type Options struct {
 	RestoreLogs    bool // put archived logs back
 	DryRun         bool
 	Log            *slog.Logger
-	Progress       func(step string)
+	// Progress is told each step: phases "plan", "verify" (Object: the
+	// archive), "globals", "restore" (Object: "<source> into <target>"),
+	// "replace" and "safety-backup" (Object: the database replaced),
+	// "replay" (Total: the transactions to replay, Done: those applied,
+	// Message: each one's commit LSN, or a note at the end).
+	Progress progress.Func
 
 	// Target, when set, restores to a point in time: the newest suitable
 	// full backup is chosen (Backup may name it, or be empty) and its
@@ -63,8 +69,6 @@ type Options struct {
 	// Resume continues an interrupted point-in-time restore in the scratch
 	// database it left behind, without applying anything twice.
 	Resume bool
-	// OnReplayCommit is called after each replayed transaction.
-	OnReplayCommit func(applied int64, commitLSN uint64)
 }
 
 // Step is one database restore in a plan.
@@ -107,9 +111,6 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 	start := time.Now()
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if opts.Progress == nil {
-		opts.Progress = func(string) {}
 	}
 	var pitr *apply.Plan
 	if opts.Target != nil {
@@ -161,7 +162,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 		if err := os.Mkdir(dest, 0o700); err != nil {
 			return nil, fmt.Errorf("create extraction directory: %w", err)
 		}
-		opts.Progress("verify " + b.Name)
+		opts.Progress.Report(progress.Event{Phase: "verify", Object: b.Name})
 		if ext, err = archive.StartVerifiedExtract(ctx, b.Path, dest); err != nil {
 			return nil, verifyFailed(b.Name, err)
 		}
@@ -218,13 +219,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (*Result, error)
 		if _, err := ext.Done(rctx); err != nil {
 			return nil, fail(err)
 		}
-		opts.Progress("restore globals")
+		opts.Progress.Report(progress.Event{Phase: "globals", Message: "restore roles and tablespaces"})
 		if err := restoreGlobals(ctx, cfg, target, opts.Log, filepath.Join(dest, "globals.sql")); err != nil {
 			return nil, err
 		}
 	}
 	for _, st := range plan.Steps {
-		opts.Progress(fmt.Sprintf("restore %s into %s", st.Source, st.Target))
+		opts.Progress.Report(progress.Event{Phase: "restore", Object: st.Source + " into " + st.Target})
 		var rp *replayer
 		if pitr != nil {
 			rp = &replayer{plan: pitr, opts: opts, resume: resumeDB != "", res: res, ddlCaptured: ddlCaptured(cfg, pitr)}

@@ -17,6 +17,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/incremental"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
 
@@ -206,8 +207,8 @@ func TestNoOrphans(t *testing.T) {
 	c.CreateDB(t, "second")
 	cfg := loadCfg(t, cfgEnv(t, c, "app,second"))
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err := backup.Full(ctx, cfg, backup.Options{Chain: incremental.NewChainStarter(cfg, nil), Progress: func(p backup.Progress) {
-		if p.Phase == "dump" && p.Database == "second" {
+	_, err := backup.Full(ctx, cfg, backup.Options{Chain: incremental.NewChainStarter(cfg, nil), Progress: func(p progress.Event) {
+		if p.Phase == "dump" && p.Object == "second" {
 			cancel()
 		}
 	}})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 	"github.com/pme2go/pme2go-backup/engine/restore"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
@@ -124,7 +125,8 @@ func TestIdentityKeyUpdated(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		_, err := e.restoreTo(cctx, apply.Target{Kind: apply.Latest}, "r_identkey2", func(o *restore.Options) {
-			o.OnReplayCommit = func(n int64, _ uint64) {
+			o.Progress = func(ev progress.Event) {
+				n := ev.Done // transactions applied (0: not a commit)
 				if n == 3 {
 					cancel()
 				}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 	"github.com/pme2go/pme2go-backup/engine/restore"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
@@ -176,7 +177,8 @@ func TestMergedBatches(t *testing.T) {
 		// transactions, one each, come first).
 		const at = 15000
 		_, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_killed", func(o *restore.Options) {
-			o.OnReplayCommit = func(n int64, _ uint64) {
+			o.Progress = func(ev progress.Event) {
+				n := ev.Done // transactions applied (0: not a commit)
 				if n != int64(len(steps)+at+1) {
 					return
 				}

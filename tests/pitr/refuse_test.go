@@ -13,6 +13,7 @@ import (
 	"github.com/pme2go/pme2go-backup/engine/apply"
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/errs"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 	"github.com/pme2go/pme2go-backup/engine/restore"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
@@ -148,7 +149,8 @@ func TestResume(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	_, err := e.restoreTo(cctx, apply.Target{Kind: apply.Latest}, "r_resume", func(o *restore.Options) {
-		o.OnReplayCommit = func(n int64, _ uint64) {
+		o.Progress = func(ev progress.Event) {
+			n := ev.Done // transactions applied (0: not a commit)
 			if n == 120 {
 				cancel()
 			}
