@@ -418,15 +418,7 @@ func (m managerObj) StartBackup(msg dbus.Message, kind string, opts map[string]d
 	if kind != KindFull && kind != KindIncremental {
 		return "/", toDBus(Errorf(CodeInvalidArgs, `use "full" or "incremental"`, fmt.Sprintf("StartBackup: unknown kind %q", kind)))
 	}
-	d := newOptionDecoder("StartBackup", opts, map[string]string{"databases": "as", "trigger": "s"})
-	if d.err != nil {
-		return "/", toDBus(d.err)
-	}
-	trigger := d.str("trigger")
-	if trigger == "" {
-		trigger = "manual"
-	}
-	return m.start(msg, ActionBackup, JobRequest{Kind: kind, Databases: d.strs("databases"), Trigger: trigger})
+	return m.startJob(msg, "StartBackup", kind, opts)
 }
 
 var restoreOptions = map[string]string{
@@ -486,7 +478,14 @@ func (m managerObj) VerifyOffsite(msg dbus.Message, backup string) (p dbus.Objec
 // restore action.
 func (m managerObj) Drill(msg dbus.Message, opts map[string]dbus.Variant) (p dbus.ObjectPath, derr *dbus.Error) {
 	defer m.s.guard("Drill", &derr)
-	d := newOptionDecoder("Drill", opts, map[string]string{"databases": "as", "trigger": "s"})
+	return m.startJob(msg, "Drill", KindDrill, opts)
+}
+
+// startJob starts a job of kind (a backup or a drill: the backup action)
+// from the options they share, "databases" (as) and "trigger" (s, default
+// "manual").
+func (m managerObj) startJob(msg dbus.Message, method, kind string, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
+	d := newOptionDecoder(method, opts, map[string]string{"databases": "as", "trigger": "s"})
 	if d.err != nil {
 		return "/", toDBus(d.err)
 	}
@@ -494,7 +493,7 @@ func (m managerObj) Drill(msg dbus.Message, opts map[string]dbus.Variant) (p dbu
 	if trigger == "" {
 		trigger = "manual"
 	}
-	return m.start(msg, ActionBackup, JobRequest{Kind: KindDrill, Databases: d.strs("databases"), Trigger: trigger})
+	return m.start(msg, ActionBackup, JobRequest{Kind: kind, Databases: d.strs("databases"), Trigger: trigger})
 }
 
 // OffsiteSync implements org.pme2go.Backup1.Manager.OffsiteSync: copy

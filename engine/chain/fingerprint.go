@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
 
 // CatalogPrint is a fingerprint of a database's schema: one entry per
@@ -657,14 +655,7 @@ func (s *State) LoadCatalog() (*CatalogPrint, error) {
 
 // SaveCatalog writes catalog.json atomically.
 func (s *State) SaveCatalog(cp *CatalogPrint) error {
-	b, err := json.Marshal(cp)
-	if err != nil {
-		return fmt.Errorf("chain %s: encode catalog: %w", s.ID, err)
-	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, "catalog.json"), b, 0o600); err != nil {
-		return fmt.Errorf("chain %s: write catalog.json: %w", s.ID, err)
-	}
-	return nil
+	return s.saveJSON("catalog.json", "catalog", cp)
 }
 
 // SetEnd records, before the chain is marked broken, the point up to which

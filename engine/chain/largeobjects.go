@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pme2go/pme2go-backup/engine/fsutil"
 )
 
 // LargeObject is the state of one large object: the MD5 of its data, its
@@ -85,14 +83,7 @@ func (s *State) LoadLargeObjects() (LargeObjects, error) {
 
 // SaveLargeObjects writes largeobjects.json atomically.
 func (s *State) SaveLargeObjects(los LargeObjects) error {
-	b, err := json.Marshal(los)
-	if err != nil {
-		return fmt.Errorf("chain %s: encode large objects: %w", s.ID, err)
-	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, "largeobjects.json"), b, 0o600); err != nil {
-		return fmt.Errorf("chain %s: write largeobjects.json: %w", s.ID, err)
-	}
-	return nil
+	return s.saveJSON("largeobjects.json", "large objects", los)
 }
 
 // SumMD5 returns the hex MD5 of data, as PostgreSQL's md5() prints it.

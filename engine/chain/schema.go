@@ -146,12 +146,18 @@ func (s *State) LoadSchema() (*Schema, error) {
 
 // SaveSchema writes relations.json atomically.
 func (s *State) SaveSchema(sc *Schema) error {
-	b, err := json.Marshal(sc)
+	return s.saveJSON("relations.json", "relations", sc)
+}
+
+// saveJSON writes v as JSON into the chain's state directory atomically
+// (file mode 0600); what names the content in errors.
+func (s *State) saveJSON(file, what string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("chain %s: encode relations: %w", s.ID, err)
+		return fmt.Errorf("chain %s: encode %s: %w", s.ID, what, err)
 	}
-	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, "relations.json"), b, 0o600); err != nil {
-		return fmt.Errorf("chain %s: write relations.json: %w", s.ID, err)
+	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, file), b, 0o600); err != nil {
+		return fmt.Errorf("chain %s: write %s: %w", s.ID, file, err)
 	}
 	return nil
 }
