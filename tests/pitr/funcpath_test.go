@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pme2go/pme2go-backup/engine/apply"
+	"github.com/pme2go/pme2go-backup/engine/progress"
 	"github.com/pme2go/pme2go-backup/engine/restore"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
 )
@@ -216,7 +217,11 @@ func TestRestoreFunctionPath(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		_, err := e.restoreTo(cctx, apply.Target{Kind: apply.Latest}, "r_resumed", func(o *restore.Options) {
-			o.OnReplayCommit = func(int64, uint64) { cancel() }
+			o.Progress = func(ev progress.Event) {
+				if ev.Phase == "replay" && ev.Done > 0 { // a transaction was applied
+					cancel()
+				}
+			}
 		})
 		if err == nil {
 			t.Fatal("the restore was not interrupted")
