@@ -192,8 +192,8 @@ func (r *Repo) Remotes(ctx context.Context, cfg *config.Config) ([]Remote, error
 			if !ok {
 				continue
 			}
-			if _, ok := size[rel]; !ok || checkRel(rel) != nil {
-				continue // unfinished, or a key no backup has (../, subdirectories)
+			if _, ok := size[rel]; !ok || checkRel(rel) != nil || o.Size > MaxSmallObject {
+				continue // unfinished, a key no backup has (../, subdirectories), or no manifest
 			}
 			name := filepath.Base(rel)
 			var m *archive.Manifest

@@ -178,16 +178,30 @@ func (r *Repo) Get(ctx context.Context, rel string) (io.ReadCloser, int64, error
 	return o, st.Size, nil
 }
 
-// ReadAll returns the content of a small object.
+// MaxSmallObject bounds what ReadAll reads (sidecar manifests, streamed
+// chain state and sequences): 64 MiB, as an archive's embedded manifest.
+// Anyone who can write to the bucket must not make a sync or restore read
+// an arbitrarily large object into memory.
+const MaxSmallObject = 64 << 20
+
+// ReadAll returns the content of a small object; one larger than
+// MaxSmallObject is refused without being read.
 func (r *Repo) ReadAll(ctx context.Context, rel string) ([]byte, error) {
-	o, _, err := r.Get(ctx, rel)
+	o, size, err := r.Get(ctx, rel)
 	if err != nil {
 		return nil, err
 	}
 	defer o.Close()
-	b, err := io.ReadAll(o)
+	if size > MaxSmallObject {
+		return nil, &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site object %s has %d bytes, more than a manifest or chain state can (%d); refused", rel, size, MaxSmallObject),
+			Fix: &errs.Fix{Text: "remove the object from the repository"}}
+	}
+	b, err := io.ReadAll(io.LimitReader(o, MaxSmallObject+1))
 	if err != nil {
 		return nil, r.objectErr("download "+rel, err)
+	}
+	if len(b) > MaxSmallObject {
+		return nil, &errs.Error{Code: errs.VerifyFailed, Message: fmt.Sprintf("off-site object %s is larger than a manifest or chain state can be (%d bytes); refused", rel, MaxSmallObject)}
 	}
 	return b, nil
 }

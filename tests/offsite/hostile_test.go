@@ -2,8 +2,10 @@ package offsite_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -253,4 +255,46 @@ func TestHostileRepository(t *testing.T) {
 			return nil
 		})
 	})
+}
+
+// TestHugeSidecarNotRead: a "sidecar" of more than 64 MiB put in the
+// bucket (by anyone who can write there) is neither listed nor read into
+// memory by a sync, and a fetch of it is refused.
+func TestHugeSidecarNotRead(t *testing.T) {
+	s := s3harness.Start(t)
+	ctx := context.Background()
+	_, cfg := fakeEnv(t, s, "huge")
+	r, err := offsite.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "full_backup_2026-01-01T00-00-00-000Z.tar"
+	if _, err := r.Put(ctx, "full/"+name, strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	const size = offsite.MaxSmallObject + 1<<20
+	if _, err := r.Put(ctx, "full/"+name+archive.SidecarSuffix, io.LimitReader(zeros{}, size), size); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	res, err := ops.OffsiteSync(ctx, cfg, ops.OffsiteSyncOptions{}, nil)
+	runtime.ReadMemStats(&after)
+	if err != nil || len(res.Adopted) != 0 {
+		t.Fatalf("sync: %v %+v", err, res)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 32<<20 {
+		t.Errorf("the sync allocated %d MiB: it read the huge object", grew>>20)
+	}
+	if _, err := r.Fetch(ctx, cfg, "full/"+name); ops.CodeOf(err) != "VERIFY_FAILED" {
+		t.Errorf("fetch with a huge sidecar: %v", err)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
