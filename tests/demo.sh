@@ -123,7 +123,7 @@ BUS
 	done
 	echo "pme2go-backupd (pid $daemon_pid) owns org.pme2go.Backup1 on $DBUS_SYSTEM_BUS_ADDRESS"
 	if command -v busctl >/dev/null 2>&1; then
-		busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" introspect org.pme2go.Backup1 /org/pme2go/Backup1 org.pme2go.Backup1.Manager | head -n 12
+		busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" introspect org.pme2go.Backup1 /org/pme2go/Backup1 org.pme2go.Backup1.Manager >"$work/introspect"; head -n 12 "$work/introspect"
 	fi
 else
 	export PME2GO_DIRECT=1 # no dbus-daemon here: the CLI works in process
@@ -163,6 +163,8 @@ SELECT format('%I.%I', n.nspname, c.relname),
        (xpath('/row/h/text()', query_to_xml(format('SELECT md5(coalesce(string_agg(md5(t::text), '''' ORDER BY md5(t::text)), '''')) AS h FROM %I.%I t', n.nspname, c.relname), false, true, '')))[1]::text
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   -- our own schema (pme2go_<installation id>) stays in the source only
+   AND n.nspname !~ '^pme2go_[0-9a-f]{8}$'
  ORDER BY 1;
 SQL
 }
@@ -209,5 +211,5 @@ sums shop >"$work/d"; sums shop_latest >"$work/e"
 same "restore --latest vs the source now" "$work/d" "$work/e"
 if [ -n "$daemon_pid" ]; then
 	step "the daemon's view: status with its job history"
-	cli status | head -n 10
+	cli status >"$work/status"; head -n 10 "$work/status"
 fi
