@@ -10,6 +10,7 @@ import (
 
 	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/catalog"
+	"github.com/pme2go/pme2go-backup/engine/chain"
 	"github.com/pme2go/pme2go-backup/engine/changeset"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 )
@@ -126,7 +127,7 @@ func chainOf(m *archive.Manifest, db string) (string, uint64, bool) {
 func fulls(all []catalog.Backup, db string) []Archive {
 	var out []Archive
 	for _, b := range all {
-		if b.Type != "full" || b.Manifest == nil || !slices.Contains(b.Manifest.Databases, db) {
+		if b.Type != archive.KindFull || b.Manifest == nil || !slices.Contains(b.Manifest.Databases, db) {
 			continue
 		}
 		if _, start, ok := chainOf(b.Manifest, db); ok {
@@ -206,7 +207,7 @@ func assemble(all []catalog.Backup, db string, full Archive, t Target) (*Plan, e
 	var incs []Archive
 	for _, b := range all {
 		byName[b.Name] = true
-		if b.Type != "incremental" || b.Manifest == nil || b.Manifest.ChainID != chainID {
+		if b.Type != archive.KindIncremental || b.Manifest == nil || b.Manifest.ChainID != chainID {
 			continue
 		}
 		m := b.Manifest
@@ -251,8 +252,8 @@ func assemble(all []catalog.Backup, db string, full Archive, t Target) (*Plan, e
 			lastCommit = l
 			lastTime = *a.Manifest.LastCommitTime
 		}
-		if s, _ := a.Manifest.Metadata["chainStatus"].(string); s == "broken" || s == "sealed" {
-			broken = s
+		if s := chain.Status(a.Manifest.ChainStatus()); s == chain.StatusBroken || s == chain.StatusSealed {
+			broken = string(s)
 			for _, w := range a.Manifest.Warnings {
 				broken = w
 			}
@@ -289,7 +290,7 @@ func latestGap(all []catalog.Backup, p *Plan) *Gap {
 	unused := ""
 	for _, b := range all {
 		m := b.Manifest
-		if m == nil || !containsDB(m, p.Database) || isSafety(m) {
+		if m == nil || !containsDB(m, p.Database) || m.IsSafety() {
 			continue
 		}
 		if m.Timestamp.After(act) {
@@ -393,7 +394,7 @@ func newerPlainFull(all []catalog.Backup, db string, cands []Archive) *Plan {
 	var newest *catalog.Backup
 	for i, b := range all {
 		m := b.Manifest
-		if b.Type != "full" || m == nil || !slices.Contains(m.Databases, db) || isSafety(m) {
+		if b.Type != archive.KindFull || m == nil || !slices.Contains(m.Databases, db) || m.IsSafety() {
 			continue
 		}
 		if newest == nil || m.Timestamp.After(newest.Manifest.Timestamp) {

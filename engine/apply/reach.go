@@ -160,7 +160,7 @@ func lastActivity(all []catalog.Backup, db string) (time.Time, string) {
 	var t time.Time
 	name := ""
 	for _, b := range all {
-		if b.Manifest == nil || !containsDB(b.Manifest, db) || isSafety(b.Manifest) {
+		if b.Manifest == nil || !containsDB(b.Manifest, db) || b.Manifest.IsSafety() {
 			continue
 		}
 		at := b.Manifest.Timestamp
@@ -184,12 +184,6 @@ func containsDB(m *archive.Manifest, db string) bool {
 		return true
 	}
 	return false
-}
-
-// isSafety reports whether a full backup is a restore's safety backup.
-func isSafety(m *archive.Manifest) bool {
-	t, _ := m.Metadata["trigger"].(string)
-	return t == "safety"
 }
 
 // describeReach renders the window and the chain end for --dry-run.
