@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
+	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -32,20 +34,12 @@ func cleanupCommand() *cli.Command {
 }
 
 func runCleanup(ctx context.Context, o cleanupOpts, out io.Writer) error {
-	var res *ops.CleanupResult
-	var err error
-	if !o.Direct {
-		err = o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
-			return c.Cleanup(ctx, o.DryRun)
-		}, &res)
-	} else {
-		cfg, log, lerr := o.load()
-		if lerr != nil {
-			return lerr
-		}
+	res, err := jobOrDirect(ctx, o.common, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+		return c.Cleanup(ctx, o.DryRun)
+	}, func(cfg *config.Config, log *slog.Logger) (*ops.CleanupResult, error) {
 		o.Log = log
-		res, err = ops.Cleanup(ctx, cfg, o.CleanupOptions, nil)
-	}
+		return ops.Cleanup(ctx, cfg, o.CleanupOptions, nil)
+	})
 	if o.JSON || res == nil {
 		if res != nil {
 			printJSON(out, res)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
+	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -34,20 +36,12 @@ func drillCommand() *cli.Command {
 }
 
 func runDrill(ctx context.Context, o drillOpts, out io.Writer) error {
-	var res *ops.DrillResult
-	var err error
-	if !o.Direct {
-		err = o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
-			return c.Drill(ctx, o.Databases, o.Trigger)
-		}, &res)
-	} else {
-		cfg, log, lerr := o.load()
-		if lerr != nil {
-			return lerr
-		}
+	res, err := jobOrDirect(ctx, o.common, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+		return c.Drill(ctx, o.Databases, o.Trigger)
+	}, func(cfg *config.Config, log *slog.Logger) (*ops.DrillResult, error) {
 		o.Log = log
-		res, err = ops.Drill(ctx, cfg, o.DrillOptions, nil)
-	}
+		return ops.Drill(ctx, cfg, o.DrillOptions, nil)
+	})
 	if o.JSON {
 		if res != nil {
 			printJSON(out, res)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
+	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
 
@@ -34,22 +36,14 @@ func incrementalCommand() *cli.Command {
 }
 
 func runIncremental(ctx context.Context, o incrementalOpts, out io.Writer) error {
-	var res *ops.IncrementalResult
-	var err error
-	if !o.Direct {
-		err = o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
-			return c.StartBackup(ctx, dbusapi.KindIncremental, o.Databases, o.Trigger)
-		}, &res)
-	} else {
-		cfg, log, lerr := o.load()
-		if lerr != nil {
-			return lerr
-		}
+	res, err := jobOrDirect(ctx, o.common, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+		return c.StartBackup(ctx, dbusapi.KindIncremental, o.Databases, o.Trigger)
+	}, func(cfg *config.Config, log *slog.Logger) (*ops.IncrementalResult, error) {
 		o.Log = log
 		pp := newProgress(o.Stderr)
-		res, err = ops.Incremental(ctx, cfg, o.IncrementalOptions, pp.report)
-		pp.finish()
-	}
+		defer pp.finish()
+		return ops.Incremental(ctx, cfg, o.IncrementalOptions, pp.report)
+	})
 	if res != nil {
 		warnOffsite(o.Stderr, res.OffsiteError)
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
+	"github.com/pme2go/pme2go-backup/engine/config"
 
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
@@ -56,20 +58,12 @@ func warnOffsite(w io.Writer, e *ops.ErrorJSON) {
 }
 
 func runOffsiteSync(ctx context.Context, o offsiteSyncOpts, out io.Writer) error {
-	var res *ops.OffsiteSyncResult
-	var err error
-	if !o.Direct {
-		err = o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
-			return c.OffsiteSync(ctx)
-		}, &res)
-	} else {
-		cfg, log, lerr := o.load()
-		if lerr != nil {
-			return lerr
-		}
+	res, err := jobOrDirect(ctx, o.common, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+		return c.OffsiteSync(ctx)
+	}, func(cfg *config.Config, log *slog.Logger) (*ops.OffsiteSyncResult, error) {
 		o.Log = log
-		res, err = ops.OffsiteSync(ctx, cfg, o.OffsiteSyncOptions, nil)
-	}
+		return ops.OffsiteSync(ctx, cfg, o.OffsiteSyncOptions, nil)
+	})
 	if o.JSON || res == nil {
 		if res != nil {
 			printJSON(out, res)

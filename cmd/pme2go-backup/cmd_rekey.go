@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
+	"github.com/pme2go/pme2go-backup/engine/config"
 
 	"github.com/pme2go/pme2go-backup/engine/ops"
 )
@@ -38,19 +40,11 @@ func rekeyCommand() *cli.Command {
 // process with --direct; either takes the backup directory lock, so it
 // waits for no backup and refuses while one runs (BUSY).
 func runRekey(ctx context.Context, o rekeyOpts, out io.Writer) error {
-	var res *ops.RekeyResult
-	var err error
-	if !o.Direct {
-		err = o.runJob(ctx, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
-			return c.Rekey(ctx, o.Backups, o.DryRun)
-		}, &res)
-	} else {
-		cfg, _, lerr := o.load()
-		if lerr != nil {
-			return lerr
-		}
-		res, err = ops.Rekey(ctx, cfg, o.RekeyOptions, nil)
-	}
+	res, err := jobOrDirect(ctx, o.common, func(ctx context.Context, c *dbusapi.Client) (dbus.ObjectPath, error) {
+		return c.Rekey(ctx, o.Backups, o.DryRun)
+	}, func(cfg *config.Config, _ *slog.Logger) (*ops.RekeyResult, error) {
+		return ops.Rekey(ctx, cfg, o.RekeyOptions, nil)
+	})
 	if o.JSON {
 		if res != nil {
 			printJSON(out, res)

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/pme2go/pme2go-backup/dbusapi"
+	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/errs"
 	"github.com/pme2go/pme2go-backup/engine/lsn"
 	"github.com/pme2go/pme2go-backup/engine/ops"
@@ -88,6 +90,26 @@ func (g common) runJob(ctx context.Context, start func(context.Context, *dbusapi
 		return &errs.Error{Code: errs.Failed, Message: fmt.Sprintf("job %s ended in state %s", p, j.State)}
 	}
 	return nil
+}
+
+// jobOrDirect runs one operation as a daemon job (start makes the D-Bus call
+// that starts it; the job is followed as runJob does) or, with --direct, in
+// this process: direct gets the loaded configuration and logger. It returns
+// the operation's result, which may be partly filled when it failed, and the
+// error; a configuration that cannot be loaded is an error with a nil
+// result.
+func jobOrDirect[R any](ctx context.Context, g common, start func(context.Context, *dbusapi.Client) (dbus.ObjectPath, error),
+	direct func(*config.Config, *slog.Logger) (R, error)) (R, error) {
+	var res R
+	if !g.Direct {
+		err := g.runJob(ctx, start, &res)
+		return res, err
+	}
+	cfg, log, err := g.load()
+	if err != nil {
+		return res, err
+	}
+	return direct(cfg, log)
 }
 
 // call runs a short request through the daemon.
