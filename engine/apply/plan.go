@@ -78,6 +78,10 @@ type Plan struct {
 	prepared     bool
 	stoppedIn    int    // index of the segment the last walk stopped in, -1 when it ran through
 	nextAfter    uint64 // first commit LSN of the chain's archives after the plan's, 0 when none
+	// reach is the end of the chain's archives that follow on from the
+	// full backup without a gap, when they hold no commit after the
+	// plan's (nextAfter 0): every commit before it is in those archives.
+	reach uint64
 }
 
 // MarshalJSON renders the archive with its LSN range as X/Y text.
@@ -259,11 +263,19 @@ func assemble(all []catalog.Backup, db string, full Archive, t Target) (*Plan, e
 			}
 		}
 	}
+	// The archives after the plan's, as far as they follow on without a
+	// gap: the first commit they hold, and the position up to which they
+	// prove there is none.
+	p.reach = expect
 	for _, a := range incs[len(p.Incrementals):] {
+		if a.StartLSN != p.reach {
+			break
+		}
 		if l, err := ParseLSN(a.Manifest.FirstCommitLSN); err == nil && a.Manifest.TxCount > 0 {
 			p.nextAfter = l
 			break
 		}
+		p.reach = a.EndLSN
 	}
 	p.Window = p.window(expect, lastTime)
 	if t.Kind == Latest {

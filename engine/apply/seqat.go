@@ -24,8 +24,11 @@ import (
 //
 //   - a read that began after C and ended before N saw the source exactly as
 //     it was at the target (no commit in between): every sequence is set to
-//     it (exact). With --latest and nothing committed after the chain's
-//     last seal, the last read is the target by definition.
+//     it (exact). Without an N in the chain, a read that began after C and
+//     ended before the end of the chain's archives is exact too: those
+//     archives hold every commit before their end, and none came after C.
+//     With --latest and nothing committed after the chain's last seal, the
+//     last read is the target by definition.
 //   - otherwise, per sequence: the last read that began at or before C and
 //     the first that began after it; equal values mean the sequence did
 //     not move across the target (exact). Different or missing values
@@ -53,12 +56,23 @@ type seqRead struct {
 
 // exactFor reports whether the read holds the sequences' values at a
 // target whose last applied commit is last and whose first commit not
-// applied is next (0: none known; latest: none counts).
-func (r *seqRead) exactFor(last, next uint64, latest bool) bool {
+// applied is next (0: none in the chain's archives up to reach, the end
+// of those archives, 0 when unknown; latest: none counts).
+func (r *seqRead) exactFor(last, next, reach uint64, latest bool) bool {
 	if r.own != 0 {
 		return r.clean && (last == r.own || (last < r.own && next == r.own))
 	}
-	return last < r.from && ((next == 0 && latest) || (next != 0 && r.to != 0 && r.to < next))
+	switch {
+	case last >= r.from:
+		return false
+	case next == 0 && latest:
+		return true
+	case r.to == 0:
+		return false
+	case next != 0:
+		return r.to < next
+	}
+	return reach != 0 && r.to <= reach
 }
 
 // SequenceChoice is what a restore knows about one sequence at its target.
@@ -185,8 +199,10 @@ func (p *Plan) placeSequences(ctx context.Context, c *seqCollector) error {
 			return err
 		}
 	}
+	// The first commit past the target: in the plan's change sets, else
+	// in the chain's later archives.
 	next := c.next
-	if p.stoppedIn < 0 {
+	if next == 0 {
 		next = p.nextAfter
 	}
 	reads := c.reads
@@ -200,7 +216,7 @@ func (p *Plan) placeSequences(ctx context.Context, c *seqCollector) error {
 	// --latest of a chain that ended stops at the end, with transactions
 	// after it that no change set holds: the last read comes after them.
 	latest := p.Target.Kind == Latest && p.ChainEnd == nil
-	p.SequenceChoices = chooseSequences(reads, last, next, latest)
+	p.SequenceChoices = chooseSequences(reads, last, next, p.reach, latest)
 	return nil
 }
 
@@ -208,8 +224,10 @@ func (p *Plan) placeSequences(ctx context.Context, c *seqCollector) error {
 // known of each sequence at the target (see the comment at the top).
 // last is the commit LSN of the last transaction applied (the chain's
 // start when none is), next the first commit past the target (0: none
-// known), latest whether nothing past the chain's end counts.
-func chooseSequences(reads []seqRead, last, next uint64, latest bool) map[string]SequenceChoice {
+// known), reach the end of the chain's archives when next is 0 (every
+// commit before it is in them; 0: unknown), latest whether nothing past
+// the chain's end counts.
+func chooseSequences(reads []seqRead, last, next, reach uint64, latest bool) map[string]SequenceChoice {
 	if len(reads) == 0 {
 		return nil
 	}
@@ -228,7 +246,7 @@ func chooseSequences(reads []seqRead, last, next uint64, latest bool) map[string
 	}
 	out := map[string]SequenceChoice{}
 	for i := range reads {
-		if r := &reads[i]; r.exactFor(last, next, latest) {
+		if r := &reads[i]; r.exactFor(last, next, reach, latest) {
 			for name, v := range r.values {
 				out[name] = SequenceChoice{Exact: true, Value: v}
 			}

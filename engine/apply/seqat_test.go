@@ -17,22 +17,30 @@ func TestChooseSequences(t *testing.T) {
 		name             string
 		reads            []seqRead
 		last, next       uint64
+		reach            uint64
 		latest           bool
 		exactS           bool
 		wantS            int64
 		exactK, beforeOK bool
 	}{
-		{"read between last and next", []seqRead{seal1, seal2}, 90, 150, false, true, 5, true, true},
-		{"next inside the read, nothing before", []seqRead{seal1, seal2}, 90, 105, false, false, 0, false, false},
-		{"between seals", []seqRead{seal1, seal2}, 150, 250, false, false, 0, true, true},
-		{"latest past the last read", []seqRead{seal1, seal2}, 250, 0, true, true, 9, true, true},
-		{"no next known, not latest", []seqRead{seal1, seal2}, 250, 0, false, false, 0, true, true},
-		{"at a clean mark", []seqRead{seal1, mark, seal2}, 220, 250, false, true, 8, true, true},
-		{"before a clean mark (exclusive)", []seqRead{seal1, mark, seal2}, 190, 220, false, true, 8, true, true},
-		{"after a mark", []seqRead{seal1, mark, seal2}, 230, 250, false, false, 0, true, true},
-		{"unclean mark", []seqRead{seal1, {from: 200, to: 205, values: v(8), own: 220}, seal2}, 220, 250, false, false, 0, true, true},
+		{"read between last and next", []seqRead{seal1, seal2}, 90, 150, 0, false, true, 5, true, true},
+		{"next inside the read, nothing before", []seqRead{seal1, seal2}, 90, 105, 0, false, false, 0, false, false},
+		{"between seals", []seqRead{seal1, seal2}, 150, 250, 0, false, false, 0, true, true},
+		{"latest past the last read", []seqRead{seal1, seal2}, 250, 0, 0, true, true, 9, true, true},
+		{"no next known, not latest", []seqRead{seal1, seal2}, 250, 0, 0, false, false, 0, true, true},
+		// A time target after the last commit: the archives reach past
+		// the read and hold no commit after last (a TRUNCATE … RESTART
+		// IDENTITY between the reads set the sequence back).
+		{"no next, archives reach past the read", []seqRead{seal1, seal2}, 250, 0, 400, false, true, 9, true, true},
+		{"no next, archives end inside the read", []seqRead{seal1, seal2}, 250, 0, 305, false, false, 0, true, true},
+		{"no next, reach ignored when a next is known", []seqRead{seal1, seal2}, 250, 305, 400, false, false, 0, true, true},
+		{"no next, read end unknown", []seqRead{seal1, {from: 300, values: v(9)}}, 250, 0, 400, false, false, 0, true, true},
+		{"at a clean mark", []seqRead{seal1, mark, seal2}, 220, 250, 0, false, true, 8, true, true},
+		{"before a clean mark (exclusive)", []seqRead{seal1, mark, seal2}, 190, 220, 0, false, true, 8, true, true},
+		{"after a mark", []seqRead{seal1, mark, seal2}, 230, 250, 0, false, false, 0, true, true},
+		{"unclean mark", []seqRead{seal1, {from: 200, to: 205, values: v(8), own: 220}, seal2}, 220, 250, 0, false, false, 0, true, true},
 	} {
-		got := chooseSequences(append([]seqRead(nil), tc.reads...), tc.last, tc.next, tc.latest)
+		got := chooseSequences(append([]seqRead(nil), tc.reads...), tc.last, tc.next, tc.reach, tc.latest)
 		s, k := got["public.s"], got["public.k"]
 		if s.Exact != tc.exactS || (s.Exact && s.Value.LastValue != tc.wantS) {
 			t.Errorf("%s: public.s = %+v, want exact %v value %d", tc.name, s, tc.exactS, tc.wantS)

@@ -151,7 +151,19 @@ func TestDifferentialPITR(t *testing.T) {
 	}
 	sameReplayed(t, "quiet checkpoint", quiet.sums, sums(t, c, "r_quiet"), qres)
 	qc := c.Conn(t, "r_quiet")
-	seqsNotBehind(t, "quiet checkpoint", quiet.seqs, seqValues(t, qc), true, nil)
+	// No commit follows the quiet checkpoint and a later archive reaches
+	// past the read sealed after it: every sequence is proven at the
+	// target, even those TRUNCATE … RESTART IDENTITY set back since an
+	// earlier read. A difference fails, named by the restore or not.
+	qgot := seqValues(t, qc)
+	for k, v := range quiet.seqs {
+		if g, ok := qgot[k]; !ok || g != v {
+			t.Errorf("quiet checkpoint: sequence %s is %d (present %v), the source had %d (%s)", k, g, ok, v, seqNote(qres, k))
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
 	qc.Close(ctx)
 	res, err := e.restoreTo(ctx, apply.Target{Kind: apply.Latest}, "r_latest")
 	if err != nil {

@@ -253,6 +253,23 @@ func seqsNotBehind(t *testing.T, what string, want, got map[string]int64, exact 
 	}
 }
 
+// seqNote says whether the restore res named sequence name as a difference
+// (its value at the target unknown) or claimed it exact.
+func seqNote(res *restore.Result, name string) string {
+	if res.Replay == nil {
+		return "no replay"
+	}
+	for _, n := range res.Replay.SequencesUnknown {
+		if n.Sequence == name {
+			return "named as a difference: " + n.Message
+		}
+	}
+	if res.Replay.SequencesExact[name] {
+		return "claimed exact"
+	}
+	return "not named as a difference"
+}
+
 func mustTarget(t *testing.T, s apply.TargetSpec) apply.Target {
 	t.Helper()
 	tg, err := apply.ParseTarget(s)
