@@ -151,6 +151,9 @@ func Full(ctx context.Context, cfg *config.Config, opts Options) (_ *Result, ret
 		SystemIdentifier: srv.SystemIdentifier, Timeline: srv.Timeline, ServerVersion: srv.Version,
 		PgDumpVersion: tools["pg_dump"].Version, Databases: dbs,
 	}
+	if id8, err := config.InstallationShortID(cfg); err == nil && id8 != "" {
+		m.Metadata["installation"] = id8 // who made it (engine/offsite: restores never choose another's)
+	}
 	if srv.WalLevel != "logical" {
 		m.Warnings = append(m.Warnings, fmt.Sprintf("wal_level is %s: incremental backups are off; set wal_level = logical and restart PostgreSQL to enable them", srv.WalLevel))
 	} else if opts.Snapshot == nil && !(srv.Replication || srv.Superuser) {

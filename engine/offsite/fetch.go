@@ -111,12 +111,17 @@ func Prepare(ctx context.Context, cfg *config.Config, need Need, log *slog.Logge
 		}
 	}
 	if need.PointInTime {
-		for _, rb := range remotes {
+		implicit, warn, err := implicitRemotes(cfg, remotes, need.Databases)
+		if err != nil {
+			return out, err
+		}
+		out.Warnings = append(out.Warnings, warn...)
+		for _, rb := range implicit {
 			if have[rb.Name] || rb.Manifest == nil {
 				continue
 			}
 			for _, db := range rb.Manifest.Databases {
-				if (len(need.Databases) == 0 || slices.Contains(need.Databases, db)) && (!need.Latest || newestChain(local, remotes, db)[rb.Name]) {
+				if (len(need.Databases) == 0 || slices.Contains(need.Databases, db)) && (!need.Latest || newestChain(local, implicit, db)[rb.Name]) {
 					want[rb.Key] = true
 				}
 			}
@@ -444,4 +449,96 @@ func newestChain(local []catalog.Backup, remotes []Remote, db string) map[string
 		}
 	}
 	return out
+}
+
+// ownerOf tells which installation (short id, config.ShortID) made a
+// backup found in the repository: this one when the state file records
+// the copy as ours, else the id the manifest records (Metadata
+// "installation", written since full backups carry it) or the one in the
+// name of its slot (chain.OwnerOf); "" when it cannot be told (uploads of
+// older versions without a chain).
+func ownerOf(rb Remote, st *State, id8 string) string {
+	if c := st.Copies[rb.Name]; c != nil && c.Ours {
+		return id8
+	}
+	m := rb.Manifest
+	if m == nil {
+		return ""
+	}
+	if s, _ := m.Metadata["installation"].(string); s != "" {
+		return s
+	}
+	for _, slot := range strings.Split(m.SlotName, ",") {
+		if o, _ := chain.OwnerOf(strings.TrimSpace(slot)); o != "" {
+			return o
+		}
+	}
+	return ""
+}
+
+// implicitRemotes returns the backups of the repository that a
+// point-in-time restore of dbs (all when empty) may choose by itself:
+// when the repository holds backups of this installation, only those and
+// the ones whose installation cannot be told (each named in a warning);
+// never another installation's. When it holds none of ours (a new
+// BACKUP_DIR restoring after a loss), the others' are used, with a
+// warning naming their installations.
+func implicitRemotes(cfg *config.Config, remotes []Remote, dbs []string) ([]Remote, []string, error) {
+	st, err := LoadState(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	id8, err := config.InstallationShortID(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	relevant := func(rb Remote) bool {
+		if rb.Manifest == nil {
+			return false
+		}
+		for _, db := range rb.Manifest.Databases {
+			if len(dbs) == 0 || slices.Contains(dbs, db) {
+				return true
+			}
+		}
+		return false
+	}
+	ours := false
+	for _, rb := range remotes {
+		if relevant(rb) && ownerOf(rb, st, id8) == id8 {
+			ours = true
+		}
+	}
+	var out []Remote
+	var warn []string
+	others := map[string]bool{}
+	for _, rb := range remotes {
+		if !relevant(rb) {
+			out = append(out, rb)
+			continue
+		}
+		switch o := ownerOf(rb, st, id8); {
+		case o == id8:
+			out = append(out, rb)
+		case o == "":
+			out = append(out, rb)
+			warn = append(warn, fmt.Sprintf("off-site backup %s: the installation that made it cannot be told (made by an older version); it may be chosen for this restore", rb.Name))
+		case ours:
+			others[o] = true
+		default:
+			out = append(out, rb)
+			others[o] = true
+		}
+	}
+	ids := make([]string, 0, len(others))
+	for o := range others {
+		ids = append(ids, o)
+	}
+	slices.Sort(ids)
+	if len(ids) > 0 && ours {
+		warn = append(warn, fmt.Sprintf("off-site backups of other installations (%s) share the repository; they are not chosen for this restore (name one to restore it)", strings.Join(ids, ", ")))
+	} else if len(ids) > 0 {
+		warn = append(warn, fmt.Sprintf("the off-site repository holds no backup of this installation (%s); backups of installation(s) %s may be chosen for this restore", id8, strings.Join(ids, ", ")))
+	}
+	return out, warn, nil
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pme2go/pme2go-backup/engine/archive"
 	"github.com/pme2go/pme2go-backup/engine/config"
 	"github.com/pme2go/pme2go-backup/engine/ops"
 	"github.com/pme2go/pme2go-backup/tests/pgharness"
@@ -257,4 +258,51 @@ func TestServerDownDuringBackup(t *testing.T) {
 	if err != nil || len(res.Uploaded) != 0 {
 		t.Fatalf("sync with nothing left to copy: %v %+v", err, res)
 	}
+}
+
+// TestSharedRepositoryOtherInstallation: two installations (two
+// BACKUP_DIRs, two identities) copy backups of a database of the same name
+// to one bucket and prefix. Installation A's local copies are gone and it
+// restores --latest from the repository: it gets A's data, never B's newer
+// full backup; B's backup named explicitly is still fetched and restored.
+func TestSharedRepositoryOtherInstallation(t *testing.T) {
+	c, s := setup(t)
+	ctx := context.Background()
+	a := newEnv(t, c, s, "shared")
+	fa, err := ops.Full(ctx, a.cfg, ops.FullOptions{}, nil)
+	if err != nil || len(fa.Offsite) != 1 || !fa.Offsite[0].Copied {
+		t.Fatalf("full of A: %v %+v", err, fa)
+	}
+	atA := sums(t, c, "app")
+	exec(t, c, "app", "DELETE FROM items WHERE id <= 500", "INSERT INTO items (name, qty) VALUES ('only in B', 7)")
+	atB := sums(t, c, "app")
+	// Backup names have a resolution of one second: B's must differ.
+	for start := time.Now().Truncate(time.Second); time.Now().Truncate(time.Second).Equal(start); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	b := newEnv(t, c, s, "shared")
+	fb, err := ops.Full(ctx, b.cfg, ops.FullOptions{}, nil)
+	if err != nil || len(fb.Offsite) != 1 || !fb.Offsite[0].Copied {
+		t.Fatalf("full of B: %v %+v", err, fb)
+	}
+	if !fb.Timestamp.After(fa.Timestamp) {
+		t.Fatalf("B's full %s is not newer than A's %s", fb.Name, fa.Name)
+	}
+	for _, p := range []string{fa.Path, archive.SidecarPath(fa.Path)} {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ops.Restore(ctx, a.cfg, ops.RestoreOptions{Target: ops.RestoreTarget{Latest: true}, TargetDB: "app_a", NoSafetyBackup: true}, nil); err != nil {
+		t.Fatalf("A's --latest restore from the repository: %v", err)
+	}
+	same(t, "A's --latest restore (must be A's backup, not B's newer one)", atA, sums(t, c, "app_a"))
+	if loc := locations(t, a)[fb.Name]; loc == "local" || loc == "both" {
+		t.Errorf("A's --latest restore fetched B's backup %s (location %q)", fb.Name, loc)
+	}
+	// Named explicitly, B's backup may be restored by A.
+	if _, err := ops.Restore(ctx, a.cfg, ops.RestoreOptions{Backup: fb.Name, TargetDB: "app_b", NoSafetyBackup: true}, nil); err != nil {
+		t.Fatalf("A's restore of B's backup named explicitly: %v", err)
+	}
+	same(t, "B's backup named explicitly", atB, sums(t, c, "app_b"))
 }
