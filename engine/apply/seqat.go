@@ -31,7 +31,8 @@ import (
 //     last read is the target by definition.
 //   - otherwise, per sequence: the last read that began at or before C and
 //     the first that began after it; equal values mean the sequence did
-//     not move across the target (exact). Different or missing values
+//     not move across the target (exact), unless a TRUNCATE … RESTART
+//     IDENTITY committed between the two reads. Different or missing values
 //     mean its value at the target is unknown: it is set to the one of the
 //     two that is further along (a sequence is never set behind a value it
 //     handed out), then raised to the largest value its owning column
@@ -98,8 +99,11 @@ type SequenceNote struct {
 // LSN of the first transaction past the target.
 type seqCollector struct {
 	reads []seqRead
-	next  uint64 // first commit LSN past the target, 0 until seen
-	prev  uint64 // last commit LSN seen before the current transaction
+	// restarts are the commit LSNs of the transactions with a TRUNCATE …
+	// RESTART IDENTITY the walk passed.
+	restarts []uint64
+	next     uint64 // first commit LSN past the target, 0 until seen
+	prev     uint64 // last commit LSN seen before the current transaction
 }
 
 // seqMessage records a read carried by a transaction (b) as a message;
@@ -122,6 +126,18 @@ func (c *seqCollector) sequences(s *changeset.Sequences, seal *changeset.Seal, a
 		r.from, r.to = seal.NextLSN, 0 // read after the drain to NextLSN, end unknown
 	}
 	c.reads = append(c.reads, r)
+}
+
+// seqChange records a TRUNCATE … RESTART IDENTITY of transaction b: it
+// sets sequences back, so reads on either side of it that agree prove
+// nothing.
+func (c *seqCollector) seqChange(b *changeset.Begin, ch *changeset.Change) {
+	if b == nil || len(ch.Raw) == 0 || ch.Raw[0] != byte(changeset.OpTruncate) {
+		return
+	}
+	if d, err := ch.Decode(); err != nil || d.RestartIdentity {
+		c.restarts = append(c.restarts, b.FinalLSN)
+	}
 }
 
 func (c *seqCollector) nextCommit(lsn uint64) {
@@ -216,7 +232,7 @@ func (p *Plan) placeSequences(ctx context.Context, c *seqCollector) error {
 	// --latest of a chain that ended stops at the end, with transactions
 	// after it that no change set holds: the last read comes after them.
 	latest := p.Target.Kind == Latest && p.ChainEnd == nil
-	p.SequenceChoices = chooseSequences(reads, last, next, p.reach, latest)
+	p.SequenceChoices = chooseSequences(reads, c.restarts, last, next, p.reach, latest)
 	return nil
 }
 
@@ -227,7 +243,10 @@ func (p *Plan) placeSequences(ctx context.Context, c *seqCollector) error {
 // known), reach the end of the chain's archives when next is 0 (every
 // commit before it is in them; 0: unknown), latest whether nothing past
 // the chain's end counts.
-func chooseSequences(reads []seqRead, last, next, reach uint64, latest bool) map[string]SequenceChoice {
+//
+// restarts are the commit LSNs of TRUNCATE … RESTART IDENTITY: two reads
+// that agree with one of them between do not prove the value.
+func chooseSequences(reads []seqRead, restarts []uint64, last, next, reach uint64, latest bool) map[string]SequenceChoice {
 	if len(reads) == 0 {
 		return nil
 	}
@@ -253,6 +272,14 @@ func chooseSequences(reads []seqRead, last, next, reach uint64, latest bool) map
 			return out
 		}
 	}
+	restarted := false
+	if before != nil && after != nil {
+		for _, l := range restarts {
+			if l > before.from && l <= max(after.from, after.to) {
+				restarted = true
+			}
+		}
+	}
 	names := map[string]bool{}
 	for _, r := range []*seqRead{before, after} {
 		if r != nil {
@@ -273,7 +300,7 @@ func chooseSequences(reads []seqRead, last, next, reach uint64, latest bool) map
 				ch.After, ch.AfterAt = &v, fmt.Sprintf("%s (read at %s)", after.where, changeset.FormatLSN(after.from))
 			}
 		}
-		if ch.Before != nil && ch.After != nil && *ch.Before == *ch.After {
+		if ch.Before != nil && ch.After != nil && *ch.Before == *ch.After && !restarted {
 			ch = SequenceChoice{Exact: true, Value: *ch.Before}
 		}
 		out[name] = ch
@@ -352,6 +379,8 @@ func SetSequencesAt(ctx context.Context, conn *pgx.Conn, p *Plan) (int, map[stri
 			msg = fmt.Sprintf("recorded %s after the target at %s, and not before it", valueText(*ch.After), ch.AfterAt)
 		case ch.After == nil:
 			msg = fmt.Sprintf("recorded %s before the target at %s, and not after it", valueText(*ch.Before), ch.BeforeAt)
+		case *ch.Before == *ch.After:
+			msg = fmt.Sprintf("the reads around the target agree, %s at %s and at %s, but a TRUNCATE … RESTART IDENTITY committed between them", valueText(*ch.Before), ch.BeforeAt, ch.AfterAt)
 		default:
 			msg = fmt.Sprintf("it moved between the reads around the target: %s at %s, %s at %s", valueText(*ch.Before), ch.BeforeAt, valueText(*ch.After), ch.AfterAt)
 		}

@@ -46,6 +46,7 @@ type visitor interface {
 type seqVisitor interface {
 	sequences(s *changeset.Sequences, seal *changeset.Seal, archive string)
 	seqMessage(b *changeset.Begin, m *changeset.Message, archive string, seen bool)
+	seqChange(b *changeset.Begin, ch *changeset.Change)
 	nextCommit(lsn uint64)
 }
 
@@ -91,6 +92,8 @@ func (p *Plan) walkSegment(ctx context.Context, seg segment, expect *uint64, ddl
 			switch rec := ev.Record.(type) {
 			case *changeset.Begin:
 				sv.nextCommit(rec.FinalLSN)
+			case *changeset.Change:
+				sv.seqChange(ev.Tx, rec)
 			case *changeset.Message:
 				sv.seqMessage(ev.Tx, rec, seg.archive, false)
 			case *changeset.Sequences:
@@ -132,6 +135,9 @@ func (p *Plan) walkSegment(ctx context.Context, seg segment, expect *uint64, ddl
 				return err
 			}
 		case *changeset.Change:
+			if sv != nil {
+				sv.seqChange(ev.Tx, rec)
+			}
 			if !skipping {
 				if err := v.change(rec); err != nil {
 					return err
